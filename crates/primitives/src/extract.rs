@@ -1,0 +1,150 @@
+//! Request extractors whose rejections are problem+json, so malformed input
+//! never produces axum's plain-text errors.
+
+use crate::problem::Problem;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A JSON body; also a JSON response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> Problem {
+    match rej {
+        JsonRejection::JsonSyntaxError(e) => {
+            Problem::bad_request("malformed_json", format!("the body is not valid JSON: {}", source_text(&e)))
+        }
+        JsonRejection::JsonDataError(e) => {
+            Problem::unprocessable("invalid_body", format!("the body does not match the schema: {}", source_text(&e)))
+        }
+        JsonRejection::MissingJsonContentType(_) => Problem::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        JsonRejection::BytesRejection(_) => Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body could not be read or is too large",
+        ),
+        other => Problem::bad_request("malformed_json", other.body_text()),
+    }
+}
+
+/// The innermost message of an extractor error (serde's own wording, which
+/// names the field and position), without axum's prefix.
+fn source_text(e: &dyn std::error::Error) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters; a malformed id is a 404 `not_found`, because an id that
+/// cannot parse names nothing, exactly like an unknown one.
+#[derive(Debug, Clone, Copy)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                Err(Problem::not_found("not_found", format!("no such resource ({})", e.body_text())))
+            }
+            Err(e) => Err(Problem::internal(e.body_text())),
+        }
+    }
+}
+
+/// Query parameters with problem+json rejections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(Problem::bad_request("invalid_query", e.body_text()))
+            }
+            Err(e) => Err(Problem::bad_request("invalid_query", e.body_text())),
+        }
+    }
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(s: &str) -> Result<Self, Problem> {
+        if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(Problem::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An optional `Idempotency-Key` header, validated when present.
+#[derive(Debug, Clone)]
+pub struct MaybeIdempotencyKey(pub Option<IdempotencyKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get("idempotency-key") {
+            None => Ok(Self(None)),
+            Some(v) => {
+                let s = v.to_str().map_err(|_| IdempotencyKey::parse("").unwrap_err())?;
+                Ok(Self(Some(IdempotencyKey::parse(s)?)))
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The database handle, chosen once from the URL (`sqlite:` or `postgres:`).
+//!
+//! SQLite runs in WAL mode with a single writer connection and a small pool of
+//! readers. One writer, not many: SQLite serialises writers anyway, and with
+//! several write connections a deferred transaction that reads then writes
+//! fails with SQLITE_BUSY under load instead of queueing. PostgreSQL uses one
+//! pool for both; its row locks and conditional updates do the guarding.
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub url: String,
+    /// Connections for PostgreSQL, or readers for SQLite.
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    backend: Backend,
+    write: AnyPool,
+    read: AnyPool,
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Db {
+    pub async fn connect(cfg: &DbConfig) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        if let Some(path) = cfg.url.strip_prefix("sqlite://").or_else(|| cfg.url.strip_prefix("sqlite:")) {
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = Path::new(file).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+                }
+            }
+            let url = if cfg.url.contains("mode=") {
+                cfg.url.clone()
+            } else if cfg.url.contains('?') {
+                format!("{}&mode=rwc", cfg.url)
+            } else {
+                format!("{}?mode=rwc", cfg.url)
+            };
+            let opts = AnyConnectOptions::from_str(&url)?;
+            let write = AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(sqlite_pragmas)
+                .connect_with(opts.clone())
+                .await?;
+            let read = AnyPoolOptions::new()
+                .max_connections(cfg.max_connections.clamp(1, 16))
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(sqlite_pragmas)
+                .connect_with(opts)
+                .await?;
+            Ok(Self { backend: Backend::Sqlite, write, read })
+        } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(cfg.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(&cfg.url)
+                .await?;
+            Ok(Self { backend: Backend::Postgres, write: pool.clone(), read: pool })
+        } else {
+            Err(sqlx::Error::Configuration(
+                "database url must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&self.write).await,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&self.write).await,
+        }
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.write.begin().await
+    }
+
+    /// The pool for reads that need no transaction.
+    pub fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    /// The pool for single-statement writes.
+    pub fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
+    /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, where the single writer
+    /// already serialises every write transaction.
+    pub fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// A cheap round trip for readiness checks.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.read).await.map(|_| ())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// WAL lets readers run beside the writer; `synchronous = NORMAL` is durable
+/// across process crashes (not across power loss before a checkpoint), the
+/// usual trade for WAL; foreign keys are off by default in SQLite.
+fn sqlite_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        conn.execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        )
+        .await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,244 @@
+//! The transactional outbox and its in-process dispatcher.
+//!
+//! `append` writes the event and one queue row per subscriber inside the
+//! producer's transaction, so an event exists if and only if its change
+//! committed. The dispatcher claims due queue rows per consumer, hands each to
+//! the consumer inside a transaction that also deletes the row: a consumer's
+//! database effects happen exactly once, its outside effects (mail) at least
+//! once. A failing event is retried with backoff and never blocks the ones
+//! behind it.
+//!
+//! Per-consumer queue rows, not a per-consumer cursor over `outbox.id`: on
+//! PostgreSQL ids are allocated before commit, so a cursor can pass an id
+//! whose transaction commits later and lose that event.
+//!
+//! A NATS JetStream transport slots in behind the same `append`: a relay
+//! publishes outbox rows with the row id as `Nats-Msg-Id` and durable
+//! consumers replace the queue table; producers and consumers do not change.
+
+use crate::db::{Backend, Db, Tx};
+use crate::events::DomainEvent;
+use entrada_primitives::SharedClock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// A stored event as a consumer sees it.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub id: i64,
+    pub occurred_at_ms: i64,
+    pub event: DomainEvent,
+}
+
+#[async_trait::async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// The consumer's name, as listed in `DomainEvent::subscribers`.
+    fn name(&self) -> &'static str;
+
+    /// Handles one event inside `tx`. Must be idempotent: the same event can
+    /// arrive again after a crash between an outside effect and the commit.
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> Result<(), anyhow_lite::Error>;
+}
+
+/// A boxed error for consumers; they fail for many reasons and the
+/// dispatcher only logs and retries.
+pub mod anyhow_lite {
+    pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+}
+
+/// Writes `event` in the caller's transaction.
+pub async fn append(tx: &mut Tx, now_ms: i64, event: &DomainEvent) -> Result<i64, sqlx::Error> {
+    let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO outbox (event_type, payload, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(event.name())
+    .bind(payload)
+    .bind(now_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    for consumer in event.subscribers() {
+        sqlx::query(
+            "INSERT INTO outbox_queue (consumer, event_id, available_at, attempts) VALUES ($1, $2, $3, 0)",
+        )
+        .bind(*consumer)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(id)
+}
+
+/// Runs consumers over their queues.
+#[derive(Clone)]
+pub struct Dispatcher {
+    db: Db,
+    clock: SharedClock,
+    consumers: Arc<HashMap<&'static str, Arc<dyn Consumer>>>,
+    wake: Arc<Notify>,
+}
+
+const BATCH: i64 = 64;
+
+impl Dispatcher {
+    pub fn new(db: Db, clock: SharedClock, consumers: Vec<Arc<dyn Consumer>>) -> Self {
+        let consumers = consumers.into_iter().map(|c| (c.name(), c)).collect();
+        Self { db, clock, consumers: Arc::new(consumers), wake: Arc::new(Notify::new()) }
+    }
+
+    /// Tells the background loop there is work, after a producer committed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Handles everything due, for every consumer, until nothing is due.
+    /// Tests call this to make delivery deterministic. Returns how many
+    /// events were handled.
+    pub async fn drain(&self) -> Result<usize, sqlx::Error> {
+        let mut total = 0;
+        loop {
+            let mut round = 0;
+            for c in self.consumers.values() {
+                round += self.drain_consumer(c).await?;
+            }
+            total += round;
+            if round == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn drain_consumer(&self, c: &Arc<dyn Consumer>) -> Result<usize, sqlx::Error> {
+        let mut handled = 0;
+        loop {
+            let n = self.run_batch(c).await?;
+            handled += n;
+            if n == 0 {
+                return Ok(handled);
+            }
+        }
+    }
+
+    /// Claims a batch and handles it in one transaction. If any event fails,
+    /// the batch is rolled back and replayed one event per transaction so the
+    /// failure is isolated and only that event is delayed.
+    async fn run_batch(&self, c: &Arc<dyn Consumer>) -> Result<usize, sqlx::Error> {
+        let now = self.clock.now_ms();
+        let mut tx = self.db.begin().await?;
+        let rows = self.claim(&mut tx, c.name(), now, BATCH).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let mut failed = false;
+        for env in &rows {
+            if c.handle(&mut tx, env).await.is_err() {
+                failed = true;
+                break;
+            }
+            self.delete(&mut tx, c.name(), env.id).await?;
+        }
+        if !failed {
+            tx.commit().await?;
+            return Ok(rows.len());
+        }
+        tx.rollback().await?;
+        let mut done = 0;
+        for env in &rows {
+            let mut tx = self.db.begin().await?;
+            match c.handle(&mut tx, env).await {
+                Ok(()) => {
+                    self.delete(&mut tx, c.name(), env.id).await?;
+                    tx.commit().await?;
+                    done += 1;
+                }
+                Err(e) => {
+                    tx.rollback().await?;
+                    tracing::warn!(consumer = c.name(), event_id = env.id, error = %e, "consumer failed; will retry");
+                    self.retry_later(c.name(), env.id, now, &e.to_string()).await?;
+                }
+            }
+        }
+        // Count the retried ones as progress only if something succeeded,
+        // so `drain` terminates while a poison event waits for its backoff.
+        Ok(done)
+    }
+
+    async fn claim(&self, tx: &mut Tx, consumer: &str, now: i64, limit: i64) -> Result<Vec<Envelope>, sqlx::Error> {
+        let lock = match self.db.backend() {
+            Backend::Postgres => " FOR UPDATE OF q SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT o.id, o.created_at, o.payload FROM outbox_queue q JOIN outbox o ON o.id = q.event_id \
+             WHERE q.consumer = $1 AND q.available_at <= $2 ORDER BY q.event_id LIMIT $3{lock}"
+        );
+        let rows: Vec<(i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(consumer).bind(now).bind(limit).fetch_all(&mut **tx).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, at, payload) in rows {
+            match serde_json::from_str(&payload) {
+                Ok(event) => out.push(Envelope { id, occurred_at_ms: at, event }),
+                Err(e) => {
+                    // An event this build cannot read (written by a newer
+                    // version): park it far in the future rather than spin.
+                    tracing::error!(event_id = id, error = %e, "unreadable outbox event parked");
+                    sqlx::query(
+                        "UPDATE outbox_queue SET available_at = $1, last_error = $2 WHERE consumer = $3 AND event_id = $4",
+                    )
+                    .bind(i64::MAX / 2)
+                    .bind(e.to_string())
+                    .bind(consumer)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, tx: &mut Tx, consumer: &str, id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM outbox_queue WHERE consumer = $1 AND event_id = $2")
+            .bind(consumer)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_later(&self, consumer: &str, id: i64, now: i64, error: &str) -> Result<(), sqlx::Error> {
+        // Exponential backoff from 1 s, capped at 10 minutes.
+        sqlx::query(
+            "UPDATE outbox_queue SET attempts = attempts + 1, last_error = $1, \
+             available_at = $2 + (CASE WHEN attempts >= 10 THEN 600000 ELSE 1000 * (1 << attempts) END) \
+             WHERE consumer = $3 AND event_id = $4",
+        )
+        .bind(error.chars().take(500).collect::<String>())
+        .bind(now)
+        .bind(consumer)
+        .bind(id)
+        .execute(self.db.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// The background loop: drains when woken or every `poll`, until
+    /// `shutdown` resolves. Errors are logged and retried on the next tick.
+    pub async fn run(self, poll: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.drain().await {
+                tracing::warn!(error = %e, "outbox drain failed");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
