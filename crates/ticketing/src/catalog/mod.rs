@@ -1,0 +1,1 @@
+//! Organizations, events, ticket types and quotas.

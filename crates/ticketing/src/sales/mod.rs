@@ -1,0 +1,1 @@
+//! Holds, orders, payment outcomes and issued tickets.
