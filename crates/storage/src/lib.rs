@@ -12,6 +12,8 @@ pub mod db;
 pub mod events;
 pub mod idempotency;
 pub mod outbox;
+#[allow(clippy::expect_used)]
+pub mod testing;
 
 pub use db::{Backend, Db, DbConfig, Tx};
 pub use events::DomainEvent;
