@@ -1,0 +1,9 @@
+//! The black-box suite: the real app on a random port, a fresh database
+//! (SQLite, or PostgreSQL with `ENTRADA_TEST_DB=postgres`), the sandbox
+//! payment provider and a manual clock.
+
+mod helpers;
+
+mod api;
+mod auth;
+mod sale;

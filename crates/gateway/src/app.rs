@@ -1,0 +1,304 @@
+//! Builds the application from configuration: connects storage, starts the
+//! contexts, assembles the router and the OpenAPI document, and runs the
+//! background workers until shutdown.
+
+use crate::config::Config;
+use crate::middleware::{self, RateLimits, TokenVerifier};
+use axum::Router;
+use axum::http::HeaderName;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use entrada_identity::{Identity, IdentityConfig, PasswordCost};
+use entrada_notify::{MailConsumer, Mailer, MailboxMailer, SmtpMailer};
+use entrada_payments::{Payments, PaymentsConfig, ProviderConfig, SandboxConfig, StripeConfig};
+use entrada_primitives::auth::Principal;
+use entrada_primitives::{Problem, Secret, SharedClock};
+use entrada_storage::{Db, DbConfig, Dispatcher};
+use entrada_ticketing::catalog::Catalog;
+use entrada_ticketing::sales::{Sales, SalesConfig};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Component(String),
+}
+
+/// Every service of one process, built once.
+#[derive(Clone)]
+pub struct App {
+    pub config: Config,
+    pub db: Db,
+    pub clock: SharedClock,
+    pub identity: Identity,
+    pub catalog: Catalog,
+    pub sales: Sales,
+    pub payments: Payments,
+    pub dispatcher: Dispatcher,
+    limits: Arc<RateLimits>,
+    router: Router,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Entrada API",
+        description = "Ticketing where every ticket is a collectible NFT. Errors are RFC 9457 problem+json with a stable `code`.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+struct IdentityVerifier(Identity);
+
+#[async_trait::async_trait]
+impl TokenVerifier for IdentityVerifier {
+    async fn verify(&self, token: &str) -> Result<Principal, &'static str> {
+        self.0.verify_access(token).await
+    }
+}
+
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Several apps in one test process share the global recorder.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl App {
+    pub async fn build(config: Config, clock: SharedClock) -> Result<App, BuildError> {
+        config.validate().map_err(BuildError::Config)?;
+        let db = Db::connect(&DbConfig { url: config.database_url(), max_connections: config.database.max_connections })
+            .await?;
+        db.migrate().await?;
+
+        let public_url = config.server.public_url.trim_end_matches('/').to_owned();
+        let identity = Identity::start(
+            db.clone(),
+            clock.clone(),
+            IdentityConfig {
+                issuer: public_url.clone(),
+                access_ttl: time::Duration::seconds(config.identity.access_ttl_seconds),
+                refresh_ttl: time::Duration::days(config.identity.refresh_ttl_days),
+                password_cost: if config.identity.password_cost == "fast" {
+                    PasswordCost::Fast
+                } else {
+                    PasswordCost::Standard
+                },
+            },
+        )
+        .await
+        .map_err(|e| BuildError::Component(format!("identity: {e}")))?;
+
+        let provider = match config.payments.provider.as_str() {
+            "stripe" => ProviderConfig::Stripe(StripeConfig {
+                api_base: config.payments.stripe_api_base.clone(),
+                secret_key: config.payments.stripe_secret_key.clone(),
+                webhook_secret: config.payments.stripe_webhook_secret.clone(),
+            }),
+            _ => {
+                let secret = if config.payments.sandbox_webhook_secret.expose().is_empty() {
+                    Secret::new(format!("whsec_{}", entrada_primitives::token::random_token()))
+                } else {
+                    config.payments.sandbox_webhook_secret.clone()
+                };
+                ProviderConfig::Sandbox(SandboxConfig {
+                    webhook_secret: secret,
+                    public_base_url: public_url.clone(),
+                    duplicate_every: config.payments.sandbox_duplicate_every,
+                })
+            }
+        };
+        let payments = Payments::new(db.clone(), clock.clone(), PaymentsConfig { provider });
+        let catalog = Catalog::new(db.clone(), clock.clone());
+        let sales = Sales::new(
+            db.clone(),
+            clock.clone(),
+            Arc::new(payments.clone()),
+            SalesConfig {
+                hold_ttl: time::Duration::seconds(config.sales.hold_ttl_seconds),
+                payment_window: time::Duration::seconds(config.sales.payment_window_seconds),
+                public_base_url: public_url.clone(),
+            },
+        );
+
+        let mailer: Arc<dyn Mailer> = match (config.mail.transport.as_str(), &config.mail.smtp) {
+            ("smtp", Some(smtp)) => Arc::new(
+                SmtpMailer::new(smtp, config.mail.from.clone()).map_err(|e| BuildError::Config(format!("mail: {e}")))?,
+            ),
+            _ => Arc::new(MailboxMailer::new(config.data_dir.join("mailbox"), config.mail.from.clone())),
+        };
+        let dispatcher = Dispatcher::new(
+            db.clone(),
+            clock.clone(),
+            vec![sales.consumer(), payments.consumer(), MailConsumer::new(mailer, clock.clone(), public_url.clone())],
+        );
+
+        let limits = Arc::new(RateLimits::new(
+            config.rate_limit.per_ip_per_second,
+            config.rate_limit.burst,
+            config.rate_limit.auth_per_ip_per_minute,
+        ));
+        let verifier: Arc<dyn TokenVerifier> = Arc::new(IdentityVerifier(identity.clone()));
+
+        let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi());
+        if config.runs("identity") {
+            api = api.merge(entrada_identity::http::router(identity.clone()));
+        }
+        if config.runs("ticketing") {
+            api = api
+                .merge(entrada_ticketing::catalog::http::router(catalog.clone()))
+                .merge(entrada_ticketing::sales::http::router(sales.clone()));
+        }
+        if config.runs("payments") {
+            api = api.merge(entrada_payments::http::router(payments.clone()));
+        }
+        let (api, openapi) = api.split_for_parts();
+
+        let db_ready = db.clone();
+        let metrics_handle = prometheus();
+        let request_id = HeaderName::from_static("x-request-id");
+        let router = Router::new()
+            .merge(api)
+            .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", openapi))
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(move || {
+                    let db = db_ready.clone();
+                    async move {
+                        match db.ping().await {
+                            Ok(()) => "ready".into_response(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "readiness check failed");
+                                Problem::unavailable("not_ready", "the database is not reachable").into_response()
+                            }
+                        }
+                    }
+                }),
+            )
+            .route("/metrics", get(move || std::future::ready(metrics_handle.render())))
+            .fallback(middleware::not_found)
+            .method_not_allowed_fallback(middleware::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(verifier, middleware::authenticate))
+            .layer(axum::middleware::from_fn(middleware::record_metrics))
+            .layer(axum::middleware::from_fn_with_state(limits.clone(), middleware::rate_limit))
+            .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+            .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(request_id.clone()))
+            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+
+        Ok(App { config, db, clock, identity, catalog, sales, payments, dispatcher, limits, router })
+    }
+
+    /// The complete HTTP router.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Delivers everything that is due now — sandbox webhooks, outbox events,
+    /// expiries — until nothing moves. Tests call this instead of waiting for
+    /// the background workers.
+    pub async fn settle(&self) -> Result<usize, String> {
+        let mut total = 0;
+        for _ in 0..100 {
+            let mut round = self.payments.deliver_sandbox_webhooks().await.map_err(|e| e.to_string())?;
+            round += self.dispatcher.drain().await.map_err(|e| e.to_string())?;
+            total += round;
+            if round == 0 {
+                return Ok(total);
+            }
+        }
+        Err("settle did not converge after 100 rounds".into())
+    }
+
+    /// Serves HTTP on `listener` and runs the background workers this
+    /// process is configured for, until `shutdown` resolves; then stops
+    /// accepting, finishes in-flight requests and stops every worker.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        background: bool,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut workers = Vec::new();
+        if background && self.config.runs("workers") {
+            workers.push(tokio::spawn(self.dispatcher.clone().run(Duration::from_millis(20), stopped())));
+            workers.push(tokio::spawn(self.sales.clone().run_expiry(Duration::from_secs(1), stopped())));
+            workers.push(tokio::spawn(self.payments.clone().run_background(stopped())));
+        }
+        let limits = self.limits.clone();
+        let prune = stopped();
+        workers.push(tokio::spawn(async move {
+            tokio::pin!(prune);
+            loop {
+                tokio::select! {
+                    _ = &mut prune => return,
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => limits.prune(),
+                }
+            }
+        }));
+
+        let app = self.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let _ = stop_tx.send(true);
+        for w in workers {
+            let _ = w.await;
+        }
+        self.db.close().await;
+        result
+    }
+}

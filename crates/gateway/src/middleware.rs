@@ -1,0 +1,136 @@
+//! Cross-cutting HTTP layers: bearer-token authentication, per-IP rate
+//! limits, request metrics and problem+json for everything axum would
+//! otherwise answer in plain text (unknown route, wrong method, panic).
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use entrada_primitives::Problem;
+use entrada_primitives::auth::{AuthState, Principal};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Verifies access tokens; implemented by identity, a stand-in in tests.
+#[async_trait::async_trait]
+pub trait TokenVerifier: Send + Sync + 'static {
+    async fn verify(&self, token: &str) -> Result<Principal, &'static str>;
+}
+
+/// Reads `Authorization: Bearer …` and leaves an [`AuthState`] for the
+/// `AuthUser` / `MaybeAuthUser` extractors. A missing header is anonymous;
+/// a bad token is remembered so that even optional-auth routes refuse it.
+pub async fn authenticate(State(verifier): State<Arc<dyn TokenVerifier>>, mut req: Request, next: Next) -> Response {
+    let state = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => AuthState::Anonymous,
+        Some(Ok(v)) => match v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+            Some(token) => match verifier.verify(token.trim()).await {
+                Ok(p) => AuthState::Authenticated(p),
+                Err(code) => AuthState::Rejected(code),
+            },
+            None => AuthState::Rejected("invalid_token"),
+        },
+        Some(Err(_)) => AuthState::Rejected("invalid_token"),
+    };
+    req.extensions_mut().insert(state);
+    next.run(req).await
+}
+
+/// Per-client-IP limits: one for the whole API, a stricter one for the
+/// authentication routes (password guessing, account creation).
+///
+/// Process-local, like pretix's and most gateways' first line: with several
+/// processes behind a balancer the effective limit is N times higher; the
+/// scaled mode puts the shared counter in PostgreSQL or NATS KV.
+pub struct RateLimits {
+    api: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl RateLimits {
+    pub fn new(per_second: u32, burst: u32, auth_per_minute: u32) -> Self {
+        let api = NonZeroU32::new(per_second).map(|ps| {
+            let burst = NonZeroU32::new(burst.max(per_second)).unwrap_or(ps);
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(ps).allow_burst(burst))
+        });
+        let auth = NonZeroU32::new(auth_per_minute).map(|pm| DefaultKeyedRateLimiter::keyed(Quota::per_minute(pm)));
+        Self { api, auth }
+    }
+
+    /// Forgets idle clients so memory stays bounded.
+    pub fn prune(&self) {
+        if let Some(l) = &self.api {
+            l.retain_recent();
+        }
+        if let Some(l) = &self.auth {
+            l.retain_recent();
+        }
+    }
+}
+
+pub async fn rate_limit(State(limits): State<Arc<RateLimits>>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let path = req.uri().path();
+    if path.starts_with("/api/") {
+        if let Some(l) = &limits.api {
+            if l.check_key(&ip).is_err() {
+                metrics::counter!("http_rate_limited_total", "scope" => "api").increment(1);
+                return Problem::too_many_requests(1).into_response();
+            }
+        }
+        if path.starts_with("/api/v1/auth/") {
+            if let Some(l) = &limits.auth {
+                if l.check_key(&ip).is_err() {
+                    metrics::counter!("http_rate_limited_total", "scope" => "auth").increment(1);
+                    return Problem::too_many_requests(60).into_response();
+                }
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// Counts requests and their latency by route template (never by raw path,
+/// which would make a time series per ticket id).
+pub async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    res
+}
+
+pub async fn not_found() -> Problem {
+    Problem::not_found("not_found", "no such route")
+}
+
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+}
+
+/// A panic in a handler becomes a logged 500 problem, never a dropped
+/// connection.
+pub fn panic_to_problem(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("panic");
+    Problem::internal(format!("handler panicked: {msg}")).into_response()
+}
