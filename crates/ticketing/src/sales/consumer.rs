@@ -1,0 +1,203 @@
+//! Payment outcomes → orders and tickets, inside the dispatcher's transaction.
+//!
+//! Idempotent by construction: every change starts with a conditional status
+//! update (`WHERE status = 'pending'`), so a replayed event finds nothing to
+//! do, and `tickets.position_id` is unique, so a ticket cannot be issued
+//! twice even by a bug here.
+
+use super::domain::{self, Order, OrderStatus, SalesError};
+use super::service::{lines_of, release_lines};
+use super::store;
+use entrada_primitives::ids::PaymentId;
+use entrada_storage::audit::{self, Actor};
+use entrada_storage::events::{DomainEvent, consumers};
+use entrada_storage::outbox::{self, Consumer, Envelope, anyhow_lite};
+use entrada_storage::{Db, Tx};
+use serde_json::json;
+
+/// The `ticketing.payments` consumer.
+pub struct PaymentOutcomes {
+    db: Db,
+}
+
+impl PaymentOutcomes {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    async fn succeeded(
+        &self,
+        tx: &mut Tx,
+        now: i64,
+        payment_id: PaymentId,
+        reference: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), SalesError> {
+        let Some(order_id) = domain::parse_order_reference(reference) else {
+            return Ok(());
+        };
+        let Some(order) = store::load_order(tx, order_id, self.db.for_update()).await? else {
+            tracing::warn!(%reference, %payment_id, "payment for an unknown order; ignored");
+            return Ok(());
+        };
+        let amount_ok = order.total.minor == amount_minor && order.total.currency.as_str() == currency;
+        let same_payment = order.payment_id.is_none_or(|p| p == payment_id);
+        match order.status {
+            OrderStatus::Paid | OrderStatus::Refunded | OrderStatus::Cancelled => {
+                if !same_payment {
+                    // A second, different payment for a closed order: the
+                    // buyer paid twice, give the second one back.
+                    tracing::warn!(order = %order.id, %payment_id, "second payment for a closed order; refunding it");
+                    request_refund(tx, now, &order, payment_id, "duplicate_payment").await?;
+                }
+                Ok(())
+            }
+            OrderStatus::Pending => {
+                if !amount_ok {
+                    tracing::error!(order = %order.id, %payment_id, amount_minor, %currency,
+                        expected = %order.total, "payment amount differs from the order total; cancelling");
+                    if store::close_order(tx, order.id, OrderStatus::Pending, OrderStatus::Cancelled, now).await? {
+                        release_lines(tx, order.event_id, &lines_of(&order.positions)).await?;
+                        store::set_checkout_payment(tx, order.id, payment_id).await?;
+                        request_refund(tx, now, &order, payment_id, "amount_mismatch").await?;
+                    }
+                    return Ok(());
+                }
+                if store::mark_paid(tx, order.id, OrderStatus::Pending, payment_id, now).await? {
+                    honour(tx, now, &order, payment_id).await?;
+                }
+                Ok(())
+            }
+            OrderStatus::Expired => {
+                if !amount_ok {
+                    tracing::error!(order = %order.id, %payment_id, amount_minor, %currency,
+                        expected = %order.total, "late payment amount differs from the order total; cancelling");
+                    if store::close_order(tx, order.id, OrderStatus::Expired, OrderStatus::Cancelled, now).await? {
+                        store::set_checkout_payment(tx, order.id, payment_id).await?;
+                        request_refund(tx, now, &order, payment_id, "amount_mismatch").await?;
+                    }
+                    return Ok(());
+                }
+                // The money came after the deadline released the seats: take
+                // them again through the same guard, or give the money back.
+                let qmap = store::quota_map(tx, order.event_id).await?;
+                let lines = lines_of(&order.positions);
+                let reacquired = match domain::quota_needs(&lines, &qmap) {
+                    Ok(needs) => store::acquire(tx, &needs).await?.is_ok(),
+                    Err(_) => false,
+                };
+                if reacquired {
+                    if store::mark_paid(tx, order.id, OrderStatus::Expired, payment_id, now).await? {
+                        honour(tx, now, &order, payment_id).await?;
+                    }
+                } else if store::close_order(tx, order.id, OrderStatus::Expired, OrderStatus::Cancelled, now).await? {
+                    store::set_checkout_payment(tx, order.id, payment_id).await?;
+                    request_refund(tx, now, &order, payment_id, "inventory_gone_after_expiry").await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn failed(&self, tx: &mut Tx, now: i64, payment_id: PaymentId, reference: &str, reason: &str) -> Result<(), SalesError> {
+        let Some(order_id) = domain::parse_order_reference(reference) else {
+            return Ok(());
+        };
+        if store::set_payment_error(tx, order_id, reason).await? {
+            audit::record(
+                tx,
+                now,
+                &Actor::System,
+                "order.payment_failed",
+                "order",
+                &order_id.to_db(),
+                json!({ "payment_id": payment_id, "reason": reason }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Issues the tickets of an order just marked paid and announces them.
+async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> Result<(), SalesError> {
+    let tickets = store::issue_tickets(tx, order, now).await?;
+    let buyer_email = store::user_email(tx, order.buyer_id).await?;
+    let event_name = store::load_event(tx, order.event_id).await?.map(|e| e.name).unwrap_or_default();
+    outbox::append(
+        tx,
+        now,
+        &DomainEvent::OrderPaid {
+            order_id: order.id,
+            event_id: order.event_id,
+            buyer: order.buyer_id,
+            buyer_email,
+            event_name,
+            total_minor: order.total.minor,
+            currency: order.total.currency.as_str().to_owned(),
+            tickets: tickets.clone(),
+        },
+    )
+    .await?;
+    outbox::append(
+        tx,
+        now,
+        &DomainEvent::TicketsIssued {
+            order_id: order.id,
+            event_id: order.event_id,
+            holder: order.buyer_id,
+            tickets: tickets.clone(),
+        },
+    )
+    .await?;
+    audit::record(
+        tx,
+        now,
+        &Actor::System,
+        "order.paid",
+        "order",
+        &order.id.to_db(),
+        json!({ "payment_id": payment_id, "late": order.status == OrderStatus::Expired, "tickets": tickets }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn request_refund(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId, reason: &str) -> Result<(), SalesError> {
+    outbox::append(tx, now, &DomainEvent::RefundRequested { payment_id, reason: reason.to_owned() }).await?;
+    audit::record(
+        tx,
+        now,
+        &Actor::System,
+        "order.refund_requested",
+        "order",
+        &order.id.to_db(),
+        json!({ "payment_id": payment_id, "reason": reason }),
+    )
+    .await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Consumer for PaymentOutcomes {
+    fn name(&self) -> &'static str {
+        consumers::TICKETING_PAYMENTS
+    }
+
+    async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {
+        // The event's own time, not the clock's: a replay after a crash
+        // records the same instants as the first delivery would have.
+        let now = env.occurred_at_ms;
+        let result = match &env.event {
+            DomainEvent::PaymentSucceeded { payment_id, reference, amount_minor, currency } => {
+                self.succeeded(tx, now, *payment_id, reference, *amount_minor, currency).await
+            }
+            DomainEvent::PaymentFailed { payment_id, reference, reason } => {
+                self.failed(tx, now, *payment_id, reference, reason).await
+            }
+            _ => Ok(()),
+        };
+        result.map_err(|e| Box::new(e) as anyhow_lite::Error)
+    }
+}

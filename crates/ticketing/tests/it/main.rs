@@ -1,0 +1,4 @@
+//! Integration tests of the ticketing crate, one binary.
+
+mod catalog;
+mod sales;
