@@ -1,0 +1,424 @@
+//! Payment use cases: open a checkout, apply provider webhooks, refund,
+//! report balances, and the background loop that delivers sandbox webhooks
+//! and carries out requested refunds.
+
+use crate::domain::{
+    Checkout, NewPayment, Outcome, PaymentStatus, PaymentsError, ProviderEvent, capture_postings, refund_postings,
+};
+use crate::provider::{CreateRequest, PaymentProvider, RefundRequest};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::store::{self, PaymentRow};
+use crate::stripe::{Stripe, StripeConfig};
+use entrada_primitives::ids::PaymentId;
+use entrada_primitives::{Currency, Problem, SharedClock};
+use entrada_storage::audit::{self, Actor};
+use entrada_storage::{Db, DomainEvent, Tx, outbox};
+use http::HeaderMap;
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which provider this deployment uses. Only its webhook endpoint answers.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderConfig {
+    Sandbox(SandboxConfig),
+    Stripe(StripeConfig),
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PaymentsConfig {
+    pub provider: ProviderConfig,
+}
+
+/// The service handle (cheap to clone).
+#[derive(Clone)]
+pub struct Payments {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) clock: SharedClock,
+    pub(crate) provider: Arc<dyn PaymentProvider>,
+    /// Set when the sandbox is the provider: its pages and delivery loop.
+    pub(crate) sandbox: Option<Arc<Sandbox>>,
+}
+
+/// Requested refunds handled per run, at most.
+const REFUND_BATCH: i64 = 50;
+
+impl Payments {
+    /// Builds the service with the configured provider, chosen once here.
+    pub fn new(db: Db, clock: SharedClock, cfg: PaymentsConfig) -> Payments {
+        let (provider, sandbox): (Arc<dyn PaymentProvider>, _) = match cfg.provider {
+            ProviderConfig::Sandbox(c) => {
+                let s = Arc::new(Sandbox::new(db.clone(), clock.clone(), c));
+                (s.clone(), Some(s))
+            }
+            ProviderConfig::Stripe(c) => (Arc::new(Stripe::new(c)), None),
+        };
+        Payments { inner: Arc::new(Inner { db, clock, provider, sandbox }) }
+    }
+
+    /// The configured provider's name (`sandbox` or `stripe`).
+    pub fn provider_name(&self) -> &'static str {
+        self.inner.provider.name()
+    }
+
+    pub(crate) fn sandbox(&self) -> Option<&Arc<Sandbox>> {
+        self.inner.sandbox.as_ref()
+    }
+
+    /// Creates (or returns the existing) payment for `req.reference`.
+    ///
+    /// The row is committed before the provider is called and the provider
+    /// call is idempotent by payment id, so a crash or a provider outage in
+    /// between is repaired by simply asking again.
+    pub async fn create_payment(&self, req: NewPayment) -> Result<Checkout, Problem> {
+        Ok(self.create(req).await?)
+    }
+
+    async fn create(&self, req: NewPayment) -> Result<Checkout, PaymentsError> {
+        req.validate()?;
+        let db = &self.inner.db;
+        if let Some(p) = store::by_reference(db.reader(), &req.reference).await? {
+            if let Some(url) = p.checkout_url {
+                return Ok(Checkout { payment_id: p.id, checkout_url: url });
+            }
+        }
+        let now = self.inner.clock.now_ms();
+        let mut tx = db.begin().await?;
+        let id = PaymentId::new();
+        if store::insert_payment(&mut tx, id, &req, self.provider_name(), now).await? {
+            audit::record(
+                &mut tx,
+                now,
+                &Actor::System,
+                "payment.created",
+                "payment",
+                &id.to_db(),
+                json!({ "reference": req.reference, "amount_minor": req.amount.minor,
+                        "currency": req.amount.currency.as_str(), "provider": self.provider_name() }),
+            )
+            .await?;
+        }
+        let p = store::by_reference(&mut *tx, &req.reference).await?.ok_or(PaymentsError::NotFound)?;
+        tx.commit().await?;
+        if let Some(url) = p.checkout_url {
+            return Ok(Checkout { payment_id: p.id, checkout_url: url });
+        }
+        // Outside any transaction: the provider is a network call (or, for
+        // the sandbox, its own writes on the single SQLite writer).
+        let created = self
+            .inner
+            .provider
+            .create_payment(&CreateRequest {
+                payment_id: p.id,
+                amount: p.amount,
+                reference: p.reference.clone(),
+                description: p.description.clone(),
+                return_url: p.return_url.clone(),
+            })
+            .await?;
+        let now = self.inner.clock.now_ms();
+        let mut tx = db.begin().await?;
+        store::set_checkout(&mut tx, p.id, &created.provider_ref, created.capture_ref.as_deref(), &created.checkout_url, now)
+            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &Actor::Provider(self.provider_name()),
+            "payment.checkout_opened",
+            "payment",
+            &p.id.to_db(),
+            json!({ "provider_ref": created.provider_ref }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Checkout { payment_id: p.id, checkout_url: created.checkout_url })
+    }
+
+    /// Refunds a captured payment in full. Idempotent: refunding a refunded
+    /// payment succeeds without a second refund.
+    pub async fn refund(&self, payment_id: PaymentId, reason: &str) -> Result<(), Problem> {
+        Ok(self.refund_inner(payment_id, reason, &Actor::System).await?)
+    }
+
+    async fn refund_inner(&self, payment_id: PaymentId, reason: &str, actor: &Actor) -> Result<(), PaymentsError> {
+        let db = &self.inner.db;
+        let p = store::by_id(db.reader(), payment_id, "").await?.ok_or(PaymentsError::NotFound)?;
+        match p.status {
+            PaymentStatus::Refunded => return Ok(()),
+            PaymentStatus::Succeeded => {}
+            _ => return Err(PaymentsError::NotRefundable),
+        }
+        let capture_ref = p.capture_ref.clone().ok_or(PaymentsError::NotRefundable)?;
+        // The provider call first (an outside effect, idempotent by key),
+        // then the record; a crash in between repeats the call harmlessly.
+        let refund_ref = self
+            .inner
+            .provider
+            .refund(&RefundRequest {
+                capture_ref,
+                amount: p.amount,
+                idempotency_key: format!("refund:{}", p.id),
+            })
+            .await?;
+        let now = self.inner.clock.now_ms();
+        let mut tx = db.begin().await?;
+        let outcome = Outcome::Refunded { refund_ref: Some(refund_ref) };
+        self.apply_outcome(&mut tx, payment_id, &outcome, None, actor, now).await?;
+        store::clear_refund_request(&mut tx, payment_id).await?;
+        audit::record(
+            &mut tx,
+            now,
+            actor,
+            "payment.refund_issued",
+            "payment",
+            &payment_id.to_db(),
+            json!({ "reason": reason }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies one outcome to a payment inside `tx`: the status change, the
+    /// ledger postings, the domain event and the audit record commit
+    /// together or not at all. Returns whether anything changed.
+    async fn apply_outcome(
+        &self,
+        tx: &mut Tx,
+        payment_id: PaymentId,
+        outcome: &Outcome,
+        capture_ref: Option<&str>,
+        actor: &Actor,
+        now: i64,
+    ) -> Result<bool, PaymentsError> {
+        let lock = self.inner.db.for_update();
+        let p = store::by_id(&mut **tx, payment_id, lock).await?.ok_or(PaymentsError::NotFound)?;
+        if let Some(c) = capture_ref {
+            store::remember_capture_ref(tx, p.id, c).await?;
+        }
+        let Some(next) = p.status.apply(outcome) else {
+            tracing::debug!(payment = %p.id, from = p.status.as_str(), outcome = outcome.name(), "outcome changes nothing");
+            return Ok(false);
+        };
+        let (failure, refund_ref) = match outcome {
+            Outcome::Failed { reason } => (Some(reason.as_str()), None),
+            Outcome::Refunded { refund_ref } => (None, refund_ref.as_deref()),
+            _ => (None, None),
+        };
+        if !store::transition(tx, p.id, p.status, next, failure, capture_ref, refund_ref, now).await? {
+            // Another writer moved it first; its transaction did the work.
+            return Ok(false);
+        }
+        let provider = p.provider.as_str();
+        let event = match next {
+            PaymentStatus::Succeeded => {
+                let postings = capture_postings(provider, p.organization_id, p.amount)
+                    .map_err(|e| PaymentsError::Corrupt(e.to_string()))?;
+                store::post_ledger(tx, "capture", p.id, &postings, now).await?;
+                Some(DomainEvent::PaymentSucceeded {
+                    payment_id: p.id,
+                    reference: p.reference.clone(),
+                    amount_minor: p.amount.minor,
+                    currency: p.amount.currency.as_str().to_owned(),
+                })
+            }
+            PaymentStatus::Refunded => {
+                let postings = refund_postings(provider, p.organization_id, p.amount)
+                    .map_err(|e| PaymentsError::Corrupt(e.to_string()))?;
+                store::post_ledger(tx, "refund", p.id, &postings, now).await?;
+                Some(DomainEvent::PaymentRefunded {
+                    payment_id: p.id,
+                    reference: p.reference.clone(),
+                    amount_minor: p.amount.minor,
+                    currency: p.amount.currency.as_str().to_owned(),
+                })
+            }
+            PaymentStatus::Failed => Some(DomainEvent::PaymentFailed {
+                payment_id: p.id,
+                reference: p.reference.clone(),
+                reason: failure.unwrap_or("payment_failed").to_owned(),
+            }),
+            PaymentStatus::Pending | PaymentStatus::Created => None,
+        };
+        if let Some(ev) = &event {
+            outbox::append(tx, now, ev).await?;
+        }
+        audit::record(
+            tx,
+            now,
+            actor,
+            &format!("payment.{}", next.as_str()),
+            "payment",
+            &p.id.to_db(),
+            json!({ "from": p.status.as_str(), "to": next.as_str(), "reason": failure, "refund_ref": refund_ref }),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Handles `POST /api/v1/payments/webhooks/{provider}`: verify, then
+    /// de-duplicate by the provider's event id, then apply, all in one
+    /// transaction. A payment we do not know is acknowledged (200) and
+    /// logged: the provider account may be shared with another system, and
+    /// a non-2xx would only make the provider retry for days.
+    pub async fn receive_webhook(&self, provider: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Problem> {
+        Ok(self.receive(provider, headers, body).await?)
+    }
+
+    async fn receive(&self, provider: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), PaymentsError> {
+        if provider != self.provider_name() {
+            return Err(PaymentsError::NotFound);
+        }
+        let ev = self.inner.provider.verify_webhook(headers, body, self.inner.clock.now())?;
+        let now = self.inner.clock.now_ms();
+        let mut tx = self.inner.db.begin().await?;
+        let payment = self.find_payment(&mut tx, &ev).await?;
+        if !store::insert_receipt(&mut tx, provider, &ev.event_id, &ev.event_type, payment.as_ref().map(|p| p.id), now)
+            .await?
+        {
+            tracing::debug!(provider, event = %ev.event_id, "replayed webhook ignored");
+            tx.commit().await?;
+            return Ok(());
+        }
+        match payment {
+            None => {
+                tracing::warn!(provider, event = %ev.event_id, kind = %ev.event_type, "webhook for an unknown payment");
+            }
+            Some(p) => {
+                if let (Some(a), Outcome::Succeeded) = (ev.amount, &ev.outcome) {
+                    if a != p.amount {
+                        tracing::warn!(payment = %p.id, reported = %a, expected = %p.amount, "provider reported a different amount");
+                    }
+                }
+                let actor = Actor::Provider(self.provider_name());
+                self.apply_outcome(&mut tx, p.id, &ev.outcome, ev.capture_ref.as_deref(), &actor, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_payment(&self, tx: &mut Tx, ev: &ProviderEvent) -> Result<Option<PaymentRow>, PaymentsError> {
+        let lock = self.inner.db.for_update();
+        if let Some(id) = ev.payment_id {
+            if let Some(p) = store::by_id(&mut **tx, id, lock).await? {
+                if p.provider == self.provider_name() {
+                    return Ok(Some(p));
+                }
+            }
+        }
+        for r in [ev.capture_ref.as_deref(), ev.provider_ref.as_deref()].into_iter().flatten() {
+            if let Some(p) = store::by_provider_ref(tx, self.provider_name(), r, lock).await? {
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The signed balance of a ledger account (debit positive): the provider
+    /// account holds captured money (positive), an organizer account is owed
+    /// money (negative).
+    pub async fn balance(&self, account: &str, currency: Currency) -> Result<i64, Problem> {
+        Ok(store::balance(self.inner.db.reader(), account, currency).await?)
+    }
+
+    /// Records a refund request inside the caller's transaction (the
+    /// outbox consumer's). The refund itself is an outside effect and runs
+    /// later, outside any transaction, in [`Payments::process_refund_requests`].
+    pub(crate) async fn request_refund(
+        &self,
+        tx: &mut Tx,
+        payment_id: PaymentId,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), PaymentsError> {
+        if store::request_refund(tx, payment_id, reason, now).await? {
+            audit::record(
+                tx,
+                now,
+                &Actor::System,
+                "payment.refund_requested",
+                "payment",
+                &payment_id.to_db(),
+                json!({ "reason": reason }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out due refund requests. Returns how many were settled
+    /// (refunded, or dropped because nothing was captured).
+    pub async fn process_refund_requests(&self) -> Result<usize, Problem> {
+        Ok(self.process_refunds().await?)
+    }
+
+    async fn process_refunds(&self) -> Result<usize, PaymentsError> {
+        let db = &self.inner.db;
+        let now = self.inner.clock.now_ms();
+        let due = store::due_refunds(db.reader(), now, REFUND_BATCH).await?;
+        let mut done = 0;
+        for (id, reason) in due {
+            match self.refund_inner(id, &reason, &Actor::System).await {
+                Ok(()) => done += 1,
+                Err(PaymentsError::NotRefundable) | Err(PaymentsError::NotFound) => {
+                    // Nothing was captured, so there is nothing to give back.
+                    let mut tx = db.begin().await?;
+                    store::clear_refund_request(&mut tx, id).await?;
+                    audit::record(
+                        &mut tx,
+                        now,
+                        &Actor::System,
+                        "payment.refund_dropped",
+                        "payment",
+                        &id.to_db(),
+                        json!({ "reason": "not_captured" }),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(payment = %id, error = %e, "refund failed; will retry");
+                    store::refund_retry_later(db, id, now).await?;
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Sends every sandbox webhook due now and settles pending sandbox
+    /// charges. Deterministic, for tests; a no-op with Stripe.
+    pub async fn deliver_sandbox_webhooks(&self) -> Result<usize, Problem> {
+        match self.sandbox() {
+            Some(s) => Ok(s.deliver_due().await?),
+            None => Ok(0),
+        }
+    }
+
+    /// The background loop: delivers sandbox webhooks and carries out
+    /// requested refunds, every ~20 ms or when woken, until `shutdown`.
+    pub async fn run_background(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let wake = self.sandbox().map(|s| s.wake.clone()).unwrap_or_default();
+        loop {
+            if let Err(e) = self.deliver_sandbox_webhooks().await {
+                tracing::warn!(error = %e, "sandbox webhook delivery failed");
+            }
+            if let Err(e) = self.process_refund_requests().await {
+                tracing::warn!(error = %e, "refund processing failed");
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+}
