@@ -220,6 +220,18 @@ impl From<Member> for MemberResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct VerifiedResponse {
+    pub email_verified: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordChangedResponse {
+    pub password_changed: bool,
+    /// How many sessions were logged out.
+    pub sessions_revoked: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MembersResponse {
     pub items: Vec<MemberResponse>,
 }
@@ -361,10 +373,10 @@ async fn me(State(svc): State<Identity>, AuthUser(p): AuthUser) -> Result<Json<M
 
 /// Confirms the email address with the token from the verification mail.
 #[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "identity", request_body = OneTimeTokenRequest,
-    responses((status = 204), (status = 400, description = "invalid_token or token_expired")))]
-async fn verify_email(State(svc): State<Identity>, Json(req): Json<OneTimeTokenRequest>) -> Result<StatusCode, Problem> {
+    responses((status = 200, body = VerifiedResponse), (status = 400, description = "invalid_token or token_expired")))]
+async fn verify_email(State(svc): State<Identity>, Json(req): Json<OneTimeTokenRequest>) -> Result<Json<VerifiedResponse>, Problem> {
     svc.verify_email(req.token.expose()).await.map_err(problem)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(VerifiedResponse { email_verified: true }))
 }
 
 /// Sends a new verification mail to the caller.
@@ -390,15 +402,15 @@ async fn request_password_reset(
 /// Sets a new password with a reset token; every session is logged out.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "identity",
     request_body = PasswordResetConfirmRequest,
-    responses((status = 204), (status = 400, description = "invalid_token or token_expired"),
+    responses((status = 200, body = PasswordChangedResponse), (status = 400, description = "invalid_token or token_expired"),
               (status = 422, description = "validation_failed")))]
 async fn confirm_password_reset(
     State(svc): State<Identity>,
     Json(req): Json<PasswordResetConfirmRequest>,
-) -> Result<StatusCode, Problem> {
+) -> Result<Json<PasswordChangedResponse>, Problem> {
     let password = parse_password("new_password", &req.new_password)?;
-    svc.confirm_password_reset(req.token.expose(), password).await.map_err(problem)?;
-    Ok(StatusCode::NO_CONTENT)
+    let sessions_revoked = svc.confirm_password_reset(req.token.expose(), password).await.map_err(problem)?;
+    Ok(Json(PasswordChangedResponse { password_changed: true, sessions_revoked }))
 }
 
 // --- administration ----------------------------------------------------------------

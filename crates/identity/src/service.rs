@@ -412,8 +412,9 @@ impl Identity {
     }
 
     /// Sets a new password with a reset token and ends every session of the
-    /// account (whoever knew the old password is logged out).
-    pub async fn confirm_password_reset(&self, token: &str, new_password: Password) -> Result<(), IdentityError> {
+    /// account (whoever knew the old password is logged out). Returns how
+    /// many sessions were ended.
+    pub async fn confirm_password_reset(&self, token: &str, new_password: Password) -> Result<u64, IdentityError> {
         // Check the token before paying for a hash, then spend it for real
         // inside the transaction (it may have been used meanwhile).
         let (_, expires) = store::one_time_token(self.db().reader(), &digest(token), TokenPurpose::ResetPassword)
@@ -443,7 +444,7 @@ impl Identity {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(revoked)
     }
 
     // --- roles ---------------------------------------------------------------

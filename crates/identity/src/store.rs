@@ -8,9 +8,12 @@ use entrada_primitives::{Email, PlatformRole};
 use entrada_storage::{Db, Tx};
 use sqlx::{Any, Executor};
 
-const USER_COLUMNS: &str = "id, email, display_name, platform_role, email_verified, created_at, password_hash";
+// The Any driver cannot decode SQLite's BOOLEAN, so the flag is read as an
+// integer on both backends.
+const USER_COLUMNS: &str = "id, email, display_name, platform_role, \
+     CAST(CASE WHEN email_verified THEN 1 ELSE 0 END AS BIGINT), created_at, password_hash";
 
-type UserRow = (String, String, String, String, bool, i64, String);
+type UserRow = (String, String, String, String, i64, i64, String);
 
 /// A user with the password hash, which never leaves the service.
 pub(crate) struct UserWithHash {
@@ -27,7 +30,7 @@ fn user_from_row(r: UserRow) -> Result<UserWithHash, IdentityError> {
             email: Email::parse(&email).map_err(|_| bad("email"))?,
             display_name,
             platform_role: PlatformRole::parse(&role).ok_or_else(|| bad("platform_role"))?,
-            email_verified: verified,
+            email_verified: verified != 0,
             created_at: from_ms(created_at),
         },
         password_hash,
