@@ -22,6 +22,16 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("corrupt {what}: {e}").into())
 }
 
+/// Selects a BOOLEAN column as 0/1: the `Any` driver cannot decode SQLite's
+/// declared BOOLEAN type, but both backends agree on this integer form.
+fn flag_col(col: &str) -> String {
+    format!("CASE WHEN {col} THEN 1 ELSE 0 END AS {col}")
+}
+
+fn flag(r: &AnyRow, col: &str) -> Result<bool> {
+    Ok(r.try_get::<i64, _>(col)? != 0)
+}
+
 fn ms_opt(t: Option<OffsetDateTime>) -> Option<i64> {
     t.map(to_ms)
 }
@@ -68,11 +78,18 @@ pub async fn organization_by_slug(conn: &mut AnyConnection, slug: &str) -> Resul
 
 // ----------------------------------------------------------------------- events
 
-const EVENT_COLS: &str = "id, organization_id, name, description, venue_name, venue_address, venue_city, \
-     venue_country, timezone, starts_at, ends_at, doors_open_at, capacity, currency, status, \
-     transfers_allowed, resale_allowed, resale_price_cap_bps, resale_price_cap_minor, resale_royalty_bps, \
-     resale_fee_bps, resale_max_per_ticket, resale_opens_at, resale_closes_at, resale_freeze_minutes, \
-     export_allowed, export_after, created_at, updated_at";
+fn event_cols() -> String {
+    format!(
+        "id, organization_id, name, description, venue_name, venue_address, venue_city, \
+         venue_country, timezone, starts_at, ends_at, doors_open_at, capacity, currency, status, \
+         {}, {}, resale_price_cap_bps, resale_price_cap_minor, resale_royalty_bps, \
+         resale_fee_bps, resale_max_per_ticket, resale_opens_at, resale_closes_at, resale_freeze_minutes, \
+         {}, export_after, created_at, updated_at",
+        flag_col("transfers_allowed"),
+        flag_col("resale_allowed"),
+        flag_col("export_allowed")
+    )
+}
 
 fn event_from_row(r: &AnyRow) -> Result<Event> {
     let cap_bps: Option<i64> = r.try_get("resale_price_cap_bps")?;
@@ -103,8 +120,8 @@ fn event_from_row(r: &AnyRow) -> Result<Event> {
             capacity: r.try_get("capacity")?,
             currency: Currency::parse(&r.try_get::<String, _>("currency")?).map_err(|e| corrupt("currency", e))?,
             resale: ResalePolicy {
-                transfers_allowed: r.try_get("transfers_allowed")?,
-                resale_allowed: r.try_get("resale_allowed")?,
+                transfers_allowed: flag(r, "transfers_allowed")?,
+                resale_allowed: flag(r, "resale_allowed")?,
                 price_cap,
                 royalty_bps: r.try_get("resale_royalty_bps")?,
                 fee_bps: r.try_get("resale_fee_bps")?,
@@ -112,7 +129,7 @@ fn event_from_row(r: &AnyRow) -> Result<Event> {
                 resale_opens_at: r.try_get::<Option<i64>, _>("resale_opens_at")?.map(from_ms),
                 resale_closes_at: r.try_get::<Option<i64>, _>("resale_closes_at")?.map(from_ms),
                 freeze_minutes_before_doors: r.try_get("resale_freeze_minutes")?,
-                export_allowed: r.try_get("export_allowed")?,
+                export_allowed: flag(r, "export_allowed")?,
                 export_after: r.try_get::<Option<i64>, _>("export_after")?.map(from_ms),
             },
         },
@@ -246,7 +263,7 @@ pub async fn set_status(
 /// Loads an event; `lock` is `Db::for_update()` when called inside a write
 /// transaction that will change it.
 pub async fn get_event(conn: &mut AnyConnection, id: EventId, lock: &str) -> Result<Option<Event>> {
-    let sql = format!("SELECT {EVENT_COLS} FROM events WHERE id = $1{lock}");
+    let sql = format!("SELECT {} FROM events WHERE id = $1{lock}", event_cols());
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_db()).fetch_optional(conn).await?;
     row.as_ref().map(event_from_row).transpose()
 }
@@ -267,7 +284,7 @@ pub struct EventFilter {
 
 /// Events ordered by `(starts_at, id)`, at most `limit` rows.
 pub async fn list_events(conn: &mut AnyConnection, f: &EventFilter, now_ms: i64, limit: i64) -> Result<Vec<Event>> {
-    let mut sql = format!("SELECT {EVENT_COLS} FROM events WHERE 1 = 1");
+    let mut sql = format!("SELECT {} FROM events WHERE 1 = 1", event_cols());
     let mut args: Vec<Arg> = Vec::new();
     let mut push = |sql: &mut String, clause: &str, a: Vec<Arg>| {
         let mut clause = clause.to_owned();
@@ -397,7 +414,7 @@ pub async fn rename_quota(conn: &mut AnyConnection, id: QuotaId, name: &str) -> 
     Ok(())
 }
 
-const QUOTA_COLS: &str = "id, event_id, name, size, used, is_capacity, created_at";
+const QUOTA_COLS: &str = "id, event_id, name, size, used, CASE WHEN is_capacity THEN 1 ELSE 0 END AS is_capacity, created_at";
 
 fn quota_from_row(r: &AnyRow) -> Result<Quota> {
     Ok(Quota {
@@ -406,7 +423,7 @@ fn quota_from_row(r: &AnyRow) -> Result<Quota> {
         name: r.try_get("name")?,
         size: r.try_get("size")?,
         used: r.try_get("used")?,
-        is_capacity: r.try_get("is_capacity")?,
+        is_capacity: flag(r, "is_capacity")?,
         ticket_type_ids: Vec::new(),
         created_at: from_ms(r.try_get("created_at")?),
     })
@@ -461,7 +478,7 @@ async fn memberships_of_event(conn: &mut AnyConnection, event: EventId) -> Resul
 // ----------------------------------------------------------------- ticket types
 
 const TT_COLS: &str = "id, event_id, name, description, price_minor, currency, min_per_order, max_per_order, \
-     sale_starts_at, sale_ends_at, zones, printable, position, created_at";
+     sale_starts_at, sale_ends_at, zones, CASE WHEN printable THEN 1 ELSE 0 END AS printable, position, created_at";
 
 fn ticket_type_from_row(r: &AnyRow) -> Result<TicketType> {
     let currency = Currency::parse(&r.try_get::<String, _>("currency")?).map_err(|e| corrupt("currency", e))?;
@@ -478,7 +495,7 @@ fn ticket_type_from_row(r: &AnyRow) -> Result<TicketType> {
             sale_starts_at: r.try_get::<Option<i64>, _>("sale_starts_at")?.map(from_ms),
             sale_ends_at: r.try_get::<Option<i64>, _>("sale_ends_at")?.map(from_ms),
             zones: serde_json::from_str(&zones).map_err(|e| corrupt("zones", e))?,
-            printable: r.try_get("printable")?,
+            printable: flag(r, "printable")?,
         },
         position: r.try_get("position")?,
         quota_ids: Vec::new(),
