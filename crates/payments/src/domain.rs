@@ -312,6 +312,7 @@ pub fn refund_postings(provider: &str, org: OrganizationId, amount: Money) -> Re
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -83,10 +83,10 @@ impl Payments {
     async fn create(&self, req: NewPayment) -> Result<Checkout, PaymentsError> {
         req.validate()?;
         let db = &self.inner.db;
-        if let Some(p) = store::by_reference(db.reader(), &req.reference).await? {
-            if let Some(url) = p.checkout_url {
-                return Ok(Checkout { payment_id: p.id, checkout_url: url });
-            }
+        if let Some(p) = store::by_reference(db.reader(), &req.reference).await?
+            && let Some(url) = p.checkout_url
+        {
+            return Ok(Checkout { payment_id: p.id, checkout_url: url });
         }
         let now = self.inner.clock.now_ms();
         let mut tx = db.begin().await?;
@@ -291,10 +291,10 @@ impl Payments {
                 tracing::warn!(provider, event = %ev.event_id, kind = %ev.event_type, "webhook for an unknown payment");
             }
             Some(p) => {
-                if let (Some(a), Outcome::Succeeded) = (ev.amount, &ev.outcome) {
-                    if a != p.amount {
-                        tracing::warn!(payment = %p.id, reported = %a, expected = %p.amount, "provider reported a different amount");
-                    }
+                if let (Some(a), Outcome::Succeeded) = (ev.amount, &ev.outcome)
+                    && a != p.amount
+                {
+                    tracing::warn!(payment = %p.id, reported = %a, expected = %p.amount, "provider reported a different amount");
                 }
                 let actor = Actor::Provider(self.provider_name());
                 self.apply_outcome(&mut tx, p.id, &ev.outcome, ev.capture_ref.as_deref(), &actor, now).await?;
@@ -306,12 +306,11 @@ impl Payments {
 
     async fn find_payment(&self, tx: &mut Tx, ev: &ProviderEvent) -> Result<Option<PaymentRow>, PaymentsError> {
         let lock = self.inner.db.for_update();
-        if let Some(id) = ev.payment_id {
-            if let Some(p) = store::by_id(&mut **tx, id, lock).await? {
-                if p.provider == self.provider_name() {
-                    return Ok(Some(p));
-                }
-            }
+        if let Some(id) = ev.payment_id
+            && let Some(p) = store::by_id(&mut **tx, id, lock).await?
+            && p.provider == self.provider_name()
+        {
+            return Ok(Some(p));
         }
         for r in [ev.capture_ref.as_deref(), ev.provider_ref.as_deref()].into_iter().flatten() {
             if let Some(p) = store::by_provider_ref(tx, self.provider_name(), r, lock).await? {

@@ -103,6 +103,7 @@ pub fn stripe_verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now_secs: 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use http::HeaderValue;

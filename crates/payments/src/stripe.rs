@@ -200,6 +200,7 @@ pub fn parse_event(body: &[u8]) -> Result<ProviderEvent, WebhookError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -392,3 +392,26 @@ async fn refund_requests_from_events_are_carried_out_once() {
     assert_eq!(app.balance("provider:sandbox").await, 0);
     app.assert_ledger_balanced().await;
 }
+
+/// The background loop delivers webhooks without being driven by hand and
+/// stops when its shutdown future resolves. (It polls in real time; the
+/// test waits for the outcome with a bound rather than a fixed sleep.)
+#[tokio::test]
+async fn background_loop_delivers_and_stops_on_shutdown() {
+    let app = spawn_sandbox(None).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.payments.clone().run_background(async move {
+        let _ = stopped.await;
+    }));
+    let c = app.payments.create_payment(app.new_payment("order:bg", 2500)).await.unwrap();
+    app.pay_json(c.payment_id, "4242424242424242").await;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while app.status(c.payment_id).await != "succeeded" {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the background loop delivered the webhook");
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), task).await.unwrap().unwrap();
+}

@@ -46,6 +46,7 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+#[allow(clippy::result_large_err)]
 impl FakeStripe {
     /// Records the request and checks what every Stripe call must carry;
     /// answers like Stripe when it is missing.
@@ -307,4 +308,45 @@ async fn stripe_webhook_endpoint_refuses_tampered_and_stale() {
     assert_eq!(App::problem_code(res).await, (400, "invalid_signature".to_owned()));
     assert_eq!(app.status(c.payment_id).await, "created");
     assert!(app.events().await.is_empty());
+}
+
+/// A requested refund that Stripe cannot take now is retried with backoff
+/// from one second, with the same idempotency key, until it succeeds.
+#[tokio::test]
+async fn requested_refunds_retry_with_backoff_while_stripe_is_down() {
+    let (fake, api) = spawn_fake().await;
+    let app = spawn_stripe(api).await;
+    let c = app.payments.create_payment(app.new_payment("order:retry-refund", 2500)).await.unwrap();
+    app.stripe_event("event_checkout_session_completed.json", c.payment_id).await;
+    let mut tx = app.tdb.db.begin().await.unwrap();
+    entrada_storage::outbox::append(
+        &mut tx,
+        0,
+        &entrada_storage::DomainEvent::RefundRequested { payment_id: c.payment_id, reason: "sold out".into() },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let clock: entrada_primitives::SharedClock = Arc::new(app.clock.clone());
+    entrada_storage::Dispatcher::new(app.tdb.db.clone(), clock, vec![app.payments.consumer()]).drain().await.unwrap();
+
+    fake.down.store(true, Ordering::SeqCst);
+    assert_eq!(app.payments.process_refund_requests().await.unwrap(), 0);
+    assert_eq!(app.status(c.payment_id).await, "succeeded");
+    fake.down.store(false, Ordering::SeqCst);
+    assert_eq!(app.payments.process_refund_requests().await.unwrap(), 0, "not due before the backoff");
+    app.clock.advance(time::Duration::seconds(1));
+    assert_eq!(app.payments.process_refund_requests().await.unwrap(), 1);
+    assert_eq!(app.status(c.payment_id).await, "refunded");
+    let keys: Vec<_> = fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "/v1/refunds")
+        .map(|r| r.idempotency_key.clone())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1]);
+    app.assert_ledger_balanced().await;
 }
