@@ -421,6 +421,7 @@ pub fn parse_order_reference(reference: &str) -> Option<OrderId> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -427,6 +427,7 @@ async fn my_tickets(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

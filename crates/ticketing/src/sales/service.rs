@@ -319,7 +319,7 @@ impl Sales {
             tx.commit().await?;
             Ok::<(), SalesError>(())
         };
-        store_it.await.map_err(|e| Problem::internal(e))?;
+        store_it.await.map_err(Problem::internal)?;
         order.payment_id = Some(checkout.payment_id);
         order.checkout_url = Some(checkout.checkout_url);
         Ok(())

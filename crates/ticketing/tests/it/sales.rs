@@ -2,6 +2,8 @@
 //! outcomes through the outbox, expiry, refunds, idempotency and the race
 //! for the last tickets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use axum::body::Body;
 use entrada_identity::membership::{self, OrgRole};
 use entrada_payments::{Checkout, NewPayment};
@@ -642,5 +644,40 @@ async fn the_race_for_the_last_tickets_never_oversells() {
     let checks = app.sales.check_inventory(app.event).await.unwrap();
     assert_eq!(checks.len(), 1);
     assert_eq!((checks[0].pending, checks[0].held, checks[0].sold), (500, 0, 0));
+    app.assert_inventory_consistent().await;
+
+    // Every payment delivered twice, drained by two dispatchers at once:
+    // still exactly one ticket per position.
+    let mut orders = Vec::new();
+    for who in buyers.iter() {
+        let page = app.sales.my_orders(who, &PageRequest { limit: 200, after: None }).await.unwrap();
+        orders.extend(page.items);
+    }
+    assert_eq!(orders.len(), 500);
+    let mut tx = app.t.db.begin().await.unwrap();
+    for _ in 0..2 {
+        for o in &orders {
+            let event = DomainEvent::PaymentSucceeded {
+                payment_id: o.payment_id.unwrap(),
+                reference: format!("order:{}", o.id),
+                amount_minor: o.total.minor,
+                currency: "EUR".into(),
+            };
+            outbox::append(&mut tx, app.clock.now_ms(), &event).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    let second = Dispatcher::new(app.t.db.clone(), Arc::new(app.clock.clone()), vec![app.sales.consumer()]);
+    let (a, b) = tokio::join!(app.dispatcher.drain(), second.drain());
+    assert_eq!(a.unwrap() + b.unwrap(), 1000);
+    let (tickets, serials): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT serial) FROM tickets WHERE event_id = $1")
+            .bind(app.event.to_db())
+            .fetch_one(app.t.db.reader())
+            .await
+            .unwrap();
+    assert_eq!((tickets, serials), (500, 500));
+    let checks = app.sales.check_inventory(app.event).await.unwrap();
+    assert_eq!((checks[0].sold, checks[0].pending, checks[0].used), (500, 0, 500));
     app.assert_inventory_consistent().await;
 }
