@@ -171,6 +171,7 @@ impl From<sqlx::Error> for IdentityError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -275,6 +275,7 @@ async fn load(db: &Db, now_ms: i64, access_ttl: time::Duration) -> Result<KeySet
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

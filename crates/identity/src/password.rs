@@ -82,6 +82,7 @@ async fn hash_blocking(params: Params, password: String) -> Result<String, Ident
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -228,11 +228,12 @@ impl Identity {
         let key = email.trim().to_lowercase();
         let now_ms = self.now_ms();
         let window_ms = LOGIN_WINDOW.whole_milliseconds() as i64;
-        if let Some((start, failures)) = store::login_throttle(self.db(), &key).await? {
-            if failures >= MAX_LOGIN_FAILURES && start + window_ms > now_ms {
-                let retry_after_s = ((start + window_ms - now_ms) as u64).div_ceil(1000);
-                return Err(IdentityError::TooManyAttempts { retry_after_s });
-            }
+        if let Some((start, failures)) = store::login_throttle(self.db(), &key).await?
+            && failures >= MAX_LOGIN_FAILURES
+            && start + window_ms > now_ms
+        {
+            let retry_after_s = ((start + window_ms - now_ms) as u64).div_ceil(1000);
+            return Err(IdentityError::TooManyAttempts { retry_after_s });
         }
         let found = match Email::parse(email) {
             Ok(e) => store::user_by_email(self.db().reader(), e.as_str()).await?,
@@ -315,11 +316,11 @@ impl Identity {
         let d = digest(refresh_token);
         let now_ms = self.now_ms();
         let mut tx = self.db().begin().await?;
-        if let Some((session, user)) = store::session_of_refresh_token(&mut tx, &d).await? {
-            if store::revoke_session(&mut tx, session, now_ms, "logout").await? {
-                audit::record(&mut tx, now_ms, &Actor::User(user), "session.revoked", "session", &session.to_db(), json!({ "reason": "logout" }))
-                    .await?;
-            }
+        if let Some((session, user)) = store::session_of_refresh_token(&mut tx, &d).await?
+            && store::revoke_session(&mut tx, session, now_ms, "logout").await?
+        {
+            audit::record(&mut tx, now_ms, &Actor::User(user), "session.revoked", "session", &session.to_db(), json!({ "reason": "logout" }))
+                .await?;
         }
         tx.commit().await?;
         Ok(())

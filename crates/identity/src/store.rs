@@ -151,7 +151,8 @@ pub(crate) async fn refresh_token(db: &Db, tx: &mut Tx, digest: &str) -> Result<
          FROM refresh_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.digest = $1{}",
         db.for_update()
     );
-    let row: Option<(String, String, i64, Option<i64>, Option<i64>)> =
+    type Row = (String, String, i64, Option<i64>, Option<i64>);
+    let row: Option<Row> =
         sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(digest).fetch_optional(&mut **tx).await?;
     let bad = |what: &str| IdentityError::Internal(format!("corrupted refresh_tokens row: {what}"));
     row.map(|(s, u, exp, used, revoked)| {

@@ -223,3 +223,36 @@ async fn a_second_process_reuses_the_signing_key() {
     let t = second.login("ana@example.com", PASSWORD).await.unwrap();
     assert!(app.svc.verify_access(t.access_token.expose()).await.is_ok());
 }
+
+/// Two processes starting at once on a new database agree on one signing key.
+#[tokio::test]
+async fn concurrent_starts_create_one_key() {
+    let tdb = entrada_storage::testing::fresh().await;
+    let clock: SharedClock = Arc::new(entrada_primitives::ManualClock::new(time::macros::datetime!(2030-01-01 00:00 UTC)));
+    let (a, b) = tokio::join!(
+        Identity::start(tdb.db.clone(), clock.clone(), config()),
+        Identity::start(tdb.db.clone(), clock.clone(), config()),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let keys = a.public_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys, b.public_keys().await.unwrap());
+}
+
+/// The same refresh token presented twice at the same moment yields one new
+/// pair; the other request is treated as reuse and the family is revoked.
+#[tokio::test]
+async fn concurrent_refreshes_spend_the_token_once() {
+    let app = spawn_app().await;
+    let ana = app.register("ana@example.com").await;
+    let body = json!({"refresh_token": ana.refresh});
+    let (r1, r2) = tokio::join!(
+        app.post("/api/v1/auth/refresh", None, body.clone()),
+        app.post("/api/v1/auth/refresh", None, body.clone()),
+    );
+    let mut statuses = [r1.status, r2.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 401]);
+    let loser = if r1.status == 401 { &r1 } else { &r2 };
+    loser.expect_problem(401, "refresh_token_reused");
+}
