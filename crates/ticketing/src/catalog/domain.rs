@@ -411,15 +411,15 @@ impl ResalePolicy {
         if self.royalty_bps + self.fee_bps > FULL_BPS {
             return Err(CatalogError::invalid("resale_policy.fee_bps", "royalty and fee together exceed 100 %"));
         }
-        if let Some(n) = self.max_resales_per_ticket {
-            if !(0..=1000).contains(&n) {
-                return Err(CatalogError::invalid("resale_policy.max_resales_per_ticket", "must be between 0 and 1000"));
-            }
+        if let Some(n) = self.max_resales_per_ticket
+            && !(0..=1000).contains(&n)
+        {
+            return Err(CatalogError::invalid("resale_policy.max_resales_per_ticket", "must be between 0 and 1000"));
         }
-        if let (Some(o), Some(c)) = (self.resale_opens_at, self.resale_closes_at) {
-            if c <= o {
-                return Err(CatalogError::invalid("resale_policy.resale_closes_at", "must be after resale_opens_at"));
-            }
+        if let (Some(o), Some(c)) = (self.resale_opens_at, self.resale_closes_at)
+            && c <= o
+        {
+            return Err(CatalogError::invalid("resale_policy.resale_closes_at", "must be after resale_opens_at"));
         }
         if !(0..=MAX_FREEZE_MINUTES).contains(&self.freeze_minutes_before_doors) {
             return Err(CatalogError::invalid(
@@ -526,19 +526,19 @@ impl EventSpec {
         f.venue.address = optional_text("venue.address", &f.venue.address, 300)?;
         f.venue.city = optional_text("venue.city", &f.venue.city, 120)?;
         f.venue.country = f.venue.country.trim().to_owned();
-        if !f.venue.country.is_empty()
-            && !(f.venue.country.len() == 2 && f.venue.country.bytes().all(|b| b.is_ascii_uppercase()))
-        {
+        let country_ok = f.venue.country.is_empty()
+            || (f.venue.country.len() == 2 && f.venue.country.bytes().all(|b| b.is_ascii_uppercase()));
+        if !country_ok {
             return Err(CatalogError::invalid("venue.country", "must be an ISO 3166-1 alpha-2 code such as ES"));
         }
         f.timezone = Timezone::parse(&f.timezone)?.0;
         if f.ends_at <= f.starts_at {
             return Err(CatalogError::invalid("ends_at", "must be after starts_at"));
         }
-        if let Some(d) = f.doors_open_at {
-            if d > f.starts_at {
-                return Err(CatalogError::invalid("doors_open_at", "must not be after starts_at"));
-            }
+        if let Some(d) = f.doors_open_at
+            && d > f.starts_at
+        {
+            return Err(CatalogError::invalid("doors_open_at", "must not be after starts_at"));
         }
         if !(1..=MAX_CAPACITY).contains(&f.capacity) {
             return Err(CatalogError::invalid("capacity", format!("must be between 1 and {MAX_CAPACITY}")));
@@ -612,10 +612,10 @@ impl TicketTypeSpec {
                 format!("must be between min_per_order and {MAX_PER_ORDER}"),
             ));
         }
-        if let (Some(s), Some(e)) = (f.sale_starts_at, f.sale_ends_at) {
-            if e <= s {
-                return Err(CatalogError::invalid("sale_ends_at", "must be after sale_starts_at"));
-            }
+        if let (Some(s), Some(e)) = (f.sale_starts_at, f.sale_ends_at)
+            && e <= s
+        {
+            return Err(CatalogError::invalid("sale_ends_at", "must be after sale_starts_at"));
         }
         if f.zones.len() > 50 {
             return Err(CatalogError::invalid("zones", "at most 50 zones"));
@@ -701,6 +701,7 @@ pub fn quota_size(size: i64) -> Result<i64, CatalogError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::datetime;

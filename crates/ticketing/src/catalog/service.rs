@@ -615,11 +615,11 @@ impl Catalog {
         if !status.is_editable() {
             return Err(CatalogError::EventClosed(status));
         }
-        if let Some(size) = size {
-            if !store::resize_quota(&mut tx, id, size).await? {
-                let used = store::get_quota(&mut tx, id).await?.map(|q| q.used).unwrap_or(q.used);
-                return Err(CatalogError::QuotaBelowUsed { requested: size, used });
-            }
+        if let Some(size) = size
+            && !store::resize_quota(&mut tx, id, size).await?
+        {
+            let used = store::get_quota(&mut tx, id).await?.map(|q| q.used).unwrap_or(q.used);
+            return Err(CatalogError::QuotaBelowUsed { requested: size, used });
         }
         if let Some(n) = &name {
             store::rename_quota(&mut tx, id, n).await?;
@@ -648,14 +648,20 @@ impl Catalog {
         if let Some(ids) = self.find_demo().await? {
             return Ok(ids);
         }
-        let org = match self.create_organization_as(owner, NewOrganization::parse("Entrada Demo", Some(DEMO_ORG_SLUG))?).await
-        {
-            Ok(o) => o.id,
-            // Lost a race with a concurrent seed: use theirs.
-            Err(CatalogError::SlugTaken) => {
-                return self.find_demo().await?.ok_or(CatalogError::NotFound);
+        // The organization may exist without the event if an earlier seed
+        // stopped half-way; reuse it rather than fail on the slug.
+        let existing = store::organization_by_slug(&mut *self.reader().await?, DEMO_ORG_SLUG).await?;
+        let org = match existing {
+            Some(o) => o.id,
+            None => {
+                let new = NewOrganization::parse("Entrada Demo", Some(DEMO_ORG_SLUG))?;
+                match self.create_organization_as(owner, new).await {
+                    Ok(o) => o.id,
+                    // Lost a race with a concurrent seed: use theirs.
+                    Err(CatalogError::SlugTaken) => return self.find_demo().await?.ok_or(CatalogError::NotFound),
+                    Err(e) => return Err(e),
+                }
             }
-            Err(e) => return Err(e),
         };
         let now = self.clock.now();
         let day = (now + Duration::days(30)).replace_time(time::macros::time!(19:00));

@@ -1,6 +1,7 @@
 //! The catalog over real HTTP: organizations, events, ticket types, quotas,
 //! the lifecycle, the public listing and the guards, on the backend the test
 //! run selects (SQLite by default, PostgreSQL with `ENTRADA_TEST_DB`).
+#![allow(clippy::unwrap_used)]
 
 use axum::extract::Request;
 use axum::middleware::Next;
