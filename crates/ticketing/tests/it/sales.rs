@@ -681,3 +681,28 @@ async fn the_race_for_the_last_tickets_never_oversells() {
     assert_eq!((checks[0].sold, checks[0].pending, checks[0].used), (500, 0, 500));
     app.assert_inventory_consistent().await;
 }
+
+/// The event's capacity quota counts every ticket type without being listed
+/// for each, and a type covered by no quota at all is not for sale.
+#[tokio::test]
+async fn the_capacity_quota_covers_every_type_and_uncovered_types_are_not_sold() {
+    let app = app_with(100).await;
+    let capacity = QuotaId::new();
+    exec(
+        &app.t,
+        "INSERT INTO quotas (id, event_id, name, size, used, is_capacity, created_at) VALUES ($1, $2, 'Capacity', 3, 0, $3, 0)",
+        vec![json!(capacity.to_db()), json!(app.event.to_db()), json!(true)],
+    )
+    .await;
+    app.hold(&app.buyer, &[(app.ga, 2), (app.vip, 1)]).await.unwrap();
+    assert!(matches!(app.hold(&app.other, &[(app.vip, 1)]).await, Err(SalesError::SoldOut(t)) if t == app.vip));
+    assert_eq!(app.used().await, 3, "the refused hold gave back what the first quota took");
+    let checks = app.sales.check_inventory(app.event).await.unwrap();
+    let cap = checks.iter().find(|q| q.quota_id == capacity).unwrap();
+    assert_eq!((cap.used, cap.held), (3, 3));
+    app.assert_inventory_consistent().await;
+
+    let orphan = ticket_type(&app.t, app.event, "Orphan", 100, 1, 10).await;
+    exec(&app.t, "DELETE FROM quotas WHERE id = $1", vec![json!(capacity.to_db())]).await;
+    assert!(matches!(app.hold(&app.other, &[(orphan, 1)]).await, Err(SalesError::SoldOut(t)) if t == orphan));
+}
