@@ -3,7 +3,7 @@
 //! and carries out requested refunds.
 
 use crate::domain::{
-    Checkout, NewPayment, Outcome, PaymentStatus, PaymentsError, ProviderEvent, capture_postings, refund_postings,
+    Checkout, NewPayment, Outcome, PaymentStatus, PaymentsError, ProviderError, ProviderEvent, capture_postings, refund_postings,
 };
 use crate::provider::{CreateRequest, PaymentProvider, RefundRequest};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -154,7 +154,12 @@ impl Payments {
             PaymentStatus::Succeeded => {}
             _ => return Err(PaymentsError::NotRefundable),
         }
-        let capture_ref = p.capture_ref.clone().ok_or(PaymentsError::NotRefundable)?;
+        // Captured but the capture object is not known yet (a Stripe event
+        // naming the PaymentIntent is still on its way): retryable.
+        let capture_ref = p
+            .capture_ref
+            .clone()
+            .ok_or_else(|| ProviderError::Rejected { code: "capture_reference_unknown".into() })?;
         // The provider call first (an outside effect, idempotent by key),
         // then the record; a crash in between repeats the call harmlessly.
         let refund_ref = self
@@ -364,10 +369,15 @@ impl Payments {
         let due = store::due_refunds(db.reader(), now, REFUND_BATCH).await?;
         let mut done = 0;
         for (id, reason) in due {
-            match self.refund_inner(id, &reason, &Actor::System).await {
-                Ok(()) => done += 1,
-                Err(PaymentsError::NotRefundable) | Err(PaymentsError::NotFound) => {
-                    // Nothing was captured, so there is nothing to give back.
+            let status = store::by_id(db.reader(), id, "").await?.map(|p| p.status);
+            let result = match status {
+                // Still on its way: the money may yet arrive, so ask again later.
+                Some(PaymentStatus::Pending) => Err(PaymentsError::NotRefundable),
+                Some(PaymentStatus::Succeeded | PaymentStatus::Refunded) => {
+                    self.refund_inner(id, &reason, &Actor::System).await
+                }
+                // Nothing was captured, so there is nothing to give back.
+                Some(PaymentStatus::Created | PaymentStatus::Failed) | None => {
                     let mut tx = db.begin().await?;
                     store::clear_refund_request(&mut tx, id).await?;
                     audit::record(
@@ -381,10 +391,13 @@ impl Payments {
                     )
                     .await?;
                     tx.commit().await?;
-                    done += 1;
+                    Ok(())
                 }
+            };
+            match result {
+                Ok(()) => done += 1,
                 Err(e) => {
-                    tracing::warn!(payment = %id, error = %e, "refund failed; will retry");
+                    tracing::warn!(payment = %id, error = %e, "refund not possible yet; will retry");
                     store::refund_retry_later(db, id, now).await?;
                 }
             }

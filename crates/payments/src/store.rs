@@ -264,11 +264,14 @@ pub async fn balance<'c, E: Executor<'c, Database = Any>>(
     Ok(sum)
 }
 
-/// Marks a refund as requested, once. Returns whether this call asked.
+/// Queues a refund request unless one is already queued or the payment is
+/// refunded. Returns whether this call queued it. A request dropped earlier
+/// (nothing was captured then) can be queued again.
 pub async fn request_refund(tx: &mut Tx, id: PaymentId, reason: &str, now: i64) -> Result<bool, PaymentsError> {
     let res = sqlx::query(
-        "UPDATE payments SET refund_requested_at = $1, refund_next_at = $1, refund_reason = $2, updated_at = $1 \
-         WHERE id = $3 AND refund_requested_at IS NULL AND refund_ref IS NULL AND status <> 'refunded'",
+        "UPDATE payments SET refund_requested_at = $1, refund_next_at = $1, refund_attempts = 0, \
+         refund_reason = $2, updated_at = $1 \
+         WHERE id = $3 AND refund_next_at IS NULL AND status <> 'refunded'",
     )
     .bind(now)
     .bind(reason)

@@ -415,3 +415,30 @@ async fn background_loop_delivers_and_stops_on_shutdown() {
     stop.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), task).await.unwrap().unwrap();
 }
+
+/// A refund requested while the payment is still pending waits (with
+/// backoff) for the money to arrive, then refunds it.
+#[tokio::test]
+async fn refund_request_for_a_pending_payment_waits_for_the_capture() {
+    let app = spawn_sandbox(None).await;
+    let c = app.payments.create_payment(app.new_payment("order:wait", 2500)).await.unwrap();
+    app.pay_json(c.payment_id, "4000000000000077").await;
+    app.payments.deliver_sandbox_webhooks().await.unwrap();
+    assert_eq!(app.status(c.payment_id).await, "pending");
+    let mut tx = app.tdb.db.begin().await.unwrap();
+    outbox::append(&mut tx, 0, &DomainEvent::RefundRequested { payment_id: c.payment_id, reason: "late".into() })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let clock: entrada_primitives::SharedClock = Arc::new(app.clock.clone());
+    Dispatcher::new(app.tdb.db.clone(), clock, vec![app.payments.consumer()]).drain().await.unwrap();
+    assert_eq!(app.payments.process_refund_requests().await.unwrap(), 0);
+
+    app.payments.deliver_sandbox_webhooks().await.unwrap();
+    assert_eq!(app.status(c.payment_id).await, "succeeded");
+    assert_eq!(app.payments.process_refund_requests().await.unwrap(), 0, "backing off");
+    app.clock.advance(time::Duration::seconds(1));
+    assert_eq!(app.payments.process_refund_requests().await.unwrap(), 1);
+    assert_eq!(app.status(c.payment_id).await, "refunded");
+    app.assert_ledger_balanced().await;
+}
