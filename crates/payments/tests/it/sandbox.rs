@@ -442,3 +442,15 @@ async fn refund_request_for_a_pending_payment_waits_for_the_capture() {
     assert_eq!(app.status(c.payment_id).await, "refunded");
     app.assert_ledger_balanced().await;
 }
+
+/// The OpenAPI document lists the webhook endpoint and leaves the sandbox's
+/// HTML checkout pages out of the public API.
+#[tokio::test]
+async fn openapi_lists_the_webhook_but_not_the_sandbox_pages() {
+    let app = spawn_sandbox(None).await;
+    let (_router, api) = app.payments.router().split_for_parts();
+    let doc = serde_json::to_value(&api).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/payments/webhooks/{provider}"));
+    assert!(paths.keys().all(|p| !p.starts_with("/sandbox")));
+}
