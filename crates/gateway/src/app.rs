@@ -250,6 +250,7 @@ impl App {
         for _ in 0..100 {
             let mut round = self.payments.deliver_sandbox_webhooks().await.map_err(|e| e.to_string())?;
             round += self.dispatcher.drain().await.map_err(|e| e.to_string())?;
+            round += self.payments.process_refund_requests().await.map_err(|e| e.to_string())?;
             total += round;
             if round == 0 {
                 return Ok(total);

@@ -2,7 +2,8 @@
 //! per mail in the data directory, readable by a person and by tests) and
 //! SMTP through lettre (a relay in production, a real local server in tests).
 
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use entrada_primitives::Secret;
@@ -46,7 +47,18 @@ fn build_message(from: &str, mail: &OutgoingMail) -> Result<Message, MailError> 
         .to(mail.to.parse::<Mailbox>()?)
         .subject(mail.subject.clone())
         .header(ContentType::TEXT_PLAIN)
-        .body(mail.body.clone())?)
+        .body(eight_bit(&mail.body)?)?)
+}
+
+/// The body as 8bit MIME, not quoted-printable: mailbox files stay readable
+/// and links are never split by soft line breaks. lettre only picks 8bit for
+/// lines of at most 76 characters; RFC 5322 allows 998, which links need.
+fn eight_bit(text: &str) -> Result<Body, MailError> {
+    if text.contains('\0') || text.lines().any(|l| l.len() > 998) {
+        return Err("mail body has a NUL byte or a line over 998 bytes".into());
+    }
+    let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    Ok(Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::EightBit))
 }
 
 /// Writes each mail as an RFC 5322 file `<time>-<template>-<id>.eml`.
@@ -129,5 +141,33 @@ impl Mailer for SmtpMailer {
         let msg = build_message(&self.from, mail)?;
         self.transport.send(msg).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mailbox transport writes one readable RFC 5322 file per mail,
+    /// with links intact (no quoted-printable soft breaks).
+    #[tokio::test]
+    async fn mailbox_writes_readable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MailboxMailer::new(dir.path().join("mailbox"), "Entrada <no-reply@entrada.local>".into());
+        let long_link = format!("http://127.0.0.1:8080/verify-email?token={}", "a".repeat(43));
+        m.send(&OutgoingMail {
+            template: "email_verification",
+            to: "ana@example.com".into(),
+            subject: "Confirma tu correo · ñ".into(),
+            body: format!("Hola, confirma:\n{long_link}\ncontraseña\n"),
+        })
+        .await
+        .unwrap();
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("mailbox")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(text.contains("To: ana@example.com"), "{text}");
+        assert!(text.contains(&long_link), "{text}");
+        assert!(text.contains("contraseña"), "{text}");
     }
 }

@@ -124,7 +124,12 @@ async fn organizers_are_confined_to_their_organization() {
     let r = app.patch(&format!("/api/v1/events/{event}"), Some(&b.token), json!({"name": "Hijacked"})).await;
     assert_eq!(r.status, 404, "{:#}", r.body);
     let r = app
-        .post(&format!("/api/v1/organizations/{org_a}/events"), Some(&b.token), json!({"name": "x"}))
+        .post(
+            &format!("/api/v1/organizations/{org_a}/events"),
+            Some(&b.token),
+            json!({"name": "x", "venue": {"name": "v"}, "timezone": "UTC", "starts_at": "2030-05-01T19:00:00Z",
+                   "ends_at": "2030-05-01T22:00:00Z", "capacity": 10, "currency": "EUR"}),
+        )
         .await;
     assert!(r.status == 404 || r.status == 403, "{:#}", r.body);
     let ev = app.get(&format!("/api/v1/events/{event}"), None).await.expect(200);

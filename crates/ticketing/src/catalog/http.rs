@@ -799,7 +799,7 @@ async fn cancel_event(State(c): State<Catalog>, user: AuthUser, Path(id): Path<E
 
 #[utoipa::path(post, path = "/api/v1/events/{id}/ticket-types", tag = "catalog", params(("id" = EventId, Path)),
     request_body = CreateTicketType,
-    responses((status = 201, body = EventOut), (status = 404, description = "not_found"),
+    responses((status = 201, body = TicketTypeOut, description = "the created ticket type"), (status = 404, description = "not_found"),
               (status = 409, description = "event_closed"), (status = 422, description = "validation_failed")))]
 async fn create_ticket_type(
     State(c): State<Catalog>,
@@ -811,8 +811,13 @@ async fn create_ticket_type(
     let route = format!("POST /api/v1/events/{id}/ticket-types");
     idempotent(&c, &user, &route, key, &req, || async {
         let new = req.to_new()?;
-        let view = c.create_ticket_type(&user.0, id, new).await.map_err(problem)?;
-        to_value(EventOut::from(&view))
+        let (tt_id, view) = c.create_ticket_type(&user.0, id, new).await.map_err(problem)?;
+        let tt = view
+            .ticket_types
+            .iter()
+            .find(|t| t.id == tt_id)
+            .ok_or_else(|| Problem::internal("created ticket type missing from its event"))?;
+        to_value(ticket_type_out(tt, &view))
     })
     .await
 }

@@ -405,11 +405,17 @@ impl Catalog {
 
     /// Adds a ticket type to an event; it joins the capacity quota and the
     /// named shared quotas of the same event.
-    pub async fn create_ticket_type(&self, user: &Principal, event: EventId, new: NewTicketType) -> Result<EventView> {
+    /// Returns the new type's id and the event as it now stands.
+    pub async fn create_ticket_type(
+        &self,
+        user: &Principal,
+        event: EventId,
+        new: NewTicketType,
+    ) -> Result<(TicketTypeId, EventView)> {
         let before = self.load_event(event).await?.ok_or(CatalogError::NotFound)?;
         self.authorize(user, before.organization_id, OrgRole::Manager).await?;
-        self.create_ticket_type_as(user.user_id, event, new).await?;
-        self.view(event).await
+        let id = self.create_ticket_type_as(user.user_id, event, new).await?;
+        Ok((id, self.view(event).await?))
     }
 
     async fn create_ticket_type_as(&self, actor: UserId, event_id: EventId, new: NewTicketType) -> Result<TicketTypeId> {
