@@ -5,5 +5,6 @@
 mod helpers;
 
 mod api;
+mod crash;
 mod auth;
 mod sale;
