@@ -280,3 +280,77 @@ async fn no_overselling_under_a_race() {
     let ev = app.get(&format!("/api/v1/events/{event}"), None).await.expect(200);
     assert_eq!(ev["ticket_types"][0]["available"], 0);
 }
+
+/// With the sandbox sending every webhook twice and newest first, each
+/// position still gets exactly one ticket and the money is booked once.
+#[tokio::test]
+async fn duplicated_and_reordered_webhooks_issue_tickets_once() {
+    let app = spawn_app_with(|c| c.payments.sandbox_duplicate_every = Some(1)).await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 50).await;
+    let fan = app.register("fan@example.com").await;
+    let mut orders = Vec::new();
+    for _ in 0..3 {
+        let hold = app.hold(&fan, &event, &tt, 2).await.expect(201);
+        let order = app.order(&fan, &id(&hold), None).await.expect(201);
+        app.pay(order["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+        orders.push(id(&order));
+    }
+    app.settle().await;
+    for o in &orders {
+        let t = app.get(&format!("/api/v1/orders/{o}/tickets"), Some(&fan.token)).await.expect(200);
+        let n = t.as_array().map(Vec::len).or_else(|| t["items"].as_array().map(Vec::len)).unwrap();
+        assert_eq!(n, 2, "order {o}: {t:#}");
+    }
+    let eur = entrada_primitives::Currency::parse("EUR").unwrap();
+    let owed = app.app.payments.balance(&format!("organizer:{org}"), eur).await.unwrap();
+    assert_eq!(owed, -15000, "3 orders × 2 × 25.00 EUR credited to the organizer once");
+    let held = app.app.payments.balance("provider:sandbox", eur).await.unwrap();
+    assert_eq!(held, 15000);
+}
+
+/// Support staff may refund any order; the ledger then owes the organizer
+/// nothing, and every posting balances.
+#[tokio::test]
+async fn support_refunds_and_the_ledger_balances() {
+    let app = spawn_app().await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let fan = app.register("fan@example.com").await;
+    let support = app.register("support@example.com").await;
+    app.app
+        .identity
+        .grant_platform_role(
+            &entrada_primitives::Email::parse("support@example.com").unwrap(),
+            entrada_primitives::PlatformRole::Support,
+        )
+        .await
+        .unwrap();
+    // A fresh login carries the new role.
+    let login = app
+        .post("/api/v1/auth/login", None, json!({"email": "support@example.com", "password": "correct horse battery"}))
+        .await
+        .expect(200);
+    let support_token = login["access_token"].as_str().unwrap();
+    let _ = support;
+    let order = app.buy(&fan, &event, &tt, 1).await;
+    let r = app.post(&format!("/api/v1/orders/{}/refund", id(&order)), Some(support_token), json!({"reason": "customer request"})).await;
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    app.settle().await;
+    let eur = entrada_primitives::Currency::parse("EUR").unwrap();
+    assert_eq!(app.app.payments.balance(&format!("organizer:{org}"), eur).await.unwrap(), 0);
+    let (unbalanced,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM (SELECT transaction_id, currency FROM ledger_entries \
+         GROUP BY transaction_id, currency HAVING SUM(amount_minor) <> 0) x",
+    )
+    .fetch_one(app.app.db.reader())
+    .await
+    .unwrap();
+    assert_eq!(unbalanced, 0, "every ledger transaction balances per currency");
+    // Every step left an audit record with its actor.
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, actor_type FROM audit_log ORDER BY id").fetch_all(app.app.db.reader()).await.unwrap();
+    for expected in ["user.registered", "organization.created", "event.published", "order.paid", "payment.succeeded", "payment.refunded"] {
+        assert!(actions.iter().any(|(a, _)| a == expected), "audit lacks {expected}: {actions:?}");
+    }
+}
