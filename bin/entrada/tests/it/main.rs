@@ -7,4 +7,5 @@ mod helpers;
 mod api;
 mod crash;
 mod auth;
+mod cli;
 mod sale;
