@@ -106,21 +106,28 @@ async fn mail_goes_to_a_real_smtp_server() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut server = std::process::Command::new("python3")
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(maildir.path().join("inbox"))
+    // aiosmtpd's Controller binds before `start()` returns; the script says
+    // "ready" then, so the test waits for a line, not for time.
+    let script = format!(
+        "import signal\nfrom aiosmtpd.controller import Controller\nfrom aiosmtpd.handlers import Mailbox\n\
+         c = Controller(Mailbox({dir:?}), hostname='127.0.0.1', port={port})\nc.start()\nprint('ready', flush=True)\nsignal.pause()\n",
+        dir = maildir.path().join("inbox").display().to_string(),
+    );
+    let mut server = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("python3 with aiosmtpd (scripts/test installs it)");
-    // Wait until the server accepts connections (bounded; no fixed sleep).
-    let mut up = false;
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    {
+        use tokio::io::AsyncBufReadExt;
+        let out = server.stdout.take().unwrap();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), tokio::io::BufReader::new(out).lines().next_line())
+            .await
+            .expect("SMTP server starts within 30 s")
+            .unwrap();
+        assert_eq!(line.as_deref(), Some("ready"));
     }
-    assert!(up, "SMTP server did not start");
     let app = spawn_app_with(|c| {
         c.mail.transport = "smtp".into();
         c.mail.smtp = Some(entrada_notify::SmtpConfig {
@@ -138,8 +145,7 @@ async fn mail_goes_to_a_real_smtp_server() {
     let mails: Vec<String> = std::fs::read_dir(&inbox)
         .map(|rd| rd.filter_map(Result::ok).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
         .unwrap_or_default();
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = server.kill().await;
     assert_eq!(mails.len(), 1, "one verification mail delivered over SMTP");
     assert!(mails[0].contains("smtp-user@example.com"));
     assert!(app.mailbox().is_empty(), "nothing went to the mailbox folder");

@@ -1,7 +1,7 @@
 //! The binary as an operator meets it: configuration layers, secrets
 //! redacted, migrate, demo, grant-role, component subsets, graceful shutdown.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn entrada(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_entrada"));
@@ -86,26 +86,17 @@ async fn component_subset_and_graceful_shutdown() {
     let data = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_entrada"))
-        .args(["serve", "--components", "identity"])
-        .env("ENTRADA_DATA_DIR", data.path())
-        .env("ENTRADA_SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("ENTRADA_SERVER__PUBLIC_URL", &base)
-        .env("ENTRADA_IDENTITY__PASSWORD_COST", "fast")
-        .env("ENTRADA_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::helpers::spawn_entrada(
+        &["serve", "--components", "identity"],
+        &[
+            ("ENTRADA_DATA_DIR", data.path().display().to_string()),
+            ("ENTRADA_SERVER__BIND", format!("127.0.0.1:{port}")),
+            ("ENTRADA_SERVER__PUBLIC_URL", base.clone()),
+            ("ENTRADA_IDENTITY__PASSWORD_COST", "fast".into()),
+        ],
+    )
+    .await;
     let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..600 {
-        if http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(ready, "server did not start");
     let r = http
         .post(format!("{base}/api/v1/auth/register"))
         .json(&serde_json::json!({"email": "a@example.com", "password": "long enough password", "display_name": "A"}))
@@ -115,19 +106,12 @@ async fn component_subset_and_graceful_shutdown() {
     assert_eq!(r.status(), 201);
     let r = http.get(format!("{base}/api/v1/events")).send().await.unwrap();
     assert_eq!(r.status(), 404, "ticketing is not run by this process");
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let pid = child.id().expect("running").to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(status.success());
-    let mut exited = None;
-    for _ in 0..400 {
-        if let Some(s) = child.try_wait().unwrap() {
-            exited = Some(s);
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let s = exited.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("did not stop within 10 s of SIGTERM")
-    });
+    let s = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("stops within 10 s of SIGTERM")
+        .unwrap();
     assert!(s.success(), "exit status {s:?}");
 }

@@ -10,55 +10,27 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-struct Server {
-    child: std::process::Child,
+fn server_env(db_url: &str, data_dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("ENTRADA_DATABASE__URL", db_url.to_owned()),
+        ("ENTRADA_DATA_DIR", data_dir.display().to_string()),
+        ("ENTRADA_SERVER__BIND", format!("127.0.0.1:{port}")),
+        ("ENTRADA_SERVER__PUBLIC_URL", format!("http://127.0.0.1:{port}")),
+        ("ENTRADA_IDENTITY__PASSWORD_COST", "fast".into()),
+        ("ENTRADA_RATE_LIMIT__PER_IP_PER_SECOND", "0".into()),
+        ("ENTRADA_RATE_LIMIT__AUTH_PER_IP_PER_MINUTE", "0".into()),
+        ("ENTRADA_PAYMENTS__SANDBOX_WEBHOOK_SECRET", "whsec_crash_test".into()),
+    ]
 }
 
-fn start_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> Server {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_entrada"))
-        .arg("serve")
-        .env("ENTRADA_DATABASE__URL", db_url)
-        .env("ENTRADA_DATA_DIR", data_dir)
-        .env("ENTRADA_SERVER__BIND", format!("127.0.0.1:{port}"))
-        .env("ENTRADA_SERVER__PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-        .env("ENTRADA_IDENTITY__PASSWORD_COST", "fast")
-        .env("ENTRADA_RATE_LIMIT__PER_IP_PER_SECOND", "0")
-        .env("ENTRADA_RATE_LIMIT__AUTH_PER_IP_PER_MINUTE", "0")
-        .env("ENTRADA_PAYMENTS__SANDBOX_WEBHOOK_SECRET", "whsec_crash_test")
-        .env("ENTRADA_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start entrada");
-    Server { child }
+async fn start_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> tokio::process::Child {
+    spawn_entrada(&["serve"], &server_env(db_url, data_dir, port)).await
 }
 
-impl Server {
-    /// SIGKILL: no graceful shutdown, no flushing, like a power cut of the
-    /// process (the database itself survives).
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    // Readiness polling, bounded: the process needs a moment to migrate and bind.
-    for _ in 0..600 {
-        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("server at {base} did not become ready");
+/// SIGKILL: no graceful shutdown, no flushing, like a power cut of the
+/// process (the database itself survives).
+async fn kill(mut child: tokio::process::Child) {
+    let _ = child.kill().await;
 }
 
 async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Result<(u16, Value), reqwest::Error> {
@@ -96,8 +68,7 @@ async fn killing_the_server_during_purchases_loses_nothing() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let mut server = start_server(&db_url, data.path(), port);
-    wait_ready(&http, &base).await;
+    let mut server = start_server(&db_url, data.path(), port).await;
 
     // Organizer, event, buyers.
     let reg = |email: String| {
@@ -152,12 +123,21 @@ async fn killing_the_server_during_purchases_loses_nothing() {
     }
 
     let completed = Arc::new(AtomicU64::new(0));
+    // Every finished request of any buyer counts as a step; the server is
+    // killed at a random step while the other buyers are mid-request.
+    let steps = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
     for round in 0..4 {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for token in fans.clone() {
             let (http, base, event, tt) = (http.clone(), base.clone(), event.clone(), tt.clone());
             let (stop, completed) = (stop.clone(), completed.clone());
+            let (steps, progress) = (steps.clone(), progress.clone());
+            let step = move || {
+                steps.fetch_add(1, Ordering::SeqCst);
+                progress.notify_one();
+            };
             tasks.push(tokio::spawn(async move {
                 // Any transport error means the server died under us: stop.
                 while !stop.load(Ordering::Relaxed) {
@@ -171,6 +151,7 @@ async fn killing_the_server_during_purchases_loses_nothing() {
                     else {
                         return;
                     };
+                    step();
                     if s != 201 {
                         continue;
                     }
@@ -179,6 +160,7 @@ async fn killing_the_server_during_purchases_loses_nothing() {
                     else {
                         return;
                     };
+                    step();
                     if s != 201 {
                         continue;
                     }
@@ -187,25 +169,23 @@ async fn killing_the_server_during_purchases_loses_nothing() {
                         return;
                     }
                     completed.fetch_add(1, Ordering::Relaxed);
+                    step();
                 }
             }));
         }
-        let target = completed.load(Ordering::Relaxed) + 3 + rng.next(20);
-        while completed.load(Ordering::Relaxed) < target {
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let target = steps.load(Ordering::SeqCst) + 10 + rng.next(60);
+        while steps.load(Ordering::SeqCst) < target {
+            progress.notified().await;
         }
-        // Let a random few more milliseconds of work start, then kill.
-        tokio::time::sleep(std::time::Duration::from_millis(rng.next(15))).await;
-        server.kill();
+        kill(server).await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             let _ = t.await;
         }
         println!("round {round}: killed after {} purchases", completed.load(Ordering::Relaxed));
-        server = start_server(&db_url, data.path(), port);
-        wait_ready(&http, &base).await;
+        server = start_server(&db_url, data.path(), port).await;
     }
-    server.kill();
+    kill(server).await;
 
     // The last restart, in-process, two hours later: every due webhook is
     // delivered, every consumer drained, every hold and unpaid order expired.

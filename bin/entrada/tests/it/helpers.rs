@@ -292,3 +292,30 @@ impl TestApp {
         out
     }
 }
+
+/// Starts the real `entrada` binary and returns once it has bound its port
+/// (it prints "listening" then), without polling or sleeping.
+pub async fn spawn_entrada(args: &[&str], envs: &[(&str, String)]) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_entrada"));
+    cmd.args(args).env("ENTRADA_LOG", "error").stdout(std::process::Stdio::piped()).kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start entrada");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("listening") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(found, Ok(true)), "entrada did not start listening");
+    // Keep draining so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}

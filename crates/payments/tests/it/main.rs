@@ -33,21 +33,35 @@ pub struct App {
     /// While true, the server answers every request with 503 (to test
     /// webhook retries).
     pub outage: Arc<AtomicBool>,
+    /// Signalled after each webhook the server has answered, so tests wait
+    /// for a delivery instead of polling.
+    pub webhook_answered: Arc<tokio::sync::Notify>,
 }
 
 pub fn start_time() -> time::OffsetDateTime {
     time::macros::datetime!(2030-03-01 12:00 UTC)
 }
 
-async fn serve(payments: &Payments, listener: tokio::net::TcpListener, outage: Arc<AtomicBool>) {
+async fn serve(
+    payments: &Payments,
+    listener: tokio::net::TcpListener,
+    outage: Arc<AtomicBool>,
+    answered: Arc<tokio::sync::Notify>,
+) {
     let (router, _api) = payments.router().split_for_parts();
     let router = router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
         let outage = outage.clone();
+        let answered = answered.clone();
         async move {
             if outage.load(Ordering::SeqCst) {
                 return axum::response::IntoResponse::into_response(axum::http::StatusCode::SERVICE_UNAVAILABLE);
             }
-            next.run(req).await
+            let is_webhook = req.uri().path().starts_with("/api/v1/payments/webhooks/");
+            let res = next.run(req).await;
+            if is_webhook {
+                answered.notify_one();
+            }
+            res
         }
     }));
     tokio::spawn(async move {
@@ -86,9 +100,10 @@ async fn spawn_with(provider: ProviderConfig, listener: tokio::net::TcpListener,
     let shared: SharedClock = Arc::new(clock.clone());
     let payments = Payments::new(tdb.db.clone(), shared, PaymentsConfig { provider });
     let outage = Arc::new(AtomicBool::new(false));
-    serve(&payments, listener, outage.clone()).await;
+    let webhook_answered = Arc::new(tokio::sync::Notify::new());
+    serve(&payments, listener, outage.clone(), webhook_answered.clone()).await;
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    App { payments, tdb, clock, base, http, org: OrganizationId::new(), outage }
+    App { payments, tdb, clock, base, http, org: OrganizationId::new(), outage, webhook_answered }
 }
 
 impl App {

@@ -394,8 +394,8 @@ async fn refund_requests_from_events_are_carried_out_once() {
 }
 
 /// The background loop delivers webhooks without being driven by hand and
-/// stops when its shutdown future resolves. (It polls in real time; the
-/// test waits for the outcome with a bound rather than a fixed sleep.)
+/// stops when its shutdown future resolves. The test waits for the server to
+/// answer the webhook (bounded), never for a fixed time.
 #[tokio::test]
 async fn background_loop_delivers_and_stops_on_shutdown() {
     let app = spawn_sandbox(None).await;
@@ -405,13 +405,9 @@ async fn background_loop_delivers_and_stops_on_shutdown() {
     }));
     let c = app.payments.create_payment(app.new_payment("order:bg", 2500)).await.unwrap();
     app.pay_json(c.payment_id, "4242424242424242").await;
-    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        while app.status(c.payment_id).await != "succeeded" {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), app.webhook_answered.notified()).await;
     assert!(waited.is_ok(), "the background loop delivered the webhook");
+    assert_eq!(app.status(c.payment_id).await, "succeeded");
     stop.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), task).await.unwrap().unwrap();
 }
