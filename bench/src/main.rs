@@ -283,7 +283,8 @@ async fn purchases(args: PurchaseArgs) {
                     post(&http, &format!("{base}/api/v1/orders"), Some(&token), json!({"hold_id": hold["id"]})).await;
                 assert_eq!(s, 201, "{order}");
                 let (s, paid) =
-                    post(&http, order["checkout_url"].as_str().unwrap(), None, json!({"card": "4242424242424242"})).await;
+                    post(&http, order["checkout_url"].as_str().unwrap(), None, json!({"card": "4242424242424242"}))
+                        .await;
                 assert_eq!(s, 200, "{paid}");
                 sold.fetch_add(1, Ordering::Relaxed);
                 local.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -301,7 +302,8 @@ async fn purchases(args: PurchaseArgs) {
     let deadline = Instant::now() + Duration::from_secs(args.deadline);
     let mut issued = 0i64;
     while Instant::now() < deadline {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tickets").fetch_one(server.app.db.reader()).await.unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM tickets").fetch_one(server.app.db.reader()).await.unwrap();
         issued = n;
         if n as u64 >= sold.load(Ordering::Relaxed) {
             break;

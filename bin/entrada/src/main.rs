@@ -62,9 +62,13 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
         }
         None => fig = fig.merge(Toml::file("entrada.toml")),
     }
-    fig.merge(Env::prefixed("ENTRADA_").split("__").filter(|k| CONFIG_KEYS.iter().any(|c| k.as_str().to_ascii_lowercase().starts_with(c))))
-        .extract::<Config>()
-        .map_err(|e| format!("configuration: {e}"))
+    fig.merge(
+        Env::prefixed("ENTRADA_")
+            .split("__")
+            .filter(|k| CONFIG_KEYS.iter().any(|c| k.as_str().to_ascii_lowercase().starts_with(c))),
+    )
+    .extract::<Config>()
+    .map_err(|e| format!("configuration: {e}"))
 }
 
 fn init_tracing() {
@@ -153,7 +157,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 demo::print(&app, &ids);
             }
             tracing::info!(address = %bind, public_url = %app.config.server.public_url, "entrada listening");
-            println!("Entrada is listening on {}  (API docs: {}/api/docs)", app.config.server.public_url, app.config.server.public_url);
+            println!(
+                "Entrada is listening on {}  (API docs: {}/api/docs)",
+                app.config.server.public_url, app.config.server.public_url
+            );
             app.serve(listener, true, shutdown_signal()).await.map_err(|e| e.to_string())
         }
     }

@@ -9,7 +9,7 @@ use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use entrada_identity::{Identity, IdentityConfig, PasswordCost};
-use entrada_notify::{MailConsumer, Mailer, MailboxMailer, SmtpMailer};
+use entrada_notify::{MailConsumer, MailboxMailer, Mailer, SmtpMailer};
 use entrada_payments::{Payments, PaymentsConfig, ProviderConfig, SandboxConfig, StripeConfig};
 use entrada_primitives::auth::Principal;
 use entrada_primitives::{Problem, Secret, SharedClock};
@@ -104,8 +104,9 @@ fn prometheus() -> PrometheusHandle {
 impl App {
     pub async fn build(config: Config, clock: SharedClock) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
-        let db = Db::connect(&DbConfig { url: config.database_url(), max_connections: config.database.max_connections })
-            .await?;
+        let db =
+            Db::connect(&DbConfig { url: config.database_url(), max_connections: config.database.max_connections })
+                .await?;
         db.migrate().await?;
 
         let public_url = config.server.public_url.trim_end_matches('/').to_owned();
@@ -160,7 +161,8 @@ impl App {
 
         let mailer: Arc<dyn Mailer> = match (config.mail.transport.as_str(), &config.mail.smtp) {
             ("smtp", Some(smtp)) => Arc::new(
-                SmtpMailer::new(smtp, config.mail.from.clone()).map_err(|e| BuildError::Config(format!("mail: {e}")))?,
+                SmtpMailer::new(smtp, config.mail.from.clone())
+                    .map_err(|e| BuildError::Config(format!("mail: {e}")))?,
             ),
             _ => Arc::new(MailboxMailer::new(config.data_dir.join("mailbox"), config.mail.from.clone())),
         };
@@ -221,16 +223,10 @@ impl App {
             .layer(axum::middleware::from_fn_with_state(limits.clone(), middleware::rate_limit))
             .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
             .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
-            .layer(
-                TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                    let id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                }),
-            )
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }))
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
 

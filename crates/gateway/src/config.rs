@@ -165,11 +165,7 @@ impl Config {
     /// The database URL to use: the configured one, or the embedded file.
     pub fn database_url(&self) -> String {
         let url = self.database.url.expose();
-        if url.is_empty() {
-            format!("sqlite://{}/entrada.db", self.data_dir.display())
-        } else {
-            url.clone()
-        }
+        if url.is_empty() { format!("sqlite://{}/entrada.db", self.data_dir.display()) } else { url.clone() }
     }
 
     pub fn runs(&self, component: &str) -> bool {

@@ -180,10 +180,7 @@ mod tests {
         assert!(Password::parse("short").is_err());
         assert!(Password::parse("ääääääääää").is_ok(), "10 characters, 20 bytes");
         assert!(Password::parse(&"x".repeat(128)).is_ok());
-        assert!(matches!(
-            Password::parse(&"x".repeat(129)),
-            Err(IdentityError::Invalid { field: "password", .. })
-        ));
+        assert!(matches!(Password::parse(&"x".repeat(129)), Err(IdentityError::Invalid { field: "password", .. })));
     }
 
     #[test]

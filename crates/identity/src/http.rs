@@ -47,12 +47,18 @@ pub fn problem(e: IdentityError) -> Problem {
         IdentityError::EmailTaken => Problem::conflict(code, "an account with this email already exists"),
         IdentityError::InvalidCredentials => Problem::unauthorized(code, "email or password is wrong"),
         IdentityError::TooManyAttempts { retry_after_s } => {
-            let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, code, "too many failed logins for this address; try again later");
+            let mut p = Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                code,
+                "too many failed logins for this address; try again later",
+            );
             p.retry_after = Some(retry_after_s.max(1));
             p
         }
         IdentityError::InvalidRefreshToken => Problem::unauthorized(code, "the refresh token is unknown or revoked"),
-        IdentityError::RefreshTokenExpired => Problem::unauthorized(code, "the refresh token has expired; log in again"),
+        IdentityError::RefreshTokenExpired => {
+            Problem::unauthorized(code, "the refresh token has expired; log in again")
+        }
         IdentityError::RefreshTokenReused => {
             Problem::unauthorized(code, "the refresh token was already used; the session has been revoked")
         }
@@ -374,7 +380,10 @@ async fn me(State(svc): State<Identity>, AuthUser(p): AuthUser) -> Result<Json<M
 /// Confirms the email address with the token from the verification mail.
 #[utoipa::path(post, path = "/api/v1/auth/verify-email", tag = "identity", request_body = OneTimeTokenRequest,
     responses((status = 200, body = VerifiedResponse), (status = 400, description = "invalid_token or token_expired")))]
-async fn verify_email(State(svc): State<Identity>, Json(req): Json<OneTimeTokenRequest>) -> Result<Json<VerifiedResponse>, Problem> {
+async fn verify_email(
+    State(svc): State<Identity>,
+    Json(req): Json<OneTimeTokenRequest>,
+) -> Result<Json<VerifiedResponse>, Problem> {
     svc.verify_email(req.token.expose()).await.map_err(problem)?;
     Ok(Json(VerifiedResponse { email_verified: true }))
 }

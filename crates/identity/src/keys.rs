@@ -111,7 +111,12 @@ impl KeyRing {
     }
 
     /// Signs an access token; returns it with its lifetime in seconds.
-    pub(crate) fn issue(&self, user: UserId, role: PlatformRole, session: SessionId) -> Result<(String, i64), IdentityError> {
+    pub(crate) fn issue(
+        &self,
+        user: UserId,
+        role: PlatformRole,
+        session: SessionId,
+    ) -> Result<(String, i64), IdentityError> {
         let set = self.snapshot();
         let now = self.clock.now().unix_timestamp();
         let ttl = self.access_ttl.whole_seconds();
@@ -194,7 +199,10 @@ impl KeyRing {
         let probe = serde_json::json!({ "sub": "probe" });
         let token = jsonwebtoken::encode(&header, &probe, &set.signer.key)
             .map_err(|e| IdentityError::Internal(format!("signing key unusable: {e}")))?;
-        let key = set.verifiers.get(&set.signer.kid).ok_or_else(|| IdentityError::Internal("no verifier for the signing key".into()))?;
+        let key = set
+            .verifiers
+            .get(&set.signer.kid)
+            .ok_or_else(|| IdentityError::Internal("no verifier for the signing key".into()))?;
         let mut v = Validation::new(Algorithm::EdDSA);
         v.validate_exp = false;
         v.required_spec_claims.clear();
@@ -214,17 +222,14 @@ fn thumbprint(public: &[u8; 32]) -> String {
 /// starters race on the UNIQUE `slot`; the losers' inserts do nothing and
 /// they load the winner's key.
 async fn ensure_current_key(db: &Db, now_ms: i64) -> Result<(), IdentityError> {
-    let existing: Option<(String,)> = sqlx::query_as("SELECT kid FROM signing_keys WHERE slot = 'current'")
-        .fetch_optional(db.writer())
-        .await?;
+    let existing: Option<(String,)> =
+        sqlx::query_as("SELECT kid FROM signing_keys WHERE slot = 'current'").fetch_optional(db.writer()).await?;
     if existing.is_some() {
         return Ok(());
     }
     let signing = SigningKey::from_bytes(&entrada_primitives::token::random_bytes::<32>());
     let public = signing.verifying_key().to_bytes();
-    let der = signing
-        .to_pkcs8_der()
-        .map_err(|e| IdentityError::Internal(format!("encoding the signing key: {e}")))?;
+    let der = signing.to_pkcs8_der().map_err(|e| IdentityError::Internal(format!("encoding the signing key: {e}")))?;
     let kid = thumbprint(&public);
     let mut tx = db.begin().await?;
     sqlx::query(
@@ -244,11 +249,10 @@ async fn ensure_current_key(db: &Db, now_ms: i64) -> Result<(), IdentityError> {
 type KeyRow = (String, Option<String>, String, String, Option<i64>);
 
 async fn load(db: &Db, now_ms: i64, access_ttl: time::Duration) -> Result<KeySet, IdentityError> {
-    let rows: Vec<KeyRow> = sqlx::query_as(
-        "SELECT kid, slot, private_key, public_key, retired_at FROM signing_keys ORDER BY created_at",
-    )
-    .fetch_all(db.reader())
-    .await?;
+    let rows: Vec<KeyRow> =
+        sqlx::query_as("SELECT kid, slot, private_key, public_key, retired_at FROM signing_keys ORDER BY created_at")
+            .fetch_all(db.reader())
+            .await?;
     let bad = |what: &str| IdentityError::Internal(format!("corrupted signing key row: {what}"));
     let mut signer = None;
     let mut verifiers = HashMap::new();

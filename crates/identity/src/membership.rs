@@ -6,7 +6,9 @@ use entrada_primitives::ids::{OrganizationId, UserId};
 use entrada_storage::{Db, Tx};
 
 /// A member's role in one organization, from most to least powerful.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OrgRole {
     /// Read-only: sees sales and reports.
@@ -37,7 +39,13 @@ impl OrgRole {
 }
 
 /// Adds or changes a membership inside the caller's transaction.
-pub async fn set(tx: &mut Tx, org: OrganizationId, user: UserId, role: OrgRole, now_ms: i64) -> Result<(), sqlx::Error> {
+pub async fn set(
+    tx: &mut Tx,
+    org: OrganizationId,
+    user: UserId,
+    role: OrgRole,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO org_members (organization_id, user_id, role, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (organization_id, user_id) DO UPDATE SET role = excluded.role",
@@ -69,8 +77,5 @@ pub async fn organizations_of(db: &Db, user: UserId) -> Result<Vec<(Organization
             .bind(user.to_db())
             .fetch_all(db.reader())
             .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(o, r)| Some((OrganizationId::from_db(&o).ok()?, OrgRole::parse(&r)?)))
-        .collect())
+    Ok(rows.into_iter().filter_map(|(o, r)| Some((OrganizationId::from_db(&o).ok()?, OrgRole::parse(&r)?))).collect())
 }

@@ -147,7 +147,13 @@ impl Identity {
         Ok((session, refresh))
     }
 
-    async fn new_refresh_token(&self, tx: &mut Tx, session: SessionId, user: UserId, now_ms: i64) -> Result<String, IdentityError> {
+    async fn new_refresh_token(
+        &self,
+        tx: &mut Tx,
+        session: SessionId,
+        user: UserId,
+        now_ms: i64,
+    ) -> Result<String, IdentityError> {
         let raw = random_token();
         let expires = now_ms + self.inner.cfg.refresh_ttl.whole_milliseconds() as i64;
         store::insert_refresh_token(tx, &digest(&raw), session, user, now_ms, expires).await?;
@@ -156,19 +162,19 @@ impl Identity {
 
     fn tokens(&self, user: User, session: SessionId, refresh: String) -> Result<Tokens, IdentityError> {
         let (access, expires_in) = self.inner.keys.issue(user.id, user.platform_role, session)?;
-        Ok(Tokens {
-            access_token: Secret::new(access),
-            expires_in,
-            refresh_token: Secret::new(refresh),
-            user,
-        })
+        Ok(Tokens { access_token: Secret::new(access), expires_in, refresh_token: Secret::new(refresh), user })
     }
 
     // --- accounts ------------------------------------------------------------
 
     /// Creates an account and logs it in. The verification token goes only
     /// into the `EmailVerificationRequested` event (for the mail).
-    pub async fn register(&self, email: Email, password: Password, display_name: DisplayName) -> Result<Tokens, IdentityError> {
+    pub async fn register(
+        &self,
+        email: Email,
+        password: Password,
+        display_name: DisplayName,
+    ) -> Result<Tokens, IdentityError> {
         if store::user_by_email(self.db().reader(), email.as_str()).await?.is_some() {
             return Err(IdentityError::EmailTaken);
         }
@@ -191,7 +197,8 @@ impl Identity {
             Err(e) => return Err(e.into()),
         }
         let verification = random_token();
-        store::insert_one_time_token(&mut tx, &digest(&verification), user.id, TokenPurpose::VerifyEmail, now_ms).await?;
+        store::insert_one_time_token(&mut tx, &digest(&verification), user.id, TokenPurpose::VerifyEmail, now_ms)
+            .await?;
         let actor = Actor::User(user.id);
         audit::record(&mut tx, now_ms, &actor, "user.registered", "user", &user.id.to_db(), json!({})).await?;
         outbox::append(
@@ -211,8 +218,16 @@ impl Identity {
         )
         .await?;
         let (session, refresh) = self.open_session(&mut tx, user.id, now_ms).await?;
-        audit::record(&mut tx, now_ms, &actor, "session.created", "session", &session.to_db(), json!({ "via": "register" }))
-            .await?;
+        audit::record(
+            &mut tx,
+            now_ms,
+            &actor,
+            "session.created",
+            "session",
+            &session.to_db(),
+            json!({ "via": "register" }),
+        )
+        .await?;
         tx.commit().await?;
         self.tokens(user, session, refresh)
     }
@@ -250,8 +265,16 @@ impl Identity {
                 store::record_login_failure(&mut tx, &key, now_ms, now_ms - window_ms).await?;
                 if let Some(u) = other {
                     let id = u.user.id;
-                    audit::record(&mut tx, now_ms, &Actor::User(id), "user.login_failed", "user", &id.to_db(), json!({}))
-                        .await?;
+                    audit::record(
+                        &mut tx,
+                        now_ms,
+                        &Actor::User(id),
+                        "user.login_failed",
+                        "user",
+                        &id.to_db(),
+                        json!({}),
+                    )
+                    .await?;
                 }
                 tx.commit().await?;
                 return Err(IdentityError::InvalidCredentials);
@@ -259,8 +282,16 @@ impl Identity {
         };
         store::clear_login_failures(&mut tx, &key).await?;
         let (session, refresh) = self.open_session(&mut tx, user.id, now_ms).await?;
-        audit::record(&mut tx, now_ms, &Actor::User(user.id), "session.created", "session", &session.to_db(), json!({ "via": "password" }))
-            .await?;
+        audit::record(
+            &mut tx,
+            now_ms,
+            &Actor::User(user.id),
+            "session.created",
+            "session",
+            &session.to_db(),
+            json!({ "via": "password" }),
+        )
+        .await?;
         tx.commit().await?;
         self.tokens(user, session, refresh)
     }
@@ -285,13 +316,27 @@ impl Identity {
         }
         let user = store::user_by_id(&mut *tx, row.user).await?.ok_or(IdentityError::InvalidRefreshToken)?.user;
         let refresh = self.new_refresh_token(&mut tx, row.session, user.id, now_ms).await?;
-        audit::record(&mut tx, now_ms, &Actor::User(user.id), "session.refreshed", "session", &row.session.to_db(), json!({}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now_ms,
+            &Actor::User(user.id),
+            "session.refreshed",
+            "session",
+            &row.session.to_db(),
+            json!({}),
+        )
+        .await?;
         tx.commit().await?;
         self.tokens(user, row.session, refresh)
     }
 
-    async fn revoke_for_reuse(&self, mut tx: Tx, session: SessionId, user: UserId, now_ms: i64) -> Result<Tokens, IdentityError> {
+    async fn revoke_for_reuse(
+        &self,
+        mut tx: Tx,
+        session: SessionId,
+        user: UserId,
+        now_ms: i64,
+    ) -> Result<Tokens, IdentityError> {
         store::revoke_session(&mut tx, session, now_ms, "refresh_token_reused").await?;
         audit::record(
             &mut tx,
@@ -319,8 +364,16 @@ impl Identity {
         if let Some((session, user)) = store::session_of_refresh_token(&mut tx, &d).await?
             && store::revoke_session(&mut tx, session, now_ms, "logout").await?
         {
-            audit::record(&mut tx, now_ms, &Actor::User(user), "session.revoked", "session", &session.to_db(), json!({ "reason": "logout" }))
-                .await?;
+            audit::record(
+                &mut tx,
+                now_ms,
+                &Actor::User(user),
+                "session.revoked",
+                "session",
+                &session.to_db(),
+                json!({ "reason": "logout" }),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -342,7 +395,13 @@ impl Identity {
 
     /// Spends a one-time token: `invalid_token` when unknown or used,
     /// `token_expired` after its lifetime.
-    async fn spend_token(&self, tx: &mut Tx, raw: &str, purpose: TokenPurpose, now_ms: i64) -> Result<UserId, IdentityError> {
+    async fn spend_token(
+        &self,
+        tx: &mut Tx,
+        raw: &str,
+        purpose: TokenPurpose,
+        now_ms: i64,
+    ) -> Result<UserId, IdentityError> {
         let d = digest(raw);
         let (user, expires) =
             store::one_time_token(&mut **tx, &d, purpose).await?.ok_or(IdentityError::InvalidToken)?;
@@ -361,7 +420,8 @@ impl Identity {
         let mut tx = self.db().begin().await?;
         let user = self.spend_token(&mut tx, token, TokenPurpose::VerifyEmail, now_ms).await?;
         store::set_email_verified(&mut tx, user).await?;
-        audit::record(&mut tx, now_ms, &Actor::User(user), "user.email_verified", "user", &user.to_db(), json!({})).await?;
+        audit::record(&mut tx, now_ms, &Actor::User(user), "user.email_verified", "user", &user.to_db(), json!({}))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -377,8 +437,16 @@ impl Identity {
         }
         let token = random_token();
         store::insert_one_time_token(&mut tx, &digest(&token), u.id, TokenPurpose::VerifyEmail, now_ms).await?;
-        audit::record(&mut tx, now_ms, &Actor::User(u.id), "user.email_verification_requested", "user", &u.id.to_db(), json!({}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now_ms,
+            &Actor::User(u.id),
+            "user.email_verification_requested",
+            "user",
+            &u.id.to_db(),
+            json!({}),
+        )
+        .await?;
         outbox::append(
             &mut tx,
             now_ms,
@@ -400,8 +468,16 @@ impl Identity {
         let token = random_token();
         let mut tx = self.db().begin().await?;
         store::insert_one_time_token(&mut tx, &digest(&token), u.id, TokenPurpose::ResetPassword, now_ms).await?;
-        audit::record(&mut tx, now_ms, &Actor::System, "user.password_reset_requested", "user", &u.id.to_db(), json!({}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now_ms,
+            &Actor::System,
+            "user.password_reset_requested",
+            "user",
+            &u.id.to_db(),
+            json!({}),
+        )
+        .await?;
         outbox::append(
             &mut tx,
             now_ms,
@@ -463,7 +539,12 @@ impl Identity {
     /// Sets a user's platform role on behalf of a platform admin. The
     /// caller's role is re-read from the database rather than trusted from
     /// the token, so a demoted admin loses the power at once.
-    pub async fn set_platform_role(&self, caller: &Principal, target: UserId, role: PlatformRole) -> Result<User, IdentityError> {
+    pub async fn set_platform_role(
+        &self,
+        caller: &Principal,
+        target: UserId,
+        role: PlatformRole,
+    ) -> Result<User, IdentityError> {
         let now_ms = self.now_ms();
         let mut tx = self.db().begin().await?;
         let caller_role = store::user_by_id(&mut *tx, caller.user_id).await?.map(|u| u.user.platform_role);
@@ -482,7 +563,13 @@ impl Identity {
     /// organization may. Anyone else (including members with lesser roles
     /// and callers naming an organization that does not exist) gets
     /// `not_found`. An organization always keeps at least one owner.
-    pub async fn set_member(&self, caller: &Principal, org: OrganizationId, email: &Email, role: OrgRole) -> Result<Member, IdentityError> {
+    pub async fn set_member(
+        &self,
+        caller: &Principal,
+        org: OrganizationId,
+        email: &Email,
+        role: OrgRole,
+    ) -> Result<Member, IdentityError> {
         let now_ms = self.now_ms();
         let mut tx = self.db().begin().await?;
         if store::member_role(&mut tx, org, caller.user_id).await? != Some(OrgRole::Owner) {
@@ -523,7 +610,13 @@ impl Identity {
     }
 }
 
-async fn change_role(tx: &mut Tx, now_ms: i64, actor: &Actor, mut user: User, role: PlatformRole) -> Result<User, IdentityError> {
+async fn change_role(
+    tx: &mut Tx,
+    now_ms: i64,
+    actor: &Actor,
+    mut user: User,
+    role: PlatformRole,
+) -> Result<User, IdentityError> {
     let previous = user.platform_role;
     store::set_platform_role(tx, user.id, role).await?;
     audit::record(

@@ -85,10 +85,7 @@ pub(crate) async fn reset_password(tx: &mut Tx, user: UserId, password_hash: &st
 }
 
 pub(crate) async fn set_email_verified(tx: &mut Tx, user: UserId) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1")
-        .bind(user.to_db())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1").bind(user.to_db()).execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -103,7 +100,12 @@ pub(crate) async fn set_platform_role(tx: &mut Tx, user: UserId, role: PlatformR
 
 // --- sessions and refresh tokens -------------------------------------------
 
-pub(crate) async fn insert_session(tx: &mut Tx, session: SessionId, user: UserId, now_ms: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn insert_session(
+    tx: &mut Tx,
+    session: SessionId,
+    user: UserId,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)")
         .bind(session.to_db())
         .bind(user.to_db())
@@ -152,8 +154,7 @@ pub(crate) async fn refresh_token(db: &Db, tx: &mut Tx, digest: &str) -> Result<
         db.for_update()
     );
     type Row = (String, String, i64, Option<i64>, Option<i64>);
-    let row: Option<Row> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(digest).fetch_optional(&mut **tx).await?;
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(digest).fetch_optional(&mut **tx).await?;
     let bad = |what: &str| IdentityError::Internal(format!("corrupted refresh_tokens row: {what}"));
     row.map(|(s, u, exp, used, revoked)| {
         Ok(RefreshRow {
@@ -178,20 +179,29 @@ pub(crate) async fn use_refresh_token(tx: &mut Tx, digest: &str, now_ms: i64) ->
 }
 
 /// Revokes one session; false if it was already revoked.
-pub(crate) async fn revoke_session(tx: &mut Tx, session: SessionId, now_ms: i64, reason: &str) -> Result<bool, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL",
-    )
-    .bind(now_ms)
-    .bind(reason)
-    .bind(session.to_db())
-    .execute(&mut **tx)
-    .await?;
+pub(crate) async fn revoke_session(
+    tx: &mut Tx,
+    session: SessionId,
+    now_ms: i64,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let r =
+        sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
+            .bind(now_ms)
+            .bind(reason)
+            .bind(session.to_db())
+            .execute(&mut **tx)
+            .await?;
     Ok(r.rows_affected() == 1)
 }
 
 /// Revokes every open session of a user; returns how many.
-pub(crate) async fn revoke_user_sessions(tx: &mut Tx, user: UserId, now_ms: i64, reason: &str) -> Result<u64, sqlx::Error> {
+pub(crate) async fn revoke_user_sessions(
+    tx: &mut Tx,
+    user: UserId,
+    now_ms: i64,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL",
     )
@@ -204,15 +214,17 @@ pub(crate) async fn revoke_user_sessions(tx: &mut Tx, user: UserId, now_ms: i64,
 }
 
 /// The session a refresh token belongs to, whatever its state (for logout).
-pub(crate) async fn session_of_refresh_token(tx: &mut Tx, digest: &str) -> Result<Option<(SessionId, UserId)>, IdentityError> {
+pub(crate) async fn session_of_refresh_token(
+    tx: &mut Tx,
+    digest: &str,
+) -> Result<Option<(SessionId, UserId)>, IdentityError> {
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT session_id, user_id FROM refresh_tokens WHERE digest = $1")
             .bind(digest)
             .fetch_optional(&mut **tx)
             .await?;
     let bad = |_| IdentityError::Internal("corrupted refresh_tokens row".into());
-    row.map(|(s, u)| Ok((SessionId::from_db(&s).map_err(bad)?, UserId::from_db(&u).map_err(bad)?)))
-        .transpose()
+    row.map(|(s, u)| Ok((SessionId::from_db(&s).map_err(bad)?, UserId::from_db(&u).map_err(bad)?))).transpose()
 }
 
 // --- one-time tokens ---------------------------------------------------------
@@ -269,7 +281,12 @@ pub(crate) async fn consume_one_time_token(tx: &mut Tx, digest: &str, now_ms: i6
 }
 
 /// Voids every outstanding token of a purpose for a user.
-pub(crate) async fn void_one_time_tokens(tx: &mut Tx, user: UserId, purpose: TokenPurpose, now_ms: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn void_one_time_tokens(
+    tx: &mut Tx,
+    user: UserId,
+    purpose: TokenPurpose,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL")
         .bind(now_ms)
         .bind(user.to_db())
@@ -290,7 +307,12 @@ pub(crate) async fn login_throttle(db: &Db, key: &str) -> Result<Option<(i64, i6
 }
 
 /// Counts a failure; a window that began before `window_floor_ms` restarts.
-pub(crate) async fn record_login_failure(tx: &mut Tx, key: &str, now_ms: i64, window_floor_ms: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn record_login_failure(
+    tx: &mut Tx,
+    key: &str,
+    now_ms: i64,
+    window_floor_ms: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO login_throttle (email_key, window_start, failures) VALUES ($1, $2, 1) \
          ON CONFLICT (email_key) DO UPDATE SET \
@@ -322,7 +344,10 @@ pub struct Member {
     pub since_ms: i64,
 }
 
-pub(crate) async fn members<'c, E: Executor<'c, Database = Any>>(ex: E, org: OrganizationId) -> Result<Vec<Member>, IdentityError> {
+pub(crate) async fn members<'c, E: Executor<'c, Database = Any>>(
+    ex: E,
+    org: OrganizationId,
+) -> Result<Vec<Member>, IdentityError> {
     let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
         "SELECT m.user_id, u.email, u.display_name, m.role, m.created_at \
          FROM org_members m JOIN users u ON u.id = m.user_id \
@@ -353,11 +378,16 @@ pub(crate) async fn owner_count(tx: &mut Tx, org: OrganizationId) -> Result<i64,
     Ok(n)
 }
 
-pub(crate) async fn member_role(tx: &mut Tx, org: OrganizationId, user: UserId) -> Result<Option<OrgRole>, sqlx::Error> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT role FROM org_members WHERE organization_id = $1 AND user_id = $2")
-        .bind(org.to_db())
-        .bind(user.to_db())
-        .fetch_optional(&mut **tx)
-        .await?;
+pub(crate) async fn member_role(
+    tx: &mut Tx,
+    org: OrganizationId,
+    user: UserId,
+) -> Result<Option<OrgRole>, sqlx::Error> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT role FROM org_members WHERE organization_id = $1 AND user_id = $2")
+            .bind(org.to_db())
+            .bind(user.to_db())
+            .fetch_optional(&mut **tx)
+            .await?;
     Ok(row.and_then(|(r,)| OrgRole::parse(&r)))
 }

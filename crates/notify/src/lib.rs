@@ -9,12 +9,12 @@ pub mod mailer;
 pub mod templates;
 
 use entrada_primitives::SharedClock;
+use entrada_storage::Tx;
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
-use entrada_storage::Tx;
 use std::sync::Arc;
 
-pub use mailer::{MailTransport, Mailer, MailboxMailer, OutgoingMail, SmtpConfig, SmtpMailer, SmtpTls};
+pub use mailer::{MailTransport, MailboxMailer, Mailer, OutgoingMail, SmtpConfig, SmtpMailer, SmtpTls};
 
 /// The mail consumer.
 pub struct MailConsumer {

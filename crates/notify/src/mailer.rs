@@ -2,11 +2,11 @@
 //! per mail in the data directory, readable by a person and by tests) and
 //! SMTP through lettre (a relay in production, a real local server in tests).
 
+use entrada_primitives::Secret;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Body, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use entrada_primitives::Secret;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]

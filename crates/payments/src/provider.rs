@@ -55,6 +55,10 @@ pub trait PaymentProvider: Send + Sync + 'static {
 
     /// Verifies a webhook's signature, then its age against `now`, then
     /// parses it. Nothing in the body is read before the signature verifies.
-    fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now: OffsetDateTime)
-    -> Result<ProviderEvent, WebhookError>;
+    fn verify_webhook(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<ProviderEvent, WebhookError>;
 }

@@ -161,8 +161,9 @@ impl Sandbox {
         .to_string();
         let copies = match self.cfg.duplicate_every {
             Some(n) if n > 0 => {
-                let (count,): (i64,) =
-                    sqlx::query_as("SELECT COUNT(DISTINCT event_id) FROM sandbox_webhooks").fetch_one(&mut **tx).await?;
+                let (count,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT event_id) FROM sandbox_webhooks")
+                    .fetch_one(&mut **tx)
+                    .await?;
                 if (count + 1) % i64::from(n) == 0 { 2 } else { 1 }
             }
             _ => 1,
@@ -193,11 +194,8 @@ impl Sandbox {
             "SELECT id, event_id, payload, attempts FROM sandbox_webhooks \
              WHERE delivered_at IS NULL AND due_at <= $1 ORDER BY id {order} LIMIT $2"
         );
-        let due: Vec<(i64, String, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(DELIVERY_BATCH)
-            .fetch_all(self.db.reader())
-            .await?;
+        let due: Vec<(i64, String, String, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(DELIVERY_BATCH).fetch_all(self.db.reader()).await?;
         let url = self.cfg.webhook_url();
         let mut delivered = 0;
         for (row_id, event_id, payload, attempts) in due {
@@ -262,11 +260,13 @@ impl Sandbox {
         .await?;
         let settled = !pending.is_empty();
         for (charge_id, payment_id, minor, currency) in pending {
-            sqlx::query("UPDATE sandbox_charges SET status = 'succeeded', updated_at = $1 WHERE id = $2 AND status = 'pending'")
-                .bind(now)
-                .bind(&charge_id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE sandbox_charges SET status = 'succeeded', updated_at = $1 WHERE id = $2 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(&charge_id)
+            .execute(&mut *tx)
+            .await?;
             let data = json!({
                 "payment_id": payment_id,
                 "charge_id": charge_id,
@@ -373,7 +373,12 @@ impl PaymentProvider for Sandbox {
         Ok(refund_id)
     }
 
-    fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now: OffsetDateTime) -> Result<ProviderEvent, WebhookError> {
+    fn verify_webhook(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<ProviderEvent, WebhookError> {
         let event_id = signature::standard_verify(
             self.cfg.webhook_secret.expose().as_bytes(),
             headers,
@@ -389,10 +394,8 @@ fn parse_event(event_id: String, body: &[u8]) -> Result<ProviderEvent, WebhookEr
     let v: Value = serde_json::from_slice(body).map_err(|_| WebhookError::MalformedWebhook)?;
     let event_type = v["type"].as_str().ok_or(WebhookError::MalformedWebhook)?.to_owned();
     let data = &v["data"];
-    let payment_id = data["payment_id"]
-        .as_str()
-        .and_then(|s| PaymentId::from_db(s).ok())
-        .ok_or(WebhookError::MalformedWebhook)?;
+    let payment_id =
+        data["payment_id"].as_str().and_then(|s| PaymentId::from_db(s).ok()).ok_or(WebhookError::MalformedWebhook)?;
     let charge_id = data["charge_id"].as_str().map(str::to_owned);
     let amount = match (data["amount_minor"].as_i64(), data["currency"].as_str().map(Currency::parse)) {
         (Some(m), Some(Ok(c))) => Some(Money::new(m, c)),
@@ -401,9 +404,7 @@ fn parse_event(event_id: String, body: &[u8]) -> Result<ProviderEvent, WebhookEr
     let outcome = match event_type.as_str() {
         "payment.pending" => Outcome::Pending,
         "payment.succeeded" => Outcome::Succeeded,
-        "payment.failed" => {
-            Outcome::Failed { reason: data["reason"].as_str().unwrap_or("payment_failed").to_owned() }
-        }
+        "payment.failed" => Outcome::Failed { reason: data["reason"].as_str().unwrap_or("payment_failed").to_owned() },
         "payment.refunded" => Outcome::Refunded { refund_ref: data["refund_id"].as_str().map(str::to_owned) },
         _ => Outcome::Ignored,
     };
@@ -492,6 +493,9 @@ mod tests {
     #[test]
     fn malformed_verified_payloads_are_refused() {
         assert_eq!(parse_event("e".into(), b"not json"), Err(WebhookError::MalformedWebhook));
-        assert_eq!(parse_event("e".into(), br#"{"type":"payment.succeeded","data":{}}"#), Err(WebhookError::MalformedWebhook));
+        assert_eq!(
+            parse_event("e".into(), br#"{"type":"payment.succeeded","data":{}}"#),
+            Err(WebhookError::MalformedWebhook)
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! and carries out requested refunds.
 
 use crate::domain::{
-    Checkout, NewPayment, Outcome, PaymentStatus, PaymentsError, ProviderError, ProviderEvent, capture_postings, refund_postings,
+    Checkout, NewPayment, Outcome, PaymentStatus, PaymentsError, ProviderError, ProviderEvent, capture_postings,
+    refund_postings,
 };
 use crate::provider::{CreateRequest, PaymentProvider, RefundRequest};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -124,8 +125,15 @@ impl Payments {
             .await?;
         let now = self.inner.clock.now_ms();
         let mut tx = db.begin().await?;
-        store::set_checkout(&mut tx, p.id, &created.provider_ref, created.capture_ref.as_deref(), &created.checkout_url, now)
-            .await?;
+        store::set_checkout(
+            &mut tx,
+            p.id,
+            &created.provider_ref,
+            created.capture_ref.as_deref(),
+            &created.checkout_url,
+            now,
+        )
+        .await?;
         audit::record(
             &mut tx,
             now,
@@ -165,11 +173,7 @@ impl Payments {
         let refund_ref = self
             .inner
             .provider
-            .refund(&RefundRequest {
-                capture_ref,
-                amount: p.amount,
-                idempotency_key: format!("refund:{}", p.id),
-            })
+            .refund(&RefundRequest { capture_ref, amount: p.amount, idempotency_key: format!("refund:{}", p.id) })
             .await?;
         let now = self.inner.clock.now_ms();
         let mut tx = db.begin().await?;

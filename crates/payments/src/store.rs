@@ -42,10 +42,7 @@ fn decode(r: &AnyRow) -> Result<PaymentRow, PaymentsError> {
         id: PaymentId::from_db(&id).map_err(|_| corrupt("id"))?,
         reference: r.try_get("reference")?,
         organization_id: OrganizationId::from_db(&org).map_err(|_| corrupt("organization_id"))?,
-        amount: Money::new(
-            r.try_get("amount_minor")?,
-            Currency::parse(&currency).map_err(|_| corrupt("currency"))?,
-        ),
+        amount: Money::new(r.try_get("amount_minor")?, Currency::parse(&currency).map_err(|_| corrupt("currency"))?),
         description: r.try_get("description")?,
         return_url: r.try_get("return_url")?,
         provider: r.try_get("provider")?,
@@ -296,18 +293,13 @@ pub async fn due_refunds<'c, E: Executor<'c, Database = Any>>(
     .fetch_all(e)
     .await?;
     rows.into_iter()
-        .map(|(id, reason)| {
-            Ok((PaymentId::from_db(&id).map_err(|_| corrupt("id"))?, reason.unwrap_or_default()))
-        })
+        .map(|(id, reason)| Ok((PaymentId::from_db(&id).map_err(|_| corrupt("id"))?, reason.unwrap_or_default())))
         .collect()
 }
 
 /// Takes a refund request off the queue (done, or nothing to refund).
 pub async fn clear_refund_request(tx: &mut Tx, id: PaymentId) -> Result<(), PaymentsError> {
-    sqlx::query("UPDATE payments SET refund_next_at = NULL WHERE id = $1")
-        .bind(id.to_db())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query("UPDATE payments SET refund_next_at = NULL WHERE id = $1").bind(id.to_db()).execute(&mut **tx).await?;
     Ok(())
 }
 

@@ -44,7 +44,12 @@ impl Stripe {
         Self { cfg, http }
     }
 
-    async fn post_form(&self, path: &str, idempotency_key: &str, form: &[(&str, String)]) -> Result<Value, ProviderError> {
+    async fn post_form(
+        &self,
+        path: &str,
+        idempotency_key: &str,
+        form: &[(&str, String)],
+    ) -> Result<Value, ProviderError> {
         let body = serde_urlencoded::to_string(form).map_err(|e| ProviderError::Unavailable(e.to_string()))?;
         let url = format!("{}{path}", self.cfg.api_base.trim_end_matches('/'));
         let res = self
@@ -120,7 +125,12 @@ impl PaymentProvider for Stripe {
         v["id"].as_str().map(str::to_owned).ok_or_else(|| ProviderError::Unavailable("refund without id".into()))
     }
 
-    fn verify_webhook(&self, headers: &HeaderMap, body: &[u8], now: OffsetDateTime) -> Result<ProviderEvent, WebhookError> {
+    fn verify_webhook(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<ProviderEvent, WebhookError> {
         signature::stripe_verify(self.cfg.webhook_secret.expose().as_bytes(), headers, body, now.unix_timestamp())?;
         parse_event(body)
     }
@@ -153,9 +163,8 @@ pub fn parse_event(body: &[u8]) -> Result<ProviderEvent, WebhookError> {
     };
     match event_type.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            ev.payment_id = ev
-                .payment_id
-                .or_else(|| obj["client_reference_id"].as_str().and_then(|s| PaymentId::from_db(s).ok()));
+            ev.payment_id =
+                ev.payment_id.or_else(|| obj["client_reference_id"].as_str().and_then(|s| PaymentId::from_db(s).ok()));
             ev.provider_ref = obj_id;
             ev.capture_ref = obj["payment_intent"].as_str().map(str::to_owned);
             ev.amount = money(&obj["amount_total"]);
@@ -207,8 +216,14 @@ mod tests {
     #[test]
     fn return_urls_keep_existing_queries() {
         let p = PaymentId::new();
-        assert_eq!(with_query("https://x/back", p, "succeeded"), format!("https://x/back?payment={p}&status=succeeded"));
-        assert_eq!(with_query("https://x/b?a=1", p, "cancelled"), format!("https://x/b?a=1&payment={p}&status=cancelled"));
+        assert_eq!(
+            with_query("https://x/back", p, "succeeded"),
+            format!("https://x/back?payment={p}&status=succeeded")
+        );
+        assert_eq!(
+            with_query("https://x/b?a=1", p, "cancelled"),
+            format!("https://x/b?a=1&payment={p}&status=cancelled")
+        );
     }
 
     #[test]

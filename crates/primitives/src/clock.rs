@@ -65,15 +65,12 @@ pub fn to_ms(t: OffsetDateTime) -> i64 {
 /// The inverse of [`to_ms`]. Out-of-range values clamp to the unix epoch
 /// rather than panic; they can only come from a corrupted row.
 pub fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// RFC 3339 text in UTC with a `Z`, the wire format for every instant.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// Parses RFC 3339 text; the offset is kept, callers normalise to UTC.

@@ -67,10 +67,7 @@ impl Problem {
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         let mut p = Self::unprocessable("validation_failed", format!("{field}: {message}"));
-        p.extra.insert(
-            "errors".into(),
-            serde_json::json!([{ "field": field, "message": message }]),
-        );
+        p.extra.insert("errors".into(), serde_json::json!([{ "field": field, "message": message }]));
         p
     }
 
@@ -102,10 +99,7 @@ impl Problem {
     pub fn body(&self) -> Value {
         let mut m = Map::new();
         m.insert("type".into(), Value::String(format!("{TYPE_BASE}{}", self.code)));
-        m.insert(
-            "title".into(),
-            Value::String(self.status.canonical_reason().unwrap_or("Error").to_owned()),
-        );
+        m.insert("title".into(), Value::String(self.status.canonical_reason().unwrap_or("Error").to_owned()));
         m.insert("status".into(), Value::from(self.status.as_u16()));
         m.insert("code".into(), Value::String(self.code.to_string()));
         if let Some(d) = &self.detail {

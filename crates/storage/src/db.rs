@@ -76,9 +76,7 @@ impl Db {
                 .await?;
             Ok(Self { backend: Backend::Postgres, write: pool.clone(), read: pool })
         } else {
-            Err(sqlx::Error::Configuration(
-                "database url must start with sqlite: or postgres://".into(),
-            ))
+            Err(sqlx::Error::Configuration("database url must start with sqlite: or postgres://".into()))
         }
     }
 

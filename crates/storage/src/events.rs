@@ -81,13 +81,7 @@ pub enum DomainEvent {
     RefundRequested { payment_id: PaymentId, reason: String },
 
     #[serde(rename = "order.refunded")]
-    OrderRefunded {
-        order_id: OrderId,
-        buyer_email: String,
-        event_name: String,
-        amount_minor: i64,
-        currency: String,
-    },
+    OrderRefunded { order_id: OrderId, buyer_email: String, event_name: String, amount_minor: i64, currency: String },
 }
 
 impl DomainEvent {

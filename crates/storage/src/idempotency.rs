@@ -41,14 +41,13 @@ async fn begin(db: &Db, scope: &str, key: &str, hash: &str, now_ms: i64) -> Resu
     if inserted.rows_affected() == 1 {
         return Ok(Begin::Proceed);
     }
-    let row: Option<(String, Option<i64>, Option<String>)> = sqlx::query_as(
-        "SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2",
-    )
-    .bind(scope)
-    .bind(key)
-    .fetch_optional(db.writer())
-    .await
-    .map_err(Problem::internal)?;
+    let row: Option<(String, Option<i64>, Option<String>)> =
+        sqlx::query_as("SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(db.writer())
+            .await
+            .map_err(Problem::internal)?;
     match row {
         None => Err(Problem::conflict("idempotency_key_in_flight", "retry the request")),
         Some((h, _, _)) if h != hash => Err(Problem::unprocessable(

@@ -51,23 +51,20 @@ pub mod anyhow_lite {
 /// Writes `event` in the caller's transaction.
 pub async fn append(tx: &mut Tx, now_ms: i64, event: &DomainEvent) -> Result<i64, sqlx::Error> {
     let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO outbox (event_type, payload, created_at) VALUES ($1, $2, $3) RETURNING id",
-    )
-    .bind(event.name())
-    .bind(payload)
-    .bind(now_ms)
-    .fetch_one(&mut **tx)
-    .await?;
+    let (id,): (i64,) =
+        sqlx::query_as("INSERT INTO outbox (event_type, payload, created_at) VALUES ($1, $2, $3) RETURNING id")
+            .bind(event.name())
+            .bind(payload)
+            .bind(now_ms)
+            .fetch_one(&mut **tx)
+            .await?;
     for consumer in event.subscribers() {
-        sqlx::query(
-            "INSERT INTO outbox_queue (consumer, event_id, available_at, attempts) VALUES ($1, $2, $3, 0)",
-        )
-        .bind(*consumer)
-        .bind(id)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query("INSERT INTO outbox_queue (consumer, event_id, available_at, attempts) VALUES ($1, $2, $3, 0)")
+            .bind(*consumer)
+            .bind(id)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(id)
 }

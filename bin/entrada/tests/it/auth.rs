@@ -122,10 +122,13 @@ async fn mail_goes_to_a_real_smtp_server() {
     {
         use tokio::io::AsyncBufReadExt;
         let out = server.stdout.take().unwrap();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), tokio::io::BufReader::new(out).lines().next_line())
-            .await
-            .expect("SMTP server starts within 30 s")
-            .unwrap();
+        let line = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tokio::io::BufReader::new(out).lines().next_line(),
+        )
+        .await
+        .expect("SMTP server starts within 30 s")
+        .unwrap();
         assert_eq!(line.as_deref(), Some("ready"));
     }
     let app = spawn_app_with(|c| {

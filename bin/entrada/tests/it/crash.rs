@@ -33,7 +33,12 @@ async fn kill(mut child: tokio::process::Child) {
     let _ = child.kill().await;
 }
 
-async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Result<(u16, Value), reqwest::Error> {
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&str>,
+    body: Value,
+) -> Result<(u16, Value), reqwest::Error> {
     let mut r = http.post(url).json(&body);
     if let Some(t) = token {
         r = r.bearer_auth(t);
@@ -156,7 +161,8 @@ async fn killing_the_server_during_purchases_loses_nothing() {
                         continue;
                     }
                     let Ok((s, order)) =
-                        post(&http, format!("{base}/api/v1/orders"), Some(&token), json!({"hold_id": hold["id"]})).await
+                        post(&http, format!("{base}/api/v1/orders"), Some(&token), json!({"hold_id": hold["id"]}))
+                            .await
                     else {
                         return;
                     };
@@ -199,7 +205,12 @@ async fn killing_the_server_during_purchases_loses_nothing() {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = app.clone();
     let handle = tokio::spawn(async move {
-        served.serve(listener, false, async { let _ = rx.await; }).await.unwrap();
+        served
+            .serve(listener, false, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
     });
     app.settle().await.unwrap();
     app.sales.expire_due().await.unwrap();

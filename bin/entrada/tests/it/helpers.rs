@@ -125,12 +125,7 @@ impl TestApp {
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
         let res = req.send().await.expect("request sent");
         let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let text = res.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Resp { status, content_type, body }
@@ -240,7 +235,9 @@ impl TestApp {
             .expect(201);
         let tt_id = tt["id"].as_str().unwrap().to_owned();
         self.post(&format!("/api/v1/events/{event_id}/publish"), Some(&organizer.token), json!({})).await.expect(200);
-        self.post(&format!("/api/v1/events/{event_id}/open-sales"), Some(&organizer.token), json!({})).await.expect(200);
+        self.post(&format!("/api/v1/events/{event_id}/open-sales"), Some(&organizer.token), json!({}))
+            .await
+            .expect(200);
         (event_id, tt_id)
     }
 
@@ -254,7 +251,8 @@ impl TestApp {
     }
 
     pub async fn order(&self, fan: &User, hold_id: &str, key: Option<&str>) -> Resp {
-        let mut r = self.http.post(self.url("/api/v1/orders")).bearer_auth(&fan.token).json(&json!({"hold_id": hold_id}));
+        let mut r =
+            self.http.post(self.url("/api/v1/orders")).bearer_auth(&fan.token).json(&json!({"hold_id": hold_id}));
         if let Some(k) = key {
             r = r.header("Idempotency-Key", k);
         }

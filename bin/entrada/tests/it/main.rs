@@ -5,7 +5,7 @@
 mod helpers;
 
 mod api;
-mod crash;
 mod auth;
 mod cli;
+mod crash;
 mod sale;

@@ -199,7 +199,9 @@ mod base64_engine {
         const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for c in bytes.chunks(3) {
-            let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
             out.push(T[(n >> 18) as usize & 63] as char);
             out.push(T[(n >> 12) as usize & 63] as char);
             out.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
@@ -222,9 +224,7 @@ async fn organizer_refunds_an_order() {
     // The fan cannot refund their own order through the organizer route.
     let r = app.post(&format!("/api/v1/orders/{}/refund", id(&order)), Some(&fan.token), json!({})).await;
     assert!(r.status == 403 || r.status == 404, "{:#}", r.body);
-    app.post(&format!("/api/v1/orders/{}/refund", id(&order)), Some(&org_user.token), json!({}))
-        .await
-        .expect(200);
+    app.post(&format!("/api/v1/orders/{}/refund", id(&order)), Some(&org_user.token), json!({})).await.expect(200);
     app.settle().await;
     let o = app.get(&format!("/api/v1/orders/{}", id(&order)), Some(&fan.token)).await.expect(200);
     assert_eq!(o["status"], "refunded");
@@ -334,7 +334,13 @@ async fn support_refunds_and_the_ledger_balances() {
     let support_token = login["access_token"].as_str().unwrap();
     let _ = support;
     let order = app.buy(&fan, &event, &tt, 1).await;
-    let r = app.post(&format!("/api/v1/orders/{}/refund", id(&order)), Some(support_token), json!({"reason": "customer request"})).await;
+    let r = app
+        .post(
+            &format!("/api/v1/orders/{}/refund", id(&order)),
+            Some(support_token),
+            json!({"reason": "customer request"}),
+        )
+        .await;
     assert_eq!(r.status, 200, "{:#}", r.body);
     app.settle().await;
     let eur = entrada_primitives::Currency::parse("EUR").unwrap();
@@ -348,9 +354,18 @@ async fn support_refunds_and_the_ledger_balances() {
     .unwrap();
     assert_eq!(unbalanced, 0, "every ledger transaction balances per currency");
     // Every step left an audit record with its actor.
-    let actions: Vec<(String, String)> =
-        sqlx::query_as("SELECT action, actor_type FROM audit_log ORDER BY id").fetch_all(app.app.db.reader()).await.unwrap();
-    for expected in ["user.registered", "organization.created", "event.published", "order.paid", "payment.succeeded", "payment.refunded"] {
+    let actions: Vec<(String, String)> = sqlx::query_as("SELECT action, actor_type FROM audit_log ORDER BY id")
+        .fetch_all(app.app.db.reader())
+        .await
+        .unwrap();
+    for expected in [
+        "user.registered",
+        "organization.created",
+        "event.published",
+        "order.paid",
+        "payment.succeeded",
+        "payment.refunded",
+    ] {
         assert!(actions.iter().any(|(a, _)| a == expected), "audit lacks {expected}: {actions:?}");
     }
 }

@@ -49,13 +49,9 @@ async fn duplicate_email_is_refused() {
     let app = spawn_app().await;
     app.register("ana@example.com").await;
     for email in ["ana@example.com", "ANA@example.com"] {
-        app.post(
-            "/api/v1/auth/register",
-            None,
-            json!({"email": email, "password": PASSWORD, "display_name": "Other"}),
-        )
-        .await
-        .expect_problem(409, "email_taken");
+        app.post("/api/v1/auth/register", None, json!({"email": email, "password": PASSWORD, "display_name": "Other"}))
+            .await
+            .expect_problem(409, "email_taken");
     }
 }
 

@@ -67,11 +67,8 @@ pub async fn spawn_app() -> App {
     let router = router.layer(axum::middleware::from_fn(move |mut req: Request, next: Next| {
         let auth = auth.clone();
         async move {
-            let header = req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let header =
+                req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let state = auth.authenticate(header.as_deref()).await;
             req.extensions_mut().insert(state);
             next.run(req).await
@@ -92,11 +89,8 @@ impl App {
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
         let headers = res.headers().clone();
-        let content_type = headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type =
+            headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let bytes = res.bytes().await.unwrap();
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         Resp { status, content_type, body, headers }
@@ -144,12 +138,11 @@ impl App {
     /// The one-time token of the newest event of this kind for the address,
     /// read from the outbox as the mail consumer would.
     pub async fn mailed_token(&self, event_type: &str, email: &str) -> Option<String> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id DESC")
-                .bind(event_type)
-                .fetch_all(self.tdb.db.reader())
-                .await
-                .unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY id DESC")
+            .bind(event_type)
+            .fetch_all(self.tdb.db.reader())
+            .await
+            .unwrap();
         rows.into_iter().find_map(|(p,)| match serde_json::from_str::<DomainEvent>(&p).unwrap() {
             DomainEvent::EmailVerificationRequested { email: e, token, .. }
             | DomainEvent::PasswordResetRequested { email: e, token, .. }

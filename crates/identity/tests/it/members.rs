@@ -2,8 +2,8 @@
 
 use crate::helpers::*;
 use entrada_identity::membership::{self, OrgRole};
-use entrada_primitives::{Email, PlatformRole};
 use entrada_primitives::ids::{OrganizationId, UserId};
+use entrada_primitives::{Email, PlatformRole};
 use serde_json::json;
 
 /// Only a platform admin may set roles: a fan gets 403 `forbidden`; an
@@ -18,11 +18,8 @@ async fn only_admins_set_platform_roles() {
     app.put(&path, Some(&bo.token), json!({"role": "admin"})).await.expect_problem(403, "forbidden");
     app.put(&path, None, json!({"role": "admin"})).await.expect_problem(401, "unauthenticated");
 
-    let granted = app
-        .svc
-        .grant_platform_role(&Email::parse("root@example.com").unwrap(), PlatformRole::Admin)
-        .await
-        .unwrap();
+    let granted =
+        app.svc.grant_platform_role(&Email::parse("root@example.com").unwrap(), PlatformRole::Admin).await.unwrap();
     assert_eq!(granted.platform_role, PlatformRole::Admin);
     // The old token still says fan.
     app.put(&path, Some(&root.token), json!({"role": "support"})).await.expect_problem(403, "forbidden");
@@ -61,10 +58,8 @@ async fn owners_manage_members_and_members_see_them() {
     tx.commit().await.unwrap();
     let path = format!("/api/v1/organizations/{org}/members");
 
-    let m = app
-        .post(&path, Some(&owner.token), json!({"email": "viewer@example.com", "role": "viewer"}))
-        .await
-        .expect(201);
+    let m =
+        app.post(&path, Some(&owner.token), json!({"email": "viewer@example.com", "role": "viewer"})).await.expect(201);
     assert_eq!(m["user_id"], viewer.id);
     assert_eq!(m["role"], "viewer");
     assert_eq!(m["since"], "2030-01-01T00:00:00Z");
@@ -120,9 +115,7 @@ async fn an_organization_keeps_an_owner() {
     let first = add().await.expect(201);
     let again = add().await.expect(201);
     assert_eq!(first, again);
-    app.post(&path, Some(&owner.token), json!({"email": "owner@example.com", "role": "manager"}))
-        .await
-        .expect(201);
+    app.post(&path, Some(&owner.token), json!({"email": "owner@example.com", "role": "manager"})).await.expect(201);
     let owner_id: UserId = owner.id.parse().unwrap();
     assert_eq!(membership::role_of(&app.tdb.db, owner_id, org).await.unwrap(), Some(OrgRole::Manager));
 }

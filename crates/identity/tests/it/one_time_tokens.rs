@@ -15,12 +15,8 @@ async fn verification_token_is_single_use() {
     assert_eq!(r["email_verified"], true);
     let me = app.get("/api/v1/me", Some(&ana.token)).await.expect(200);
     assert_eq!(me["email_verified"], true);
-    app.post("/api/v1/auth/verify-email", None, json!({"token": token}))
-        .await
-        .expect_problem(400, "invalid_token");
-    app.post("/api/v1/auth/verify-email", None, json!({"token": "made-up"}))
-        .await
-        .expect_problem(400, "invalid_token");
+    app.post("/api/v1/auth/verify-email", None, json!({"token": token})).await.expect_problem(400, "invalid_token");
+    app.post("/api/v1/auth/verify-email", None, json!({"token": "made-up"})).await.expect_problem(400, "invalid_token");
     app.post("/api/v1/auth/verify-email/resend", Some(&ana.token), json!({}))
         .await
         .expect_problem(409, "already_verified");
@@ -35,9 +31,7 @@ async fn verification_token_expires_and_can_be_resent() {
     let ana = app.register("ana@example.com").await;
     let old = app.mailed_token("user.email_verification_requested", "ana@example.com").await.unwrap();
     app.clock.advance(time::Duration::hours(48));
-    app.post("/api/v1/auth/verify-email", None, json!({"token": old}))
-        .await
-        .expect_problem(400, "token_expired");
+    app.post("/api/v1/auth/verify-email", None, json!({"token": old})).await.expect_problem(400, "token_expired");
     app.post("/api/v1/auth/verify-email/resend", None, json!({})).await.expect_problem(401, "unauthenticated");
     // The access token from registration has expired too; log in again.
     let login = app.login("ana@example.com", PASSWORD).await.expect(200);
@@ -63,9 +57,8 @@ async fn password_reset_sets_the_password_and_ends_sessions() {
     assert_eq!(app.count_events("user.password_reset_requested").await, 1);
     let token = app.mailed_token("user.password_reset_requested", "ana@example.com").await.unwrap();
 
-    let weak = app
-        .post("/api/v1/auth/password-reset/confirm", None, json!({"token": token, "new_password": "short"}))
-        .await;
+    let weak =
+        app.post("/api/v1/auth/password-reset/confirm", None, json!({"token": token, "new_password": "short"})).await;
     weak.expect_problem(422, "validation_failed");
     assert_eq!(weak.body["errors"][0]["field"], "new_password");
 

@@ -194,8 +194,10 @@ async fn jwks_verifies_access_tokens() {
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     let k = &keys[0];
-    assert_eq!((k["kty"].as_str(), k["crv"].as_str(), k["use"].as_str(), k["alg"].as_str()),
-        (Some("OKP"), Some("Ed25519"), Some("sig"), Some("EdDSA")));
+    assert_eq!(
+        (k["kty"].as_str(), k["crv"].as_str(), k["use"].as_str(), k["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("sig"), Some("EdDSA"))
+    );
     assert!(k.get("d").is_none(), "the private key must not be published");
 
     let header = jsonwebtoken::decode_header(&ana.token).unwrap();
@@ -228,7 +230,8 @@ async fn a_second_process_reuses_the_signing_key() {
 #[tokio::test]
 async fn concurrent_starts_create_one_key() {
     let tdb = entrada_storage::testing::fresh().await;
-    let clock: SharedClock = Arc::new(entrada_primitives::ManualClock::new(time::macros::datetime!(2030-01-01 00:00 UTC)));
+    let clock: SharedClock =
+        Arc::new(entrada_primitives::ManualClock::new(time::macros::datetime!(2030-01-01 00:00 UTC)));
     let (a, b) = tokio::join!(
         Identity::start(tdb.db.clone(), clock.clone(), config()),
         Identity::start(tdb.db.clone(), clock.clone(), config()),

@@ -49,21 +49,22 @@ async fn serve(
     answered: Arc<tokio::sync::Notify>,
 ) {
     let (router, _api) = payments.router().split_for_parts();
-    let router = router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
-        let outage = outage.clone();
-        let answered = answered.clone();
-        async move {
-            if outage.load(Ordering::SeqCst) {
-                return axum::response::IntoResponse::into_response(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let router =
+        router.layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let outage = outage.clone();
+            let answered = answered.clone();
+            async move {
+                if outage.load(Ordering::SeqCst) {
+                    return axum::response::IntoResponse::into_response(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                }
+                let is_webhook = req.uri().path().starts_with("/api/v1/payments/webhooks/");
+                let res = next.run(req).await;
+                if is_webhook {
+                    answered.notify_one();
+                }
+                res
             }
-            let is_webhook = req.uri().path().starts_with("/api/v1/payments/webhooks/");
-            let res = next.run(req).await;
-            if is_webhook {
-                answered.notify_one();
-            }
-            res
-        }
-    }));
+        }));
     tokio::spawn(async move {
         axum::serve(listener, router).await.unwrap();
     });
@@ -157,7 +158,8 @@ impl App {
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(self.tdb.db.reader()).await.unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(self.tdb.db.reader()).await.unwrap();
         n
     }
 

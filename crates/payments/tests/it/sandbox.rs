@@ -193,10 +193,8 @@ async fn create_is_idempotent_by_reference() {
     assert_eq!(a.checkout_url, b.checkout_url);
     assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM sandbox_charges").await, 1);
-    let (amount,): (i64,) = sqlx::query_as("SELECT amount_minor FROM payments")
-        .fetch_one(app.tdb.db.reader())
-        .await
-        .unwrap();
+    let (amount,): (i64,) =
+        sqlx::query_as("SELECT amount_minor FROM payments").fetch_one(app.tdb.db.reader()).await.unwrap();
     assert_eq!(amount, 2500, "the first request's amount stands");
 
     let zero = app.payments.create_payment(app.new_payment("order:zero", 0)).await.unwrap_err();
@@ -344,10 +342,8 @@ async fn refund_is_idempotent_and_reverses_the_ledger() {
     assert_eq!(refunded.len(), 1);
     assert_eq!(refunded[0].1["reference"], "order:refund");
     assert_eq!(app.count("SELECT COUNT(*) FROM ledger_transactions").await, 2);
-    let (refund_id,): (Option<String>,) = sqlx::query_as("SELECT refund_id FROM sandbox_charges")
-        .fetch_one(app.tdb.db.reader())
-        .await
-        .unwrap();
+    let (refund_id,): (Option<String>,) =
+        sqlx::query_as("SELECT refund_id FROM sandbox_charges").fetch_one(app.tdb.db.reader()).await.unwrap();
     assert!(refund_id.unwrap().starts_with("re_"));
 
     // Nothing captured, nothing to refund; unknown payments are 404.

@@ -248,7 +248,8 @@ async fn stripe_payment_failed_carries_the_decline_code() {
 /// `hmac.new(b"whsec_test_entrada_fixed_vector", b"1763900300." + body, hashlib.sha256).hexdigest()`.
 #[test]
 fn stripe_signature_fixed_vector() {
-    let body = br#"{"id":"evt_fixed","type":"payment_intent.succeeded","data":{"object":{"id":"pi_fixed","metadata":{}}}}"#;
+    let body =
+        br#"{"id":"evt_fixed","type":"payment_intent.succeeded","data":{"object":{"id":"pi_fixed","metadata":{}}}}"#;
     let expected = "bcf0b4fa95ef1f3ddef00417e66435c05311bf0256bad3b6224543d31e618fc6";
     let ts = 1_763_900_300;
     assert_eq!(stripe_sign(STRIPE_WEBHOOK_SECRET.as_bytes(), ts, body), format!("t={ts},v1={expected}"));
@@ -272,8 +273,14 @@ fn stripe_signature_fixed_vector() {
     assert_eq!(stripe_verify(secret, &good, body, ts - 301), Err(WebhookError::StaleWebhook));
     // missing header, missing timestamp, no v1, garbage
     assert_eq!(stripe_verify(secret, &HeaderMap::new(), body, ts), Err(WebhookError::InvalidSignature));
-    assert_eq!(stripe_verify(secret, &headers(&format!("v1={expected}")), body, ts), Err(WebhookError::InvalidSignature));
-    assert_eq!(stripe_verify(secret, &headers(&format!("t={ts},v0={expected}")), body, ts), Err(WebhookError::InvalidSignature));
+    assert_eq!(
+        stripe_verify(secret, &headers(&format!("v1={expected}")), body, ts),
+        Err(WebhookError::InvalidSignature)
+    );
+    assert_eq!(
+        stripe_verify(secret, &headers(&format!("t={ts},v0={expected}")), body, ts),
+        Err(WebhookError::InvalidSignature)
+    );
     assert_eq!(stripe_verify(secret, &headers("garbage"), body, ts), Err(WebhookError::InvalidSignature));
     // a stale timestamp with a wrong signature reports the signature
     assert_eq!(stripe_verify(b"whsec_wrong", &good, body, ts + 1000), Err(WebhookError::InvalidSignature));

@@ -731,7 +731,14 @@ mod tests {
         for s in [Draft, Published, OnSale, SalesClosed] {
             assert_eq!(Cancel.apply(s).unwrap(), Cancelled);
         }
-        for (t, s) in [(Publish, Published), (OpenSales, Draft), (CloseSales, Published), (Cancel, Ended), (Cancel, Cancelled), (OpenSales, Ended)] {
+        for (t, s) in [
+            (Publish, Published),
+            (OpenSales, Draft),
+            (CloseSales, Published),
+            (Cancel, Ended),
+            (Cancel, Cancelled),
+            (OpenSales, Ended),
+        ] {
             assert!(matches!(t.apply(s), Err(CatalogError::InvalidTransition { .. })), "{t:?} from {s}");
         }
     }
@@ -774,7 +781,10 @@ mod tests {
         assert!(EventSpec::parse(fields()).is_ok());
         assert_eq!(field_of(EventFields { name: " ".into(), ..fields() }), "name");
         assert_eq!(field_of(EventFields { ends_at: fields().starts_at, ..fields() }), "ends_at");
-        assert_eq!(field_of(EventFields { doors_open_at: Some(datetime!(2030-06-01 20:01 UTC)), ..fields() }), "doors_open_at");
+        assert_eq!(
+            field_of(EventFields { doors_open_at: Some(datetime!(2030-06-01 20:01 UTC)), ..fields() }),
+            "doors_open_at"
+        );
         assert_eq!(field_of(EventFields { capacity: 0, ..fields() }), "capacity");
         assert_eq!(field_of(EventFields { capacity: MAX_CAPACITY + 1, ..fields() }), "capacity");
         assert_eq!(field_of(EventFields { timezone: "Madrid".into(), ..fields() }), "timezone");

@@ -56,7 +56,9 @@ pub fn problem(e: CatalogError) -> Problem {
         CatalogError::CapacityBelowSold { used, .. } => {
             Problem::conflict("capacity_below_sold", e.to_string()).with("used", used)
         }
-        CatalogError::QuotaBelowUsed { used, .. } => Problem::conflict("quota_below_used", e.to_string()).with("used", used),
+        CatalogError::QuotaBelowUsed { used, .. } => {
+            Problem::conflict("quota_below_used", e.to_string()).with("used", used)
+        }
         CatalogError::CurrencyLocked => Problem::conflict("currency_locked", e.to_string()),
         CatalogError::EventClosed(s) => Problem::conflict("event_closed", e.to_string()).with("status", s.as_str()),
         CatalogError::MembershipLocked => Problem::conflict("quota_membership_locked", e.to_string()),
@@ -73,7 +75,8 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 }
 
 fn time_field(field: &'static str, s: &str) -> Result<OffsetDateTime, Problem> {
-    parse_rfc3339(s).ok_or_else(|| Problem::invalid_field(field, "must be an RFC 3339 time such as 2030-06-01T20:00:00Z"))
+    parse_rfc3339(s)
+        .ok_or_else(|| Problem::invalid_field(field, "must be an RFC 3339 time such as 2030-06-01T20:00:00Z"))
 }
 
 fn opt_time(field: &'static str, s: &Option<String>) -> Result<Option<OffsetDateTime>, Problem> {
@@ -695,20 +698,17 @@ fn filter_from(p: &ListParams) -> Result<(EventFilter, u32), Problem> {
     if q.as_ref().is_some_and(|q| q.chars().count() > 100) {
         return Err(Problem::invalid_field("q", "must be at most 100 characters"));
     }
-    let filter = EventFilter {
-        organization: None,
-        q,
-        from: opt_time("from", &p.from)?,
-        to: opt_time("to", &p.to)?,
-        after,
-    };
+    let filter =
+        EventFilter { organization: None, q, from: opt_time("from", &p.from)?, to: opt_time("to", &p.to)?, after };
     Ok((filter, page.limit))
 }
 
 fn page_of(events: Vec<Event>, now: OffsetDateTime, limit: u32) -> Page<EventSummary> {
     let keyed: Vec<(String, EventSummary)> = events
         .iter()
-        .map(|e| (format!("{}:{}", entrada_primitives::clock::to_ms(e.details.starts_at), e.id.to_db()), summary(e, now)))
+        .map(|e| {
+            (format!("{}:{}", entrada_primitives::clock::to_ms(e.details.starts_at), e.id.to_db()), summary(e, now))
+        })
         .collect();
     let page = Page::from_rows(keyed, limit, |(k, _)| k.clone());
     Page { items: page.items.into_iter().map(|(_, s)| s).collect(), next_cursor: page.next_cursor }
@@ -775,25 +775,41 @@ async fn transition(c: Catalog, user: AuthUser, id: EventId, t: Transition) -> R
 #[utoipa::path(post, path = "/api/v1/events/{id}/publish", tag = "catalog", params(("id" = EventId, Path)),
     responses((status = 200, body = EventOut), (status = 409, description = "invalid_transition"),
               (status = 422, description = "no_ticket_types")))]
-async fn publish_event(State(c): State<Catalog>, user: AuthUser, Path(id): Path<EventId>) -> Result<Json<EventOut>, Problem> {
+async fn publish_event(
+    State(c): State<Catalog>,
+    user: AuthUser,
+    Path(id): Path<EventId>,
+) -> Result<Json<EventOut>, Problem> {
     transition(c, user, id, Transition::Publish).await
 }
 
 #[utoipa::path(post, path = "/api/v1/events/{id}/open-sales", tag = "catalog", params(("id" = EventId, Path)),
     responses((status = 200, body = EventOut), (status = 409, description = "invalid_transition")))]
-async fn open_sales(State(c): State<Catalog>, user: AuthUser, Path(id): Path<EventId>) -> Result<Json<EventOut>, Problem> {
+async fn open_sales(
+    State(c): State<Catalog>,
+    user: AuthUser,
+    Path(id): Path<EventId>,
+) -> Result<Json<EventOut>, Problem> {
     transition(c, user, id, Transition::OpenSales).await
 }
 
 #[utoipa::path(post, path = "/api/v1/events/{id}/close-sales", tag = "catalog", params(("id" = EventId, Path)),
     responses((status = 200, body = EventOut), (status = 409, description = "invalid_transition")))]
-async fn close_sales(State(c): State<Catalog>, user: AuthUser, Path(id): Path<EventId>) -> Result<Json<EventOut>, Problem> {
+async fn close_sales(
+    State(c): State<Catalog>,
+    user: AuthUser,
+    Path(id): Path<EventId>,
+) -> Result<Json<EventOut>, Problem> {
     transition(c, user, id, Transition::CloseSales).await
 }
 
 #[utoipa::path(post, path = "/api/v1/events/{id}/cancel", tag = "catalog", params(("id" = EventId, Path)),
     responses((status = 200, body = EventOut), (status = 409, description = "invalid_transition")))]
-async fn cancel_event(State(c): State<Catalog>, user: AuthUser, Path(id): Path<EventId>) -> Result<Json<EventOut>, Problem> {
+async fn cancel_event(
+    State(c): State<Catalog>,
+    user: AuthUser,
+    Path(id): Path<EventId>,
+) -> Result<Json<EventOut>, Problem> {
     transition(c, user, id, Transition::Cancel).await
 }
 
@@ -860,7 +876,11 @@ async fn create_quota(
 
 #[utoipa::path(get, path = "/api/v1/events/{id}/quotas", tag = "catalog", params(("id" = EventId, Path)),
     responses((status = 200, body = QuotaList), (status = 404, description = "not_found")))]
-async fn list_quotas(State(c): State<Catalog>, user: AuthUser, Path(id): Path<EventId>) -> Result<Json<QuotaList>, Problem> {
+async fn list_quotas(
+    State(c): State<Catalog>,
+    user: AuthUser,
+    Path(id): Path<EventId>,
+) -> Result<Json<QuotaList>, Problem> {
     let quotas = c.quotas(&user.0, id).await.map_err(problem)?;
     Ok(Json(QuotaList { items: quotas.iter().map(QuotaOut::from).collect() }))
 }

@@ -8,7 +8,8 @@
 
 use super::domain::{
     CatalogError, Event, EventFields, EventSpec, EventStatus, NewOrganization, Organization, PriceCap, Quota,
-    ResalePolicy, ResalePolicyPatch, TicketType, TicketTypeFields, TicketTypeSpec, Transition, Venue, quota_size, required_text,
+    ResalePolicy, ResalePolicyPatch, TicketType, TicketTypeFields, TicketTypeSpec, Transition, Venue, quota_size,
+    required_text,
 };
 use super::store::{self, EventFilter};
 use entrada_identity::membership::{self, OrgRole};
@@ -418,7 +419,12 @@ impl Catalog {
         Ok((id, self.view(event).await?))
     }
 
-    async fn create_ticket_type_as(&self, actor: UserId, event_id: EventId, new: NewTicketType) -> Result<TicketTypeId> {
+    async fn create_ticket_type_as(
+        &self,
+        actor: UserId,
+        event_id: EventId,
+        new: NewTicketType,
+    ) -> Result<TicketTypeId> {
         let now = self.clock.now();
         let now_ms = entrada_primitives::clock::to_ms(now);
         let mut tx = self.db.begin().await?;
@@ -452,7 +458,12 @@ impl Catalog {
 
     /// Changes a ticket type. Shared-quota membership can only change while
     /// the type was never held.
-    pub async fn update_ticket_type(&self, user: &Principal, id: TicketTypeId, patch: TicketTypePatch) -> Result<EventView> {
+    pub async fn update_ticket_type(
+        &self,
+        user: &Principal,
+        id: TicketTypeId,
+        patch: TicketTypePatch,
+    ) -> Result<EventView> {
         let tt = store::get_ticket_type(&mut *self.reader().await?, id).await?.ok_or(CatalogError::NotFound)?;
         let before = self.load_event(tt.event_id).await?.ok_or(CatalogError::NotFound)?;
         self.authorize(user, before.organization_id, OrgRole::Manager).await?;
@@ -521,8 +532,16 @@ impl Catalog {
         store::update_ticket_type(&mut tx, id, &spec).await?;
         details["name"] = json!(spec.fields().name);
         details["price_minor"] = json!(spec.fields().price.minor);
-        audit::record(&mut tx, now_ms, &Actor::User(user.user_id), "ticket_type.updated", "ticket_type", &id.to_db(), details)
-            .await?;
+        audit::record(
+            &mut tx,
+            now_ms,
+            &Actor::User(user.user_id),
+            "ticket_type.updated",
+            "ticket_type",
+            &id.to_db(),
+            details,
+        )
+        .await?;
         tx.commit().await?;
         self.view(tt.event_id).await
     }
@@ -575,7 +594,10 @@ impl Catalog {
         let mut members: Vec<TicketTypeId> = Vec::new();
         for t in ticket_type_ids {
             if !types.iter().any(|x| x.id == *t) {
-                return Err(CatalogError::invalid("ticket_type_ids", format!("{t} is not a ticket type of this event")));
+                return Err(CatalogError::invalid(
+                    "ticket_type_ids",
+                    format!("{t} is not a ticket type of this event"),
+                ));
             }
             if !members.contains(t) {
                 members.push(*t);
@@ -605,14 +627,23 @@ impl Catalog {
 
     /// Renames or resizes a shared quota; never below what is used. The
     /// capacity quota follows the event's capacity and is changed there.
-    pub async fn update_quota(&self, user: &Principal, id: QuotaId, name: Option<&str>, size: Option<i64>) -> Result<Quota> {
+    pub async fn update_quota(
+        &self,
+        user: &Principal,
+        id: QuotaId,
+        name: Option<&str>,
+        size: Option<i64>,
+    ) -> Result<Quota> {
         let q = store::get_quota(&mut *self.reader().await?, id).await?.ok_or(CatalogError::NotFound)?;
         let e = self.load_event(q.event_id).await?.ok_or(CatalogError::NotFound)?;
         self.authorize(user, e.organization_id, OrgRole::Manager).await?;
         let name = name.map(|n| required_text("name", n, 120)).transpose()?;
         let size = size.map(quota_size).transpose()?;
         if q.is_capacity && size.is_some() {
-            return Err(CatalogError::invalid("size", "the capacity quota follows the event capacity; change the event"));
+            return Err(CatalogError::invalid(
+                "size",
+                "the capacity quota follows the event capacity; change the event",
+            ));
         }
         let now = self.clock.now();
         let now_ms = entrada_primitives::clock::to_ms(now);

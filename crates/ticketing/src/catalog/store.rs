@@ -318,7 +318,11 @@ pub async fn list_events(conn: &mut AnyConnection, f: &EventFilter, now_ms: i64,
         push(&mut sql, " AND starts_at < ?1", vec![Arg::Int(to_ms(to))]);
     }
     if let Some((at, id)) = &f.after {
-        push(&mut sql, " AND (starts_at > ?1 OR (starts_at = ?1 AND id > ?2))", vec![Arg::Int(*at), Arg::Text(id.clone())]);
+        push(
+            &mut sql,
+            " AND (starts_at > ?1 OR (starts_at = ?1 AND id > ?2))",
+            vec![Arg::Int(*at), Arg::Text(id.clone())],
+        );
     }
     push(&mut sql, " ORDER BY starts_at, id LIMIT ?1", vec![Arg::Int(limit)]);
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -414,7 +418,8 @@ pub async fn rename_quota(conn: &mut AnyConnection, id: QuotaId, name: &str) -> 
     Ok(())
 }
 
-const QUOTA_COLS: &str = "id, event_id, name, size, used, CASE WHEN is_capacity THEN 1 ELSE 0 END AS is_capacity, created_at";
+const QUOTA_COLS: &str =
+    "id, event_id, name, size, used, CASE WHEN is_capacity THEN 1 ELSE 0 END AS is_capacity, created_at";
 
 fn quota_from_row(r: &AnyRow) -> Result<Quota> {
     Ok(Quota {
@@ -534,8 +539,10 @@ pub async fn get_ticket_type(conn: &mut AnyConnection, id: TicketTypeId) -> Resu
 }
 
 pub async fn count_ticket_types(conn: &mut AnyConnection, event: EventId) -> Result<i64> {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM ticket_types WHERE event_id = $1").bind(event.to_db()).fetch_one(conn).await?;
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM ticket_types WHERE event_id = $1")
+        .bind(event.to_db())
+        .fetch_one(conn)
+        .await?;
     Ok(n)
 }
 

@@ -100,7 +100,14 @@ impl PaymentOutcomes {
         }
     }
 
-    async fn failed(&self, tx: &mut Tx, now: i64, payment_id: PaymentId, reference: &str, reason: &str) -> Result<(), SalesError> {
+    async fn failed(
+        &self,
+        tx: &mut Tx,
+        now: i64,
+        payment_id: PaymentId,
+        reference: &str,
+        reason: &str,
+    ) -> Result<(), SalesError> {
         let Some(order_id) = domain::parse_order_reference(reference) else {
             return Ok(());
         };
@@ -164,7 +171,13 @@ async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> 
     Ok(())
 }
 
-async fn request_refund(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId, reason: &str) -> Result<(), SalesError> {
+async fn request_refund(
+    tx: &mut Tx,
+    now: i64,
+    order: &Order,
+    payment_id: PaymentId,
+    reason: &str,
+) -> Result<(), SalesError> {
     outbox::append(tx, now, &DomainEvent::RefundRequested { payment_id, reason: reason.to_owned() }).await?;
     audit::record(
         tx,

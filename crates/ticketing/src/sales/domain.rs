@@ -223,20 +223,12 @@ pub fn validate_hold(
             ));
         }
         let Some(t) = types.get(type_id).filter(|t| t.event_id == event.id) else {
-            return Err(SalesError::invalid(
-                format!("items[{i}].ticket_type_id"),
-                "not a ticket type of this event",
-            ));
+            return Err(SalesError::invalid(format!("items[{i}].ticket_type_id"), "not a ticket type of this event"));
         };
         if *quantity < 1 || *quantity < t.min_per_order || *quantity > t.max_per_order {
             return Err(SalesError::QuantityOutOfRange {
                 ticket_type_id: Some(t.id),
-                message: format!(
-                    "{}: between {} and {} per order",
-                    t.name,
-                    t.min_per_order.max(1),
-                    t.max_per_order
-                ),
+                message: format!("{}: between {} and {} per order", t.name, t.min_per_order.max(1), t.max_per_order),
             });
         }
         total = total.saturating_add(*quantity);
@@ -298,10 +290,7 @@ pub fn quota_needs(
 
 /// Sums the same per-quota quantities for releasing inventory; a type with
 /// no quota took nothing and gives nothing back.
-pub fn quota_releases(
-    lines: &[HoldLine],
-    quotas_of: &HashMap<TicketTypeId, Vec<QuotaId>>,
-) -> BTreeMap<QuotaId, i64> {
+pub fn quota_releases(lines: &[HoldLine], quotas_of: &HashMap<TicketTypeId, Vec<QuotaId>>) -> BTreeMap<QuotaId, i64> {
     let mut out: BTreeMap<QuotaId, i64> = BTreeMap::new();
     for line in lines {
         for q in quotas_of.get(&line.ticket_type_id).map(Vec::as_slice).unwrap_or(&[]) {

@@ -67,9 +67,7 @@ impl From<SalesError> for Problem {
             SalesError::OrderNotRefundable => {
                 Problem::conflict("order_not_refundable", "only paid orders can be refunded")
             }
-            SalesError::OrderNotPayable => {
-                Problem::conflict("order_not_payable", "the order is not awaiting payment")
-            }
+            SalesError::OrderNotPayable => Problem::conflict("order_not_payable", "the order is not awaiting payment"),
             SalesError::Payment(p) => p,
             e @ (SalesError::Storage(_) | SalesError::Corrupt(_)) => Problem::internal(e),
         }
@@ -441,7 +439,11 @@ mod tests {
             (SalesError::EventNotOnSale, 409, "event_not_on_sale"),
             (SalesError::SaleNotStarted(t), 409, "sale_not_started"),
             (SalesError::SaleEnded(t), 409, "sale_ended"),
-            (SalesError::QuantityOutOfRange { ticket_type_id: None, message: "x".into() }, 422, "quantity_out_of_range"),
+            (
+                SalesError::QuantityOutOfRange { ticket_type_id: None, message: "x".into() },
+                422,
+                "quantity_out_of_range",
+            ),
             (SalesError::SoldOut(t), 409, "sold_out"),
             (SalesError::HoldExpired, 410, "hold_expired"),
             (SalesError::HoldNotActive, 409, "hold_not_active"),

@@ -4,8 +4,8 @@
 //! across a network round trip).
 
 use super::domain::{
-    self, ExpiryReport, Hold, HoldLine, HoldRequest, HoldStatus, Order, OrderStatus, Position, QuotaCheck,
-    SalesError, Ticket,
+    self, ExpiryReport, Hold, HoldLine, HoldRequest, HoldStatus, Order, OrderStatus, Position, QuotaCheck, SalesError,
+    Ticket,
 };
 use super::store;
 use entrada_identity::membership::{self, OrgRole};
@@ -160,8 +160,7 @@ impl Sales {
             return Err(SalesError::HoldNotActive);
         }
         release_lines(&mut tx, hold.event_id, &hold.items).await?;
-        audit::record(&mut tx, now, &Actor::User(who.user_id), "hold.released", "hold", &id.to_db(), json!({}))
-            .await?;
+        audit::record(&mut tx, now, &Actor::User(who.user_id), "hold.released", "hold", &id.to_db(), json!({})).await?;
         tx.commit().await?;
         hold.status = HoldStatus::Released;
         Ok(hold)

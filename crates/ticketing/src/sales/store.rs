@@ -9,7 +9,9 @@ use super::domain::{
     EventForSale, Hold, HoldLine, HoldStatus, Order, OrderStatus, Position, QuotaNeed, SalesError, Ticket,
     TicketStatus, TypeForSale,
 };
-use entrada_primitives::ids::{EventId, HoldId, OrderId, OrganizationId, PaymentId, QuotaId, TicketId, TicketTypeId, UserId};
+use entrada_primitives::ids::{
+    EventId, HoldId, OrderId, OrganizationId, PaymentId, QuotaId, TicketId, TicketTypeId, UserId,
+};
 use entrada_primitives::page::PageRequest;
 use entrada_primitives::{Currency, Money};
 use sqlx::any::AnyRow;
@@ -92,7 +94,10 @@ pub async fn quota_map(conn: &mut Conn, event: EventId) -> Result<HashMap<Ticket
 /// gives back what it already took in this call and names the ticket type,
 /// so a caller inside a longer transaction (the late-payment path) need not
 /// roll everything back.
-pub async fn acquire(conn: &mut Conn, needs: &BTreeMap<QuotaId, QuotaNeed>) -> Result<Result<(), TicketTypeId>, SalesError> {
+pub async fn acquire(
+    conn: &mut Conn,
+    needs: &BTreeMap<QuotaId, QuotaNeed>,
+) -> Result<Result<(), TicketTypeId>, SalesError> {
     let mut taken: Vec<(QuotaId, i64)> = Vec::with_capacity(needs.len());
     for (q, need) in needs {
         let done = sqlx::query("UPDATE quotas SET used = used + $1 WHERE id = $2 AND used + $3 <= size")
@@ -190,11 +195,12 @@ pub async fn load_hold(conn: &mut Conn, id: HoldId) -> Result<Option<Hold>, Sale
 
 /// Active → converted, only while unexpired. True when this call did it.
 pub async fn convert_hold(conn: &mut Conn, id: HoldId, now_ms: i64) -> Result<bool, SalesError> {
-    let done = sqlx::query("UPDATE holds SET status = 'converted' WHERE id = $1 AND status = 'active' AND expires_at > $2")
-        .bind(id.to_db())
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
+    let done =
+        sqlx::query("UPDATE holds SET status = 'converted' WHERE id = $1 AND status = 'active' AND expires_at > $2")
+            .bind(id.to_db())
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -219,12 +225,13 @@ pub async fn close_hold(conn: &mut Conn, id: HoldId, to: HoldStatus, now_ms: i64
 }
 
 pub async fn due_holds(conn: &mut Conn, now_ms: i64, limit: i64) -> Result<Vec<HoldId>, SalesError> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM holds WHERE status = 'active' AND expires_at <= $1 ORDER BY expires_at LIMIT $2")
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM holds WHERE status = 'active' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now_ms)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
     rows.into_iter().map(|(id,)| Ok(HoldId::from_db(&id)?)).collect()
 }
 
@@ -336,9 +343,8 @@ pub async fn orders_of(conn: &mut Conn, buyer: UserId, page: &PageRequest) -> Re
             sqlx::query(sqlx::AssertSqlSafe(sql)).bind(buyer.to_db()).bind(limit).fetch_all(&mut *conn).await?
         }
         Some(after) => {
-            let sql = format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE buyer_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-            );
+            let sql =
+                format!("SELECT {ORDER_COLUMNS} FROM orders WHERE buyer_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(buyer.to_db())
                 .bind(after.clone())
@@ -356,8 +362,7 @@ pub async fn orders_of(conn: &mut Conn, buyer: UserId, page: &PageRequest) -> Re
     Ok(out)
 }
 
-const TICKET_COLUMNS: &str =
-    "id, event_id, ticket_type_id, order_id, serial, holder_id, status, generation, issued_at";
+const TICKET_COLUMNS: &str = "id, event_id, ticket_type_id, order_id, serial, holder_id, status, generation, issued_at";
 
 fn ticket_from_row(r: &AnyRow) -> Result<Ticket, SalesError> {
     Ok(Ticket {
@@ -541,10 +546,8 @@ pub async fn count_tickets(conn: &mut Conn, order: OrderId) -> Result<i64, Sales
 }
 
 pub async fn user_email(conn: &mut Conn, user: UserId) -> Result<String, SalesError> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT email FROM users WHERE id = $1")
-        .bind(user.to_db())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT email FROM users WHERE id = $1").bind(user.to_db()).fetch_optional(&mut *conn).await?;
     row.map(|(e,)| e).ok_or_else(|| SalesError::Corrupt(format!("order buyer {user} has no account")))
 }
 
@@ -568,7 +571,11 @@ pub struct TypeCounts {
     pub held_overdue: i64,
 }
 
-pub async fn type_counts(conn: &mut Conn, event: EventId, now_ms: i64) -> Result<HashMap<TicketTypeId, TypeCounts>, SalesError> {
+pub async fn type_counts(
+    conn: &mut Conn,
+    event: EventId,
+    now_ms: i64,
+) -> Result<HashMap<TicketTypeId, TypeCounts>, SalesError> {
     let mut out: HashMap<TicketTypeId, TypeCounts> = HashMap::new();
     let sold: Vec<(String, i64)> = sqlx::query_as(
         "SELECT p.ticket_type_id, COUNT(*) FROM order_positions p JOIN orders o ON o.id = p.order_id \

@@ -37,7 +37,11 @@ async fn test_auth(mut req: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(PlatformRole::parse)
             .unwrap_or(PlatformRole::Fan);
-        req.extensions_mut().insert(AuthState::Authenticated(Principal { user_id, role, session_id: SessionId::new() }));
+        req.extensions_mut().insert(AuthState::Authenticated(Principal {
+            user_id,
+            role,
+            session_id: SessionId::new(),
+        }));
     }
     next.run(req).await
 }
@@ -97,7 +101,14 @@ impl App {
         id
     }
 
-    async fn send(&self, method: &str, path: &str, user: Option<UserId>, role: Option<&str>, body: Option<Value>) -> Reply {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        user: Option<UserId>,
+        role: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(u) = user {
@@ -112,7 +123,8 @@ impl App {
         let res = req.send().await.unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Reply { status, body }
     }
 
@@ -155,8 +167,11 @@ impl App {
     }
 
     async fn count(&self, sql: &str, arg: &str) -> i64 {
-        let (n,): (i64,) =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).bind(arg).fetch_one(self.tdb.db.reader()).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(arg)
+            .fetch_one(self.tdb.db.reader())
+            .await
+            .unwrap();
         n
     }
 }
@@ -240,13 +255,16 @@ async fn organizer_creates_publishes_and_opens_an_event() {
     let listing = app.get("/api/v1/events", None).await.ok(200).clone();
     assert_eq!(listing["items"][0]["id"], id.as_str());
 
-    for action in ["organization.created", "event.created", "ticket_type.created", "event.published", "event.sales_opened"] {
+    for action in
+        ["organization.created", "event.created", "ticket_type.created", "event.published", "event.sales_opened"]
+    {
         assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", action).await, 1, "{action}");
     }
     for ev in ["organization.created", "event.published"] {
         assert_eq!(app.count("SELECT COUNT(*) FROM outbox WHERE event_type = $1", ev).await, 1, "{ev}");
     }
-    let members = app.count("SELECT COUNT(*) FROM org_members WHERE role = 'owner' AND organization_id = $1", &org).await;
+    let members =
+        app.count("SELECT COUNT(*) FROM org_members WHERE role = 'owner' AND organization_id = $1", &org).await;
     assert_eq!(members, 1);
 }
 
@@ -349,7 +367,8 @@ async fn ticket_type_input_is_validated() {
     // Free tickets are fine.
     let tt = app.ticket_type(ana, &ev, ticket_body("Invitación", 0)).await;
     app.patch(&format!("/api/v1/ticket-types/{tt}"), ana, json!({ "max_per_order": 0 })).await.invalid("max_per_order");
-    let r = app.patch(&format!("/api/v1/ticket-types/{tt}"), ana, json!({ "name": "Invitado", "printable": true })).await;
+    let r =
+        app.patch(&format!("/api/v1/ticket-types/{tt}"), ana, json!({ "name": "Invitado", "printable": true })).await;
     assert_eq!(r.ok(200)["ticket_types"][0]["name"], "Invitado");
     assert_eq!(r.body["ticket_types"][0]["printable"], true);
 }
@@ -382,7 +401,9 @@ async fn other_organizations_are_invisible_and_viewers_read_only() {
     app.post(&format!("/api/v1/events/{ev}/ticket-types"), bob, ticket_body("X", 1)).await.problem(404, "not_found");
     app.patch(&format!("/api/v1/ticket-types/{tt}"), bob, json!({ "name": "X" })).await.problem(404, "not_found");
     app.get(&format!("/api/v1/events/{ev}/quotas"), Some(bob)).await.problem(404, "not_found");
-    app.post(&format!("/api/v1/events/{ev}/quotas"), bob, json!({ "name": "Q", "size": 1 })).await.problem(404, "not_found");
+    app.post(&format!("/api/v1/events/{ev}/quotas"), bob, json!({ "name": "Q", "size": 1 }))
+        .await
+        .problem(404, "not_found");
     app.patch(&format!("/api/v1/quotas/{quota}"), bob, json!({ "size": 1 })).await.problem(404, "not_found");
     // Bob's own organization is untouched by all this and his id cannot reach Ana's.
     assert_eq!(app.get(&format!("/api/v1/organizations/{org_b}/events"), Some(bob)).await.ok(200)["items"], json!([]));
@@ -410,7 +431,9 @@ async fn other_organizations_are_invisible_and_viewers_read_only() {
     app.send("PATCH", &format!("/api/v1/events/{ev}"), Some(bob), Some("support"), Some(json!({ "name": "X" })))
         .await
         .problem(404, "not_found");
-    let r = app.send("PATCH", &format!("/api/v1/events/{ev}"), Some(bob), Some("admin"), Some(json!({ "name": "Fixed" }))).await;
+    let r = app
+        .send("PATCH", &format!("/api/v1/events/{ev}"), Some(bob), Some("admin"), Some(json!({ "name": "Fixed" })))
+        .await;
     assert_eq!(r.ok(200)["name"], "Fixed");
 }
 
@@ -455,7 +478,9 @@ async fn lifecycle_refuses_undocumented_moves() {
     assert_eq!(r.ok(200)["status"], "cancelled");
     app.post(&format!("/api/v1/events/{ev2}/publish"), ana, json!({})).await.problem(409, "invalid_transition");
     app.post(&format!("/api/v1/events/{ev2}/cancel"), ana, json!({})).await.problem(409, "invalid_transition");
-    app.post(&format!("/api/v1/events/{ev2}/ticket-types"), ana, ticket_body("X", 1)).await.problem(409, "event_closed");
+    app.post(&format!("/api/v1/events/{ev2}/ticket-types"), ana, ticket_body("X", 1))
+        .await
+        .problem(409, "event_closed");
     app.clock.set(datetime!(2031-01-01 00:00 UTC));
     assert_eq!(app.get(&format!("/api/v1/events/{ev2}"), Some(ana)).await.ok(200)["status"], "cancelled");
 }
@@ -468,8 +493,10 @@ async fn availability_is_the_minimum_over_quotas_and_windows_follow_the_clock() 
     let ana = app.user("ana").await;
     let org = app.org(ana, "Org").await;
     let ev = app.event(ana, &org, event_body()).await["id"].as_str().unwrap().to_owned();
-    let front = app.post(&format!("/api/v1/events/{ev}/quotas"), ana, json!({ "name": "Front", "size": 30 })).await.ok(201)
-        ["id"]
+    let front = app
+        .post(&format!("/api/v1/events/{ev}/quotas"), ana, json!({ "name": "Front", "size": 30 }))
+        .await
+        .ok(201)["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -483,7 +510,11 @@ async fn availability_is_the_minimum_over_quotas_and_windows_follow_the_clock() 
     let c = app.ticket_type(ana, &ev, ticket_body("General", 2000)).await;
     // A quota created later can group existing (never sold) types.
     let pair = app
-        .post(&format!("/api/v1/events/{ev}/quotas"), ana, json!({ "name": "Pair", "size": 50, "ticket_type_ids": [b, c] }))
+        .post(
+            &format!("/api/v1/events/{ev}/quotas"),
+            ana,
+            json!({ "name": "Pair", "size": 50, "ticket_type_ids": [b, c] }),
+        )
         .await
         .ok(201)
         .clone();
@@ -538,7 +569,13 @@ async fn availability_is_the_minimum_over_quotas_and_windows_follow_the_clock() 
         .await
         .problem(409, "quota_membership_locked");
     // A price change is still fine.
-    let r = app.patch(&format!("/api/v1/ticket-types/{a}"), ana, json!({ "price": { "amount_minor": 5500, "currency": "EUR" } })).await;
+    let r = app
+        .patch(
+            &format!("/api/v1/ticket-types/{a}"),
+            ana,
+            json!({ "price": { "amount_minor": 5500, "currency": "EUR" } }),
+        )
+        .await;
     assert_eq!(avail(r.ok(200), &a).0, 5);
 }
 
@@ -568,18 +605,27 @@ async fn resizing_never_goes_below_what_is_used() {
     let quotas = app.get(&format!("/api/v1/events/{ev}/quotas"), Some(ana)).await.ok(200).clone();
     assert_eq!(quotas["items"][0]["size"], 40);
     app.patch(&format!("/api/v1/events/{ev}"), ana, json!({ "capacity": 0 })).await.invalid("capacity");
-    app.patch(&format!("/api/v1/events/{ev}"), ana, json!({ "ends_at": "2030-03-01T19:00:00Z" })).await.invalid("ends_at");
+    app.patch(&format!("/api/v1/events/{ev}"), ana, json!({ "ends_at": "2030-03-01T19:00:00Z" }))
+        .await
+        .invalid("ends_at");
     app.patch(&format!("/api/v1/quotas/{capacity}"), ana, json!({ "size": 500 })).await.invalid("size");
 
-    let q = app.post(&format!("/api/v1/events/{ev}/quotas"), ana, json!({ "name": "Q", "size": 10 })).await.ok(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let q =
+        app.post(&format!("/api/v1/events/{ev}/quotas"), ana, json!({ "name": "Q", "size": 10 })).await.ok(201)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     app.take(&q, 7).await;
-    assert_eq!(app.patch(&format!("/api/v1/quotas/{q}"), ana, json!({ "size": 6 })).await.problem(409, "quota_below_used")["used"], 7);
+    assert_eq!(
+        app.patch(&format!("/api/v1/quotas/{q}"), ana, json!({ "size": 6 })).await.problem(409, "quota_below_used")["used"],
+        7
+    );
     app.patch(&format!("/api/v1/quotas/{q}"), ana, json!({ "size": -1 })).await.invalid("size");
     let r = app.patch(&format!("/api/v1/quotas/{q}"), ana, json!({ "size": 7, "name": "Exacto" })).await;
-    assert_eq!((r.ok(200)["size"].as_i64(), r.body["available"].as_i64(), r.body["name"].as_str()), (Some(7), Some(0), Some("Exacto")));
+    assert_eq!(
+        (r.ok(200)["size"].as_i64(), r.body["available"].as_i64(), r.body["name"].as_str()),
+        (Some(7), Some(0), Some("Exacto"))
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", "quota.updated").await, 1);
     assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", "event.updated").await, 3);
 }
@@ -593,7 +639,9 @@ async fn listing_pages_searches_and_filters() {
     let org = app.org(ana, "Org").await;
     let mut ids = Vec::new();
     for (i, (name, city)) in
-        [("Rock 50%", "Madrid"), ("Jazz", "Sevilla"), ("Pop", "Madrid"), ("Indie", "Bilbao"), ("Ópera", "Madrid")].iter().enumerate()
+        [("Rock 50%", "Madrid"), ("Jazz", "Sevilla"), ("Pop", "Madrid"), ("Indie", "Bilbao"), ("Ópera", "Madrid")]
+            .iter()
+            .enumerate()
     {
         let day = 10 + i;
         let body = with(
@@ -665,7 +713,9 @@ async fn slugs_are_unique_and_creation_is_idempotent() {
     let ana = app.user("ana").await;
     let bob = app.user("bob").await;
     app.post("/api/v1/organizations", ana, json!({ "name": "Uno", "slug": "uno-eventos" })).await.ok(201);
-    app.post("/api/v1/organizations", bob, json!({ "name": "Otro", "slug": "uno-eventos" })).await.problem(409, "slug_taken");
+    app.post("/api/v1/organizations", bob, json!({ "name": "Otro", "slug": "uno-eventos" }))
+        .await
+        .problem(409, "slug_taken");
 
     let send = |body: Value| {
         app.http
@@ -693,7 +743,10 @@ async fn demo_seed_is_idempotent() {
     let ids = app.catalog.seed_demo(owner).await.unwrap();
     let again = app.catalog.seed_demo(owner).await.unwrap();
     assert_eq!(ids, again);
-    assert_eq!(app.count("SELECT COUNT(*) FROM events WHERE organization_id = $1", &ids.organization_id.to_db()).await, 1);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM events WHERE organization_id = $1", &ids.organization_id.to_db()).await,
+        1
+    );
 
     let view = app.get(&format!("/api/v1/events/{}", ids.event_id), None).await.ok(200).clone();
     assert_eq!(view["name"], "Noche de Estadio");

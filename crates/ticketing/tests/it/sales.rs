@@ -8,7 +8,9 @@ use axum::body::Body;
 use entrada_identity::membership::{self, OrgRole};
 use entrada_payments::{Checkout, NewPayment};
 use entrada_primitives::auth::AuthState;
-use entrada_primitives::ids::{EventId, HoldId, OrderId, OrganizationId, PaymentId, QuotaId, SessionId, TicketTypeId, UserId};
+use entrada_primitives::ids::{
+    EventId, HoldId, OrderId, OrganizationId, PaymentId, QuotaId, SessionId, TicketTypeId, UserId,
+};
 use entrada_primitives::page::PageRequest;
 use entrada_primitives::{Clock, ManualClock, PlatformRole, Principal, Problem, SharedClock};
 use entrada_storage::events::DomainEvent;
@@ -239,7 +241,14 @@ impl App {
         }
     }
 
-    async fn http(&self, who: &Principal, method: &str, uri: &str, body: Option<Value>, key: Option<&str>) -> (StatusCode, Value) {
+    async fn http(
+        &self,
+        who: &Principal,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
         let (router, _api) = router(self.sales.clone()).split_for_parts();
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(k) = key {
@@ -379,7 +388,8 @@ async fn an_expired_order_is_honoured_if_its_seats_are_still_free() {
     assert_eq!(app.status(order.id).await, OrderStatus::Expired);
     assert_eq!(app.used().await, 0);
     assert_eq!(app.events_named("order.expired").await.len(), 1);
-    let (status, body) = app.http(&app.buyer, "POST", &format!("/api/v1/orders/{}/checkout", order.id), None, None).await;
+    let (status, body) =
+        app.http(&app.buyer, "POST", &format!("/api/v1/orders/{}/checkout", order.id), None, None).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("order_not_payable")));
 
     app.pay(&order).await;
@@ -430,7 +440,13 @@ async fn holds_beyond_the_quota_are_sold_out() {
     let app = app_with(3).await;
     app.hold(&app.buyer, &[(app.ga, 2)]).await.unwrap();
     let (status, body) = app
-        .http(&app.other, "POST", "/api/v1/holds", Some(json!({"event_id": app.event, "items": [{"ticket_type_id": app.vip, "quantity": 2}]})), None)
+        .http(
+            &app.other,
+            "POST",
+            "/api/v1/holds",
+            Some(json!({"event_id": app.event, "items": [{"ticket_type_id": app.vip, "quantity": 2}]})),
+            None,
+        )
         .await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("sold_out")));
     assert_eq!(body["ticket_type_id"], app.vip.to_string());
@@ -449,30 +465,62 @@ async fn carts_outside_the_rules_are_refused() {
     let cases: Vec<(Value, StatusCode, &str)> = vec![
         (json!([]), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
         (json!([{"ticket_type_id": app.ga, "quantity": 0}]), StatusCode::UNPROCESSABLE_ENTITY, "quantity_out_of_range"),
-        (json!([{"ticket_type_id": app.vip, "quantity": 5}]), StatusCode::UNPROCESSABLE_ENTITY, "quantity_out_of_range"),
+        (
+            json!([{"ticket_type_id": app.vip, "quantity": 5}]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quantity_out_of_range",
+        ),
         (json!([{"ticket_type_id": bulk, "quantity": 101}]), StatusCode::UNPROCESSABLE_ENTITY, "quantity_out_of_range"),
-        (json!([{"ticket_type_id": app.ga, "quantity": 1}, {"ticket_type_id": app.ga, "quantity": 1}]), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
-        (json!([{"ticket_type_id": TicketTypeId::new(), "quantity": 1}]), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        (
+            json!([{"ticket_type_id": app.ga, "quantity": 1}, {"ticket_type_id": app.ga, "quantity": 1}]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
+            json!([{"ticket_type_id": TicketTypeId::new(), "quantity": 1}]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
         (json!([{"ticket_type_id": app.ga, "quantity": "two"}]), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
     ];
     for (items, status, code) in cases {
-        let (s, body) = app.http(&app.buyer, "POST", "/api/v1/holds", Some(json!({"event_id": app.event, "items": items})), None).await;
+        let (s, body) = app
+            .http(&app.buyer, "POST", "/api/v1/holds", Some(json!({"event_id": app.event, "items": items})), None)
+            .await;
         assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{items}");
     }
     assert!(app.hold(&app.buyer, &[(bulk, 100)]).await.is_ok());
 
     let now = app.clock.now_ms();
-    exec(&app.t, "UPDATE ticket_types SET sale_starts_at = $1 WHERE id = $2", vec![json!(now + 1), json!(app.vip.to_db())]).await;
-    exec(&app.t, "UPDATE ticket_types SET sale_ends_at = $1 WHERE id = $2", vec![json!(now), json!(app.ga.to_db())]).await;
+    exec(
+        &app.t,
+        "UPDATE ticket_types SET sale_starts_at = $1 WHERE id = $2",
+        vec![json!(now + 1), json!(app.vip.to_db())],
+    )
+    .await;
+    exec(&app.t, "UPDATE ticket_types SET sale_ends_at = $1 WHERE id = $2", vec![json!(now), json!(app.ga.to_db())])
+        .await;
     assert!(matches!(app.hold(&app.buyer, &[(app.vip, 1)]).await, Err(SalesError::SaleNotStarted(t)) if t == app.vip));
     assert!(matches!(app.hold(&app.buyer, &[(app.ga, 1)]).await, Err(SalesError::SaleEnded(t)) if t == app.ga));
     exec(&app.t, "UPDATE events SET status = 'sales_closed' WHERE id = $1", vec![json!(app.event.to_db())]).await;
     let (s, body) = app
-        .http(&app.buyer, "POST", "/api/v1/holds", Some(json!({"event_id": app.event, "items": [{"ticket_type_id": bulk, "quantity": 1}]})), None)
+        .http(
+            &app.buyer,
+            "POST",
+            "/api/v1/holds",
+            Some(json!({"event_id": app.event, "items": [{"ticket_type_id": bulk, "quantity": 1}]})),
+            None,
+        )
         .await;
     assert_eq!((s, body["code"].as_str()), (StatusCode::CONFLICT, Some("event_not_on_sale")));
     let (s, _) = app
-        .http(&app.buyer, "POST", "/api/v1/holds", Some(json!({"event_id": EventId::new(), "items": [{"ticket_type_id": bulk, "quantity": 1}]})), None)
+        .http(
+            &app.buyer,
+            "POST",
+            "/api/v1/holds",
+            Some(json!({"event_id": EventId::new(), "items": [{"ticket_type_id": bulk, "quantity": 1}]})),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
