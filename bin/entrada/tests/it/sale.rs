@@ -232,13 +232,13 @@ async fn organizer_refunds_an_order() {
     assert!(app.mailbox().iter().any(|(n, _)| n.starts_with("order_refunded")));
 }
 
-/// The race: 64 clients make 400 purchase attempts against 100 seats; exactly
-/// 100 are sold, everyone else hears `sold_out`, and the books agree.
+/// The race: 64 clients make 2,000 purchase attempts against 500 seats;
+/// exactly 500 are sold, everyone else hears `sold_out`, and the books agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_overselling_under_a_race() {
     let app = std::sync::Arc::new(spawn_app().await);
     let (org_user, org) = app.organizer("org@example.com").await;
-    let (event, tt) = app.event_on_sale(&org_user, &org, 100).await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 500).await;
     let mut fans = Vec::new();
     for i in 0..64 {
         fans.push(app.register(&format!("fan{i}@example.com")).await);
@@ -249,7 +249,7 @@ async fn no_overselling_under_a_race() {
         let (event, tt) = (event.clone(), tt.clone());
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut sold_out) = (0, 0);
-            for _ in 0..(400 / 64 + usize::from(i < 400 % 64)) {
+            for _ in 0..(2000 / 64 + usize::from(i < 2000 % 64)) {
                 let r = app.hold(&fan, &event, &tt, 1).await;
                 match (r.status, r.code()) {
                     (201, _) => {
@@ -271,8 +271,8 @@ async fn no_overselling_under_a_race() {
         sold_out += b;
     }
     app.settle().await;
-    assert_eq!(ok, 100);
-    assert_eq!(ok + sold_out, 400);
+    assert_eq!(ok, 500);
+    assert_eq!(ok + sold_out, 2000);
     let checks = app.app.sales.check_inventory(event.parse().unwrap()).await.unwrap();
     for c in checks {
         assert!(c.consistent(), "{c:?}");
