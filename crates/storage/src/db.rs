@@ -143,3 +143,32 @@ fn sqlite_pragmas(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// The two backends' migrations are twins: the PostgreSQL file is the
+    /// SQLite file with only the auto-increment key spelled differently. A
+    /// change made to one backend alone fails here before it fails in
+    /// production.
+    #[test]
+    fn migrations_are_twins() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut names: Vec<_> = std::fs::read_dir(root.join("sqlite"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut pg: Vec<_> = std::fs::read_dir(root.join("postgres"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        pg.sort();
+        assert_eq!(names, pg, "the same migration files on both backends");
+        for n in names {
+            let lite = std::fs::read_to_string(root.join("sqlite").join(&n)).unwrap();
+            let post = std::fs::read_to_string(root.join("postgres").join(&n)).unwrap();
+            let expected = lite.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY");
+            assert_eq!(expected, post, "{n}: the PostgreSQL twin differs beyond the key type");
+        }
+    }
+}
