@@ -1,0 +1,255 @@
+//! Entrada's ticket credential: a CWT in a COSE_Sign1 signed by the event's Ed25519 key, plus the holder
+//! device's rotating proof, carried base45-encoded in an alphanumeric QR code.
+//!
+//! Pure: no I/O, no clock reads (time is a parameter), no async. The server issues and verifies online with it,
+//! the scanner verifies offline with it, and `vectors/vectors.json` pins the format for other implementations.
+//! The format is specified in `docs/credential.md`.
+
+use std::collections::HashMap;
+
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
+/// The rotation period of a holder's proof, in seconds.
+pub const STEP_SECONDS: i64 = 15;
+
+/// The prefix of every QR text this crate produces ("Entrada, format 1").
+pub const QR_PREFIX: &str = "EN1:";
+
+/// What the event's issuing key signs: the CWT claims of one ticket for one holder generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The ticket's id (UUID bytes), CWT `cti`.
+    pub ticket_id: [u8; 16],
+    /// The event the ticket admits to (UUID bytes).
+    pub event_id: [u8; 16],
+    /// The ticket type (UUID bytes): the gate looks up its zones and entry policy.
+    pub ticket_type_id: [u8; 16],
+    /// Zone codes the ticket admits to, as named by the organizer.
+    pub zones: Vec<String>,
+    /// The holder generation: bumped on gift, resale or export, so older credentials can be refused.
+    pub generation: u32,
+    /// First valid instant, unix seconds (CWT `nbf`, inclusive).
+    pub not_before: i64,
+    /// End of validity, unix seconds (CWT `exp`, exclusive).
+    pub expires_at: i64,
+    /// The holder device's Ed25519 public key (CWT `cnf`). `None` marks a static credential for printed
+    /// tickets, which needs no proof.
+    pub holder_key: Option<[u8; 32]>,
+    /// Issue instant, unix seconds (CWT `iat`).
+    pub issued_at: i64,
+}
+
+/// Signs `claims` with the event's issuing key: tagged COSE_Sign1 bytes, alg EdDSA, `kid` in the protected header.
+pub fn issue(claims: &Claims, key: &SigningKey, kid: &[u8]) -> Vec<u8> {
+    let _ = (claims, key, kid);
+    unimplemented!()
+}
+
+/// A short key id for an issuing key: the first 8 bytes of SHA-256 over the public key.
+pub fn key_id(key: &VerifyingKey) -> [u8; 8] {
+    let _ = key;
+    unimplemented!()
+}
+
+/// SHA-256 of the exact credential bytes: what the holder's proof binds to and what revocation lists name.
+pub fn credential_hash(credential: &[u8]) -> [u8; 32] {
+    let _ = credential;
+    unimplemented!()
+}
+
+/// The 15-second time step an instant (unix seconds) falls in; floors toward negative infinity.
+pub fn time_step(unix: i64) -> i64 {
+    let _ = unix;
+    unimplemented!()
+}
+
+/// The holder device's proof for `step`: an Ed25519 signature over the domain-separated
+/// `(credential hash, step)` (see [`proof_message`]).
+pub fn prove(credential: &[u8], device: &SigningKey, step: i64) -> [u8; 64] {
+    let _ = (credential, device, step);
+    unimplemented!()
+}
+
+/// The exact bytes a holder proof signs: `"entrada/credential-proof/v1" || 0x00 || hash (32) || step (i64 BE)`.
+pub fn proof_message(credential_hash: &[u8; 32], step: i64) -> [u8; 68] {
+    let _ = (credential_hash, step);
+    unimplemented!()
+}
+
+/// The QR text of a rotating credential with its proof for `step`: `EN1:` + base45, alphanumeric-QR-safe.
+pub fn encode_rotating(credential: &[u8], step: i64, proof: &[u8; 64]) -> String {
+    let _ = (credential, step, proof);
+    unimplemented!()
+}
+
+/// The QR text of a static credential (printed tickets): `EN1:` + base45, no proof.
+pub fn encode_static(credential: &[u8]) -> String {
+    let _ = credential;
+    unimplemented!()
+}
+
+/// The parts of a QR text, undecoded beyond the envelope: what a server needs to look up a credential by hash
+/// without verifying (verification is [`verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presentation {
+    /// The credential's exact bytes (tagged COSE_Sign1).
+    pub credential: Vec<u8>,
+    /// The holder's proof, if any: (time step, signature).
+    pub proof: Option<(i64, [u8; 64])>,
+}
+
+/// Decodes a QR text's envelope (prefix, base45, outer CBOR) without checking any signature.
+pub fn decode(qr_text: &str) -> Result<Presentation, Rejection> {
+    let _ = qr_text;
+    unimplemented!()
+}
+
+/// The public issuing keys a verifier trusts, by key id, each bound to the one event it may sign for.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: HashMap<Vec<u8>, ([u8; 16], VerifyingKey)>,
+}
+
+impl KeyRing {
+    /// An empty ring.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts `key` under `kid` for credentials of `event_id` only. A later insert under the same kid replaces it.
+    pub fn insert(&mut self, event_id: [u8; 16], kid: &[u8], key: VerifyingKey) {
+        self.keys.insert(kid.to_vec(), (event_id, key));
+    }
+
+    /// The event and key trusted under `kid`.
+    pub fn get(&self, kid: &[u8]) -> Option<(&[u8; 16], &VerifyingKey)> {
+        self.keys.get(kid).map(|(event, key)| (event, key))
+    }
+
+    /// How many keys the ring holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the ring holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Everything a verification depends on besides the QR text.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyContext<'a> {
+    /// The event this gate admits to.
+    pub event_id: [u8; 16],
+    /// Trusted issuing keys.
+    pub keys: &'a KeyRing,
+    /// The verifier's time, unix seconds.
+    pub now: i64,
+}
+
+/// A credential that passed every check of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The signed claims.
+    pub claims: Claims,
+    /// The issuing key's id.
+    pub kid: Vec<u8>,
+    /// [`credential_hash`] of the credential bytes.
+    pub credential_hash: [u8; 32],
+    /// The proof's time step for a rotating credential; `None` for a static one.
+    pub proof_step: Option<i64>,
+}
+
+/// Why a QR text was refused, in the order the checks run (see `docs/credential.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Not a QR text of this format: prefix, base45, CBOR, COSE or claims do not parse.
+    Malformed,
+    /// The protected header names an algorithm other than EdDSA, or none.
+    WrongAlgorithm,
+    /// The key id is not in the key ring.
+    UnknownKey,
+    /// The issuer signature does not verify (flipped byte, truncated, wrong key).
+    BadSignature,
+    /// Authentic, but for another event (or signed by another event's key).
+    WrongEvent,
+    /// Before the credential's `not_before`.
+    NotYetValid,
+    /// At or after the credential's `expires_at`.
+    Expired,
+    /// A rotating credential presented without its holder proof (e.g. the bare credential was copied).
+    MissingProof,
+    /// The holder proof's signature does not verify.
+    BadProof,
+    /// A genuine proof 30 to 59 seconds old: a replayed screenshot or capture.
+    StaleProof,
+    /// A genuine proof too far from the verifier's time in either direction: the device clock is off by a minute
+    /// or more.
+    ClockSkew,
+}
+
+impl Rejection {
+    /// Every rejection, in check order.
+    pub const ALL: [Rejection; 11] = [
+        Rejection::Malformed,
+        Rejection::WrongAlgorithm,
+        Rejection::UnknownKey,
+        Rejection::BadSignature,
+        Rejection::WrongEvent,
+        Rejection::NotYetValid,
+        Rejection::Expired,
+        Rejection::MissingProof,
+        Rejection::BadProof,
+        Rejection::StaleProof,
+        Rejection::ClockSkew,
+    ];
+
+    /// The stable snake_case code (`bad_signature`, `stale_proof`, …) used on the wire and in vectors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed",
+            Rejection::WrongAlgorithm => "wrong_algorithm",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::WrongEvent => "wrong_event",
+            Rejection::NotYetValid => "not_yet_valid",
+            Rejection::Expired => "expired",
+            Rejection::MissingProof => "missing_proof",
+            Rejection::BadProof => "bad_proof",
+            Rejection::StaleProof => "stale_proof",
+            Rejection::ClockSkew => "clock_skew",
+        }
+    }
+
+    /// The rejection with this code.
+    pub fn from_code(code: &str) -> Option<Rejection> {
+        Rejection::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Verifies a QR text completely: envelope, issuer signature (before any claim is trusted), event, validity
+/// window and, for a rotating credential, the holder's proof and its time step. Never panics.
+///
+/// It does not know about revocation, generations superseded, zones or entry history: the caller checks those
+/// against [`Verified`].
+pub fn verify(qr_text: &str, ctx: &VerifyContext) -> Result<Verified, Rejection> {
+    let _ = (qr_text, ctx);
+    unimplemented!()
+}
+
+/// [`verify`] over many QR texts; the answer at index `i` is exactly what `verify(items[i], ctx)` returns.
+/// Signatures are checked together with Ed25519 batch verification where the "batch" feature is on, falling back
+/// to one-by-one verification to attribute failures.
+pub fn verify_batch(items: &[&str], ctx: &VerifyContext) -> Vec<Result<Verified, Rejection>> {
+    let _ = (items, ctx);
+    unimplemented!()
+}
