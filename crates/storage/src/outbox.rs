@@ -124,6 +124,17 @@ impl Dispatcher {
     /// failure is isolated and only that event is delayed.
     async fn run_batch(&self, c: &Arc<dyn Consumer>) -> Result<usize, sqlx::Error> {
         let now = self.clock.now_ms();
+        // Look on a reader first: an idle consumer must not take the
+        // (single, on SQLite) writer every tick just to find nothing.
+        let due: Option<(i64,)> =
+            sqlx::query_as("SELECT event_id FROM outbox_queue WHERE consumer = $1 AND available_at <= $2 LIMIT 1")
+                .bind(c.name())
+                .bind(now)
+                .fetch_optional(self.db.reader())
+                .await?;
+        if due.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.db.begin().await?;
         let rows = self.claim(&mut tx, c.name(), now, BATCH).await?;
         if rows.is_empty() {
