@@ -5,9 +5,28 @@
 //! the scanner verifies offline with it, and `vectors/vectors.json` pins the format for other implementations.
 //! The format is specified in `docs/credential.md`.
 
+mod base45;
+mod claims;
+mod envelope;
+mod verify;
+
 use std::collections::HashMap;
 
+use coset::{TaggedCborSerializable, iana};
+use ed25519_dalek::Signer;
+use sha2::{Digest, Sha256};
+
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
+/// Domain separation of the holder proof, so no other signature by a device key can pass for one.
+pub const PROOF_DOMAIN: &[u8; 28] = b"entrada/credential-proof/v1\0";
+
+/// CBOR bytes of a value; writing into a Vec cannot fail.
+fn cbor_bytes(value: &ciborium::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("CBOR into a Vec cannot fail");
+    out
+}
 
 /// The rotation period of a holder's proof, in seconds.
 pub const STEP_SECONDS: i64 = 15;
@@ -41,51 +60,58 @@ pub struct Claims {
 
 /// Signs `claims` with the event's issuing key: tagged COSE_Sign1 bytes, alg EdDSA, `kid` in the protected header.
 pub fn issue(claims: &Claims, key: &SigningKey, kid: &[u8]) -> Vec<u8> {
-    let _ = (claims, key, kid);
-    unimplemented!()
+    let protected = coset::HeaderBuilder::new().algorithm(iana::Algorithm::EdDSA).key_id(kid.to_vec()).build();
+    let payload = cbor_bytes(&claims::to_value(claims));
+    let sign1 = coset::CoseSign1Builder::new()
+        .protected(protected)
+        .payload(payload)
+        .create_signature(&[], |tbs| key.sign(tbs).to_bytes().to_vec())
+        .build();
+    // Serializing a COSE_Sign1 of byte strings and an integer/bytes header into a Vec cannot fail.
+    sign1.to_tagged_vec().expect("a COSE_Sign1 of byte strings serializes")
 }
 
 /// A short key id for an issuing key: the first 8 bytes of SHA-256 over the public key.
 pub fn key_id(key: &VerifyingKey) -> [u8; 8] {
-    let _ = key;
-    unimplemented!()
+    let digest = Sha256::digest(key.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    id
 }
 
 /// SHA-256 of the exact credential bytes: what the holder's proof binds to and what revocation lists name.
 pub fn credential_hash(credential: &[u8]) -> [u8; 32] {
-    let _ = credential;
-    unimplemented!()
+    Sha256::digest(credential).into()
 }
 
 /// The 15-second time step an instant (unix seconds) falls in; floors toward negative infinity.
 pub fn time_step(unix: i64) -> i64 {
-    let _ = unix;
-    unimplemented!()
+    unix.div_euclid(STEP_SECONDS)
 }
 
 /// The holder device's proof for `step`: an Ed25519 signature over the domain-separated
 /// `(credential hash, step)` (see [`proof_message`]).
 pub fn prove(credential: &[u8], device: &SigningKey, step: i64) -> [u8; 64] {
-    let _ = (credential, device, step);
-    unimplemented!()
+    device.sign(&proof_message(&credential_hash(credential), step)).to_bytes()
 }
 
 /// The exact bytes a holder proof signs: `"entrada/credential-proof/v1" || 0x00 || hash (32) || step (i64 BE)`.
 pub fn proof_message(credential_hash: &[u8; 32], step: i64) -> [u8; 68] {
-    let _ = (credential_hash, step);
-    unimplemented!()
+    let mut msg = [0u8; 68];
+    msg[..PROOF_DOMAIN.len()].copy_from_slice(PROOF_DOMAIN);
+    msg[PROOF_DOMAIN.len()..PROOF_DOMAIN.len() + 32].copy_from_slice(credential_hash);
+    msg[PROOF_DOMAIN.len() + 32..].copy_from_slice(&step.to_be_bytes());
+    msg
 }
 
 /// The QR text of a rotating credential with its proof for `step`: `EN1:` + base45, alphanumeric-QR-safe.
 pub fn encode_rotating(credential: &[u8], step: i64, proof: &[u8; 64]) -> String {
-    let _ = (credential, step, proof);
-    unimplemented!()
+    envelope::encode(credential, Some((step, proof)))
 }
 
 /// The QR text of a static credential (printed tickets): `EN1:` + base45, no proof.
 pub fn encode_static(credential: &[u8]) -> String {
-    let _ = credential;
-    unimplemented!()
+    envelope::encode(credential, None)
 }
 
 /// The parts of a QR text, undecoded beyond the envelope: what a server needs to look up a credential by hash
@@ -100,8 +126,7 @@ pub struct Presentation {
 
 /// Decodes a QR text's envelope (prefix, base45, outer CBOR) without checking any signature.
 pub fn decode(qr_text: &str) -> Result<Presentation, Rejection> {
-    let _ = qr_text;
-    unimplemented!()
+    envelope::decode(qr_text).ok_or(Rejection::Malformed)
 }
 
 /// The public issuing keys a verifier trusts, by key id, each bound to the one event it may sign for.
@@ -242,14 +267,12 @@ impl std::error::Error for Rejection {}
 /// It does not know about revocation, generations superseded, zones or entry history: the caller checks those
 /// against [`Verified`].
 pub fn verify(qr_text: &str, ctx: &VerifyContext) -> Result<Verified, Rejection> {
-    let _ = (qr_text, ctx);
-    unimplemented!()
+    verify::one(qr_text, ctx)
 }
 
 /// [`verify`] over many QR texts; the answer at index `i` is exactly what `verify(items[i], ctx)` returns.
 /// Signatures are checked together with Ed25519 batch verification where the "batch" feature is on, falling back
 /// to one-by-one verification to attribute failures.
 pub fn verify_batch(items: &[&str], ctx: &VerifyContext) -> Vec<Result<Verified, Rejection>> {
-    let _ = (items, ctx);
-    unimplemented!()
+    verify::batch(items, ctx)
 }
