@@ -1,0 +1,5 @@
+//! Integration tests of the credential format: the committed vectors and property tests over random input.
+
+mod fixtures;
+mod properties;
+mod vectors;
