@@ -276,3 +276,112 @@ pub fn verify(qr_text: &str, ctx: &VerifyContext) -> Result<Verified, Rejection>
 pub fn verify_batch(items: &[&str], ctx: &VerifyContext) -> Vec<Result<Verified, Rejection>> {
     verify::batch(items, ctx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(holder: Option<[u8; 32]>) -> Claims {
+        Claims {
+            ticket_id: [1; 16],
+            event_id: [2; 16],
+            ticket_type_id: [3; 16],
+            zones: vec!["FLOOR".into(), "NORTH-STAND".into()],
+            generation: 7,
+            not_before: 1_780_000_000,
+            expires_at: 1_780_100_000,
+            holder_key: holder,
+            issued_at: 1_779_000_000,
+        }
+    }
+
+    /// Time steps are 15-second buckets that floor toward negative infinity, so instants before 1970 cannot alias.
+    #[test]
+    fn time_steps_floor() {
+        assert_eq!(time_step(0), 0);
+        assert_eq!(time_step(14), 0);
+        assert_eq!(time_step(15), 1);
+        assert_eq!(time_step(-1), -1);
+        assert_eq!(time_step(-15), -1);
+        assert_eq!(time_step(-16), -2);
+    }
+
+    /// The step policy: ±1 step accepted, 2–3 steps old is a replay, anything further either way is clock skew.
+    #[test]
+    fn step_policy_table() {
+        let now = 1_780_000_007;
+        let n = time_step(now);
+        let expect = [
+            (-6, Err(Rejection::ClockSkew)),
+            (-5, Err(Rejection::ClockSkew)),
+            (-4, Err(Rejection::ClockSkew)),
+            (-3, Err(Rejection::StaleProof)),
+            (-2, Err(Rejection::StaleProof)),
+            (-1, Ok(())),
+            (0, Ok(())),
+            (1, Ok(())),
+            (2, Err(Rejection::ClockSkew)),
+            (3, Err(Rejection::ClockSkew)),
+        ];
+        for (d, outcome) in expect {
+            assert_eq!(verify::step_policy(n + d, now), outcome, "d = {d}");
+        }
+        assert_eq!(verify::step_policy(i64::MIN, i64::MAX), Err(Rejection::ClockSkew));
+        assert_eq!(verify::step_policy(i64::MAX, i64::MIN), Err(Rejection::ClockSkew));
+    }
+
+    /// A credential stays small enough for a QR code scanned at a gate: ~250 bytes rotating, ~200 static, and the
+    /// QR text uses only the alphanumeric QR character set.
+    #[test]
+    fn payload_sizes() {
+        let issuer = SigningKey::from_bytes(&[9; 32]);
+        let device = SigningKey::from_bytes(&[8; 32]);
+        let kid = key_id(&issuer.verifying_key());
+        let rotating = issue(&claims(Some(device.verifying_key().to_bytes())), &issuer, &kid);
+        let fixed = issue(&claims(None), &issuer, &kid);
+        assert!((150..=250).contains(&rotating.len()), "rotating credential is {} bytes", rotating.len());
+        assert!((150..=250).contains(&fixed.len()), "static credential is {} bytes", fixed.len());
+        let text = encode_rotating(&rotating, 5, &prove(&rotating, &device, 5));
+        assert!(text.len() < 500, "rotating QR text is {} characters", text.len());
+        assert!(text.bytes().all(|c| b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:".contains(&c)));
+    }
+
+    /// The proof signs the documented bytes: domain, hash, big-endian step; the same bytes verify under the device key.
+    #[test]
+    fn proof_signs_the_documented_message() {
+        let device = SigningKey::from_bytes(&[8; 32]);
+        let credential = b"any credential bytes";
+        let msg = proof_message(&credential_hash(credential), -2);
+        assert_eq!(&msg[..28], b"entrada/credential-proof/v1\0");
+        assert_eq!(&msg[28..60], &credential_hash(credential));
+        assert_eq!(&msg[60..], &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]);
+        let proof = ed25519_dalek::Signature::from_bytes(&prove(credential, &device, -2));
+        assert!(device.verifying_key().verify_strict(&msg, &proof).is_ok());
+    }
+
+    /// Issuing then decoding and parsing gives back the same claims, and every rejection code round-trips.
+    #[test]
+    fn claims_and_codes_round_trip() {
+        for holder in [None, Some([5; 32])] {
+            let c = claims(holder);
+            let mut rest = &cbor_bytes(&claims::to_value(&c))[..];
+            let value: ciborium::Value = ciborium::from_reader(&mut rest).expect("CBOR");
+            assert_eq!(claims::from_value(value), Some(c));
+        }
+        for r in Rejection::ALL {
+            assert_eq!(Rejection::from_code(r.code()), Some(r));
+        }
+        assert_eq!(Rejection::from_code("ok"), None);
+    }
+
+    /// Negative steps survive the QR envelope.
+    #[test]
+    fn envelope_round_trip() {
+        for step in [0, 1, 23, 24, 255, 256, 65_536, -1, -24, -25, i64::MIN, i64::MAX] {
+            let text = encode_rotating(b"cred", step, &[7; 64]);
+            let p = decode(&text).expect("decodes");
+            assert_eq!(p, Presentation { credential: b"cred".to_vec(), proof: Some((step, [7; 64])) });
+        }
+        assert_eq!(decode(&encode_static(b"")).expect("decodes").proof, None);
+    }
+}
