@@ -5,7 +5,7 @@
 use coset::{CoseSign1, TaggedCborSerializable, iana};
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::{Claims, Rejection, STEP_SECONDS, VerifyContext, Verified, claims, credential_hash, envelope, time_step};
+use crate::{Claims, Rejection, STEP_SECONDS, Verified, VerifyContext, claims, credential_hash, envelope, time_step};
 
 /// A signature check waiting to be run: message, signature, key.
 pub(crate) struct Check {
@@ -134,7 +134,11 @@ pub(crate) fn one(qr_text: &str, ctx: &VerifyContext) -> Result<Verified, Reject
     finish(claimed, |check| check.holds(), ctx)
 }
 
-fn finish(claimed: Claimed, proof_holds: impl FnOnce(&Check) -> bool, ctx: &VerifyContext) -> Result<Verified, Rejection> {
+fn finish(
+    claimed: Claimed,
+    proof_holds: impl FnOnce(&Check) -> bool,
+    ctx: &VerifyContext,
+) -> Result<Verified, Rejection> {
     if let Some((step, check)) = &claimed.proof {
         if !proof_holds(check) {
             return Err(Rejection::BadProof);
@@ -177,15 +181,14 @@ fn holds_all(checks: &[&Check]) -> Vec<bool> {
     checks.iter().map(|c| c.holds()).collect()
 }
 
+/// An item past stage one: its issuer check, and stage two's answer should that check hold.
+type Staged = (Check, Result<Claimed, Rejection>);
+
 pub(crate) fn batch(items: &[&str], ctx: &VerifyContext) -> Vec<Result<Verified, Rejection>> {
     // Stage two runs before the issuer signature is known to hold: its result is only reported if it does, and it
     // decides which proof signatures join the same batch.
-    let staged: Vec<Result<(Check, Result<Claimed, Rejection>), Rejection>> = items
-        .iter()
-        .map(|text| {
-            envelope(text, ctx).map(|(env, issuer)| (issuer, claimed(env, ctx)))
-        })
-        .collect();
+    let staged: Vec<Result<Staged, Rejection>> =
+        items.iter().map(|text| envelope(text, ctx).map(|(env, issuer)| (issuer, claimed(env, ctx)))).collect();
     let mut checks: Vec<&Check> = Vec::with_capacity(staged.len() * 2);
     for (issuer, claimed) in staged.iter().flatten() {
         checks.push(issuer);

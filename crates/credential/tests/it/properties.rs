@@ -111,10 +111,10 @@ proptest! {
         };
         prop_assert!(verify(&valid, &ctx).is_ok());
         let mut bytes = apply(raw(&valid), &first);
-        if let Some(second) = &second {
-            if !bytes.is_empty() {
-                bytes = apply(bytes, second);
-            }
+        if let Some(second) = &second
+            && !bytes.is_empty()
+        {
+            bytes = apply(bytes, second);
         }
         let mutated = text(&bytes);
         let single = verify(&mutated, &ctx);

@@ -35,7 +35,12 @@ fn gate_keys() -> Vec<Key> {
     vec![Key { event_id: EVENT, kid: kid(), public_key: issuer().verifying_key().to_bytes() }]
 }
 
-fn case(name: &'static str, description: &'static str, qr: String, expect: Result<(Claims, Option<i64>), Rejection>) -> Case {
+fn case(
+    name: &'static str,
+    description: &'static str,
+    qr: String,
+    expect: Result<(Claims, Option<i64>), Rejection>,
+) -> Case {
     Case { name, description, qr, now: NOW, keys: gate_keys(), expect }
 }
 
@@ -53,58 +58,179 @@ fn cases() -> Vec<Case> {
     let payload_at = cred.windows(16).position(|w| w == [0x11; 16]).expect("ticket id inside the payload");
     let other_event_claims = Claims { event_id: OTHER_EVENT, ..claims() };
     let mut cases = vec![
-        case("rotating_ok", "A rotating credential with a proof for the verifier's own step.", shown_at(&cred, NOW), ok(step)),
-        case("rotating_device_10s_ahead", "The device clock is 10 s ahead: accepted.", shown_at(&cred, NOW + 10), ok(time_step(NOW + 10))),
-        case("rotating_device_10s_behind", "The device clock is 10 s behind: accepted.", shown_at(&cred, NOW - 10), ok(time_step(NOW - 10))),
-        case("static_ok", "A static credential (no holder key) needs no proof.", encode_static(&static_cred), Ok((static_claims(), None))),
+        case(
+            "rotating_ok",
+            "A rotating credential with a proof for the verifier's own step.",
+            shown_at(&cred, NOW),
+            ok(step),
+        ),
+        case(
+            "rotating_device_10s_ahead",
+            "The device clock is 10 s ahead: accepted.",
+            shown_at(&cred, NOW + 10),
+            ok(time_step(NOW + 10)),
+        ),
+        case(
+            "rotating_device_10s_behind",
+            "The device clock is 10 s behind: accepted.",
+            shown_at(&cred, NOW - 10),
+            ok(time_step(NOW - 10)),
+        ),
+        case(
+            "static_ok",
+            "A static credential (no holder key) needs no proof.",
+            encode_static(&static_cred),
+            Ok((static_claims(), None)),
+        ),
         case("replay_after_30s", "A QR captured 30 s ago and shown again.", shown_at(&cred, NOW - 30), Err(StaleProof)),
         case("replay_after_45s", "A QR captured 45 s ago and shown again.", shown_at(&cred, NOW - 45), Err(StaleProof)),
-        case("device_60s_behind", "The device clock is a minute behind (reads like a replay older than a minute).", shown_at(&cred, NOW - 60), Err(ClockSkew)),
+        case(
+            "device_60s_behind",
+            "The device clock is a minute behind (reads like a replay older than a minute).",
+            shown_at(&cred, NOW - 60),
+            Err(ClockSkew),
+        ),
         case("device_60s_ahead", "The device clock is a minute ahead.", shown_at(&cred, NOW + 60), Err(ClockSkew)),
-        case("device_30s_ahead", "A proof two steps in the future cannot be a replay: the device clock is ahead.", shown_at(&cred, NOW + 30), Err(ClockSkew)),
-        case("missing_proof", "A rotating credential presented bare, as if printed.", encode_static(&cred), Err(MissingProof)),
-        case("proof_by_other_device", "The proof is signed by a device key other than the credential's holder key.",
-            encode_rotating(&cred, step, &prove(&cred, &other_holder(), step)), Err(BadProof)),
-        case("proof_step_relabelled", "A 30 s old proof relabelled with the current step.",
-            encode_rotating(&cred, step, &prove(&cred, &holder(), step - 2)), Err(BadProof)),
-        case("proof_for_other_credential", "A proof over another credential's hash.",
-            encode_rotating(&cred, step, &prove(&static_cred, &holder(), step)), Err(BadProof)),
-        case("static_with_proof", "A static credential carries no proof; one attached was not made by an issuer.",
-            encode_rotating(&static_cred, step, &prove(&static_cred, &holder(), step)), Err(Malformed)),
-        case("flipped_payload_byte", "One bit of the ticket id inside the signed payload flipped.",
-            shown_at(&flip(cred.clone(), payload_at), NOW), Err(BadSignature)),
-        case("flipped_signature_byte", "One bit of the issuer signature flipped.",
-            shown_at(&flip(cred.clone(), cred.len() - 10), NOW), Err(BadSignature)),
-        case("wrong_key", "Signed by another key under the event key's id.",
-            shown_at(&issue(&claims(), &other_issuer(), &kid()), NOW), Err(BadSignature)),
-        case("truncated_signature", "The issuer signature cut to 63 bytes.",
-            shown_at(&edit_cose(&cred, |s| { s.signature.pop(); }), NOW), Err(BadSignature)),
-        case("empty_signature", "The issuer signature removed.",
-            shown_at(&edit_cose(&cred, |s| s.signature.clear()), NOW), Err(BadSignature)),
-        case("unknown_kid", "Signed by a key the gate does not know.",
-            shown_at(&issue(&claims(), &other_issuer(), &other_kid()), NOW), Err(UnknownKey)),
-        case("no_algorithm", "No alg in the protected header (an 'alg none' attempt).",
-            shown_at(&with_header(None, None), NOW), Err(WrongAlgorithm)),
-        case("alg_text_none", "alg given as the text \"none\".", shown_at(&with_header(None, Some("none")), NOW), Err(WrongAlgorithm)),
-        case("alg_es256", "alg ES256 (-7) instead of EdDSA.", shown_at(&with_header(Some(iana::Algorithm::ES256), None), NOW), Err(WrongAlgorithm)),
-        case("unprotected_header_added", "An unsigned header added to a genuine credential.",
-            shown_at(&edit_cose(&cred, |s| s.unprotected.key_id = b"x".to_vec()), NOW), Err(Malformed)),
-        case("detached_payload", "The payload removed (detached).", shown_at(&edit_cose(&cred, |s| s.payload = None), NOW), Err(Malformed)),
-        case("untagged_cose", "The COSE_Sign1 without its CBOR tag 18.", shown_at(&untagged(&cred), NOW), Err(Malformed)),
-        case("wrong_event", "A genuine credential of another event, whose key the gate also knows.",
-            shown_at(&issue(&other_event_claims, &other_issuer(), &other_kid()), NOW), Err(WrongEvent)),
-        case("key_of_other_event", "Claims name this event but are signed by another event's key.",
-            shown_at(&issue(&claims(), &other_issuer(), &other_kid()), NOW), Err(WrongEvent)),
+        case(
+            "device_30s_ahead",
+            "A proof two steps in the future cannot be a replay: the device clock is ahead.",
+            shown_at(&cred, NOW + 30),
+            Err(ClockSkew),
+        ),
+        case(
+            "missing_proof",
+            "A rotating credential presented bare, as if printed.",
+            encode_static(&cred),
+            Err(MissingProof),
+        ),
+        case(
+            "proof_by_other_device",
+            "The proof is signed by a device key other than the credential's holder key.",
+            encode_rotating(&cred, step, &prove(&cred, &other_holder(), step)),
+            Err(BadProof),
+        ),
+        case(
+            "proof_step_relabelled",
+            "A 30 s old proof relabelled with the current step.",
+            encode_rotating(&cred, step, &prove(&cred, &holder(), step - 2)),
+            Err(BadProof),
+        ),
+        case(
+            "proof_for_other_credential",
+            "A proof over another credential's hash.",
+            encode_rotating(&cred, step, &prove(&static_cred, &holder(), step)),
+            Err(BadProof),
+        ),
+        case(
+            "static_with_proof",
+            "A static credential carries no proof; one attached was not made by an issuer.",
+            encode_rotating(&static_cred, step, &prove(&static_cred, &holder(), step)),
+            Err(Malformed),
+        ),
+        case(
+            "flipped_payload_byte",
+            "One bit of the ticket id inside the signed payload flipped.",
+            shown_at(&flip(cred.clone(), payload_at), NOW),
+            Err(BadSignature),
+        ),
+        case(
+            "flipped_signature_byte",
+            "One bit of the issuer signature flipped.",
+            shown_at(&flip(cred.clone(), cred.len() - 10), NOW),
+            Err(BadSignature),
+        ),
+        case(
+            "wrong_key",
+            "Signed by another key under the event key's id.",
+            shown_at(&issue(&claims(), &other_issuer(), &kid()), NOW),
+            Err(BadSignature),
+        ),
+        case(
+            "truncated_signature",
+            "The issuer signature cut to 63 bytes.",
+            shown_at(
+                &edit_cose(&cred, |s| {
+                    s.signature.pop();
+                }),
+                NOW,
+            ),
+            Err(BadSignature),
+        ),
+        case(
+            "empty_signature",
+            "The issuer signature removed.",
+            shown_at(&edit_cose(&cred, |s| s.signature.clear()), NOW),
+            Err(BadSignature),
+        ),
+        case(
+            "unknown_kid",
+            "Signed by a key the gate does not know.",
+            shown_at(&issue(&claims(), &other_issuer(), &other_kid()), NOW),
+            Err(UnknownKey),
+        ),
+        case(
+            "no_algorithm",
+            "No alg in the protected header (an 'alg none' attempt).",
+            shown_at(&with_header(None, None), NOW),
+            Err(WrongAlgorithm),
+        ),
+        case(
+            "alg_text_none",
+            "alg given as the text \"none\".",
+            shown_at(&with_header(None, Some("none")), NOW),
+            Err(WrongAlgorithm),
+        ),
+        case(
+            "alg_es256",
+            "alg ES256 (-7) instead of EdDSA.",
+            shown_at(&with_header(Some(iana::Algorithm::ES256), None), NOW),
+            Err(WrongAlgorithm),
+        ),
+        case(
+            "unprotected_header_added",
+            "An unsigned header added to a genuine credential.",
+            shown_at(&edit_cose(&cred, |s| s.unprotected.key_id = b"x".to_vec()), NOW),
+            Err(Malformed),
+        ),
+        case(
+            "detached_payload",
+            "The payload removed (detached).",
+            shown_at(&edit_cose(&cred, |s| s.payload = None), NOW),
+            Err(Malformed),
+        ),
+        case(
+            "untagged_cose",
+            "The COSE_Sign1 without its CBOR tag 18.",
+            shown_at(&untagged(&cred), NOW),
+            Err(Malformed),
+        ),
+        case(
+            "wrong_event",
+            "A genuine credential of another event, whose key the gate also knows.",
+            shown_at(&issue(&other_event_claims, &other_issuer(), &other_kid()), NOW),
+            Err(WrongEvent),
+        ),
+        case(
+            "key_of_other_event",
+            "Claims name this event but are signed by another event's key.",
+            shown_at(&issue(&claims(), &other_issuer(), &other_kid()), NOW),
+            Err(WrongEvent),
+        ),
         case("expired", "Shown at the credential's expiry instant (exclusive).", String::new(), Err(Expired)),
         case("not_yet_valid", "Shown one second before the credential's not-before.", String::new(), Err(NotYetValid)),
         case("empty_input", "An empty QR text.", String::new(), Err(Malformed)),
         case("garbage", "Text that is not this format.", "HELLO WORLD".into(), Err(Malformed)),
         case("prefix_only", "The prefix and nothing else.", "EN1:".into(), Err(Malformed)),
         case("not_base45", "Lower-case letters are outside the base45 alphabet.", "EN1:abc".into(), Err(Malformed)),
-        case("truncated_text", "A QR text cut in the middle.", {
-            let t = shown_at(&cred, NOW);
-            t[..t.len() / 2].to_string()
-        }, Err(Malformed)),
+        case(
+            "truncated_text",
+            "A QR text cut in the middle.",
+            {
+                let t = shown_at(&cred, NOW);
+                t[..t.len() / 2].to_string()
+            },
+            Err(Malformed),
+        ),
     ];
     for c in &mut cases {
         match c.name {
