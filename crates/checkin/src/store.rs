@@ -1,0 +1,716 @@
+//! Check-in's SQL, written once for SQLite and PostgreSQL.
+
+use crate::domain::{Doors, EntryPolicy, TicketFacts, parse_zones};
+use entrada_primitives::ids::{EventId, OrganizationId, TicketId, UserId};
+use entrada_storage::{Db, Tx};
+use sqlx::Row;
+
+type R<T> = Result<T, sqlx::Error>;
+
+/// `$1, $2, …` for an IN list starting at placeholder `from`.
+pub fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+// ------------------------------------------------------------------ events
+
+/// The facts of an event check-in needs.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: EventId,
+    pub organization_id: OrganizationId,
+    pub ends_at: i64,
+    pub doors_open_at: Option<i64>,
+    pub doors_close_at: Option<i64>,
+}
+
+impl EventRow {
+    pub fn doors(&self) -> Doors {
+        Doors { open_ms: self.doors_open_at, close_ms: self.doors_close_at.unwrap_or(self.ends_at) }
+    }
+}
+
+pub async fn event(db: &Db, id: EventId) -> R<Option<EventRow>> {
+    let row: Option<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT e.organization_id, e.ends_at, e.doors_open_at, s.doors_close_at FROM events e \
+         LEFT JOIN checkin_settings s ON s.event_id = e.id WHERE e.id = $1",
+    )
+    .bind(id.to_db())
+    .fetch_optional(db.reader())
+    .await?;
+    Ok(row.and_then(|(org, ends_at, doors_open_at, doors_close_at)| {
+        Some(EventRow {
+            id,
+            organization_id: OrganizationId::from_db(&org).ok()?,
+            ends_at,
+            doors_open_at,
+            doors_close_at,
+        })
+    }))
+}
+
+pub async fn set_doors_close(tx: &mut Tx, event: EventId, close: Option<i64>, now: i64) -> R<()> {
+    sqlx::query(
+        "INSERT INTO checkin_settings (event_id, doors_close_at, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (event_id) DO UPDATE SET doors_close_at = excluded.doors_close_at, updated_at = excluded.updated_at",
+    )
+    .bind(event.to_db())
+    .bind(close)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn is_staff(db: &Db, event: EventId, user: UserId) -> R<bool> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM event_staff WHERE event_id = $1 AND user_id = $2")
+        .bind(event.to_db())
+        .bind(user.to_db())
+        .fetch_optional(db.reader())
+        .await?;
+    Ok(row.is_some())
+}
+
+// ------------------------------------------------------------------ keys
+
+/// A stored issuing key.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub kid: String,
+    pub private_key: String,
+    pub public_key: String,
+    pub current: bool,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+pub async fn keys(db: &Db, event: EventId) -> R<Vec<KeyRow>> {
+    let rows: Vec<(String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        "SELECT kid, private_key, public_key, CASE WHEN slot = 'current' THEN 1 ELSE 0 END, created_at, retired_at \
+         FROM event_issuing_keys WHERE event_id = $1 ORDER BY created_at, kid",
+    )
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kid, private_key, public_key, current, created_at, retired_at)| KeyRow {
+            kid,
+            private_key,
+            public_key,
+            current: current == 1,
+            created_at,
+            retired_at,
+        })
+        .collect())
+}
+
+/// Inserts a key as the event's current one unless another process won the
+/// race; true when this one became current.
+pub async fn insert_first_key(tx: &mut Tx, event: EventId, k: &KeyRow) -> R<bool> {
+    let res = sqlx::query(
+        "INSERT INTO event_issuing_keys (kid, event_id, slot, private_key, public_key, created_at) \
+         VALUES ($1, $2, 'current', $3, $4, $5) ON CONFLICT (event_id, slot) DO NOTHING",
+    )
+    .bind(&k.kid)
+    .bind(event.to_db())
+    .bind(&k.private_key)
+    .bind(&k.public_key)
+    .bind(k.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Demotes the current key and installs `k` as current.
+pub async fn rotate_key(tx: &mut Tx, event: EventId, k: &KeyRow) -> R<()> {
+    sqlx::query("UPDATE event_issuing_keys SET slot = NULL WHERE event_id = $1 AND slot = 'current'")
+        .bind(event.to_db())
+        .execute(&mut **tx)
+        .await?;
+    insert_first_key(tx, event, k).await?;
+    Ok(())
+}
+
+/// Retires a non-current key; false when there is no such key (or it is current).
+pub async fn retire_key(tx: &mut Tx, event: EventId, kid: &str, now: i64) -> R<bool> {
+    let res = sqlx::query(
+        "UPDATE event_issuing_keys SET retired_at = $3 WHERE event_id = $1 AND kid = $2 AND slot IS NULL \
+         AND retired_at IS NULL",
+    )
+    .bind(event.to_db())
+    .bind(kid)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// The event and public key a kid belongs to, whichever event that is.
+pub async fn key_by_kid(db: &Db, kid: &str) -> R<Option<(String, String)>> {
+    sqlx::query_as("SELECT event_id, public_key FROM event_issuing_keys WHERE kid = $1 AND retired_at IS NULL")
+        .bind(kid)
+        .fetch_optional(db.reader())
+        .await
+}
+
+// ------------------------------------------------------------------ zones, gates, policies
+
+/// (id, name, created_at)
+pub async fn zones(db: &Db, event: EventId) -> R<Vec<(String, String, i64)>> {
+    sqlx::query_as("SELECT id, name, created_at FROM zones WHERE event_id = $1 ORDER BY name")
+        .bind(event.to_db())
+        .fetch_all(db.reader())
+        .await
+}
+
+/// (gate id, gate name, zone id, zone name)
+pub async fn gates(db: &Db, event: EventId) -> R<Vec<(String, String, String, String)>> {
+    sqlx::query_as(
+        "SELECT g.id, g.name, z.id, z.name FROM gates g JOIN zones z ON z.id = g.zone_id \
+         WHERE g.event_id = $1 ORDER BY g.name",
+    )
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await
+}
+
+/// (type id, name, zones JSON, printable, reentry, max_entries)
+pub type TypeRow = (String, String, String, i64, i64, Option<i64>);
+
+pub async fn ticket_types(db: &Db, event: EventId) -> R<Vec<TypeRow>> {
+    sqlx::query_as(
+        "SELECT t.id, t.name, t.zones, CASE WHEN t.printable THEN 1 ELSE 0 END, \
+         CASE WHEN p.reentry THEN 1 ELSE 0 END, p.max_entries \
+         FROM ticket_types t LEFT JOIN entry_policies p ON p.ticket_type_id = t.id \
+         WHERE t.event_id = $1 ORDER BY t.position, t.id",
+    )
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await
+}
+
+/// The event a ticket type belongs to.
+pub async fn ticket_type_event(db: &Db, id: &str) -> R<Option<EventId>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT event_id FROM ticket_types WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.reader())
+        .await?;
+    Ok(row.and_then(|(e,)| EventId::from_db(&e).ok()))
+}
+
+pub async fn set_policy(tx: &mut Tx, ticket_type: &str, policy: EntryPolicy, now: i64) -> R<()> {
+    let reentry = matches!(policy, EntryPolicy::Reentry { .. });
+    sqlx::query(
+        "INSERT INTO entry_policies (ticket_type_id, reentry, max_entries, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (ticket_type_id) DO UPDATE SET reentry = excluded.reentry, max_entries = excluded.max_entries, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(ticket_type)
+    .bind(reentry)
+    .bind(policy.max_entries())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ devices
+
+/// A scanner device as its token resolves.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub id: String,
+    pub event_id: String,
+    pub name: String,
+    pub revoked_at: Option<i64>,
+    pub enrolled_at: Option<i64>,
+    pub created_at: i64,
+    pub gate_ids: Vec<String>,
+}
+
+type DeviceTuple = (String, String, String, Option<i64>, Option<i64>, i64);
+
+async fn with_gates(db: &Db, t: DeviceTuple) -> R<DeviceRow> {
+    let gates: Vec<(String,)> = sqlx::query_as("SELECT gate_id FROM device_gates WHERE device_id = $1 ORDER BY gate_id")
+        .bind(&t.0)
+        .fetch_all(db.reader())
+        .await?;
+    Ok(DeviceRow {
+        id: t.0,
+        event_id: t.1,
+        name: t.2,
+        revoked_at: t.3,
+        enrolled_at: t.4,
+        created_at: t.5,
+        gate_ids: gates.into_iter().map(|(g,)| g).collect(),
+    })
+}
+
+const DEVICE_COLS: &str = "id, event_id, name, revoked_at, enrolled_at, created_at";
+
+pub async fn device_by_token(db: &Db, digest: &str) -> R<Option<DeviceRow>> {
+    let t: Option<DeviceTuple> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLS} FROM scanner_devices WHERE token_digest = $1")))
+            .bind(digest)
+            .fetch_optional(db.reader())
+            .await?;
+    match t {
+        Some(t) => Ok(Some(with_gates(db, t).await?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn devices(db: &Db, event: EventId) -> R<Vec<DeviceRow>> {
+    let ts: Vec<DeviceTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEVICE_COLS} FROM scanner_devices WHERE event_id = $1 ORDER BY created_at, id"
+    )))
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await?;
+    let mut out = Vec::with_capacity(ts.len());
+    for t in ts {
+        out.push(with_gates(db, t).await?);
+    }
+    Ok(out)
+}
+
+pub async fn device(db: &Db, event: EventId, id: &str) -> R<Option<DeviceRow>> {
+    let t: Option<DeviceTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEVICE_COLS} FROM scanner_devices WHERE event_id = $1 AND id = $2"
+    )))
+    .bind(event.to_db())
+    .bind(id)
+    .fetch_optional(db.reader())
+    .await?;
+    match t {
+        Some(t) => Ok(Some(with_gates(db, t).await?)),
+        None => Ok(None),
+    }
+}
+
+// ------------------------------------------------------------------ holders
+
+/// A ticket as its holder sees it for credentials.
+#[derive(Debug, Clone)]
+pub struct HolderTicket {
+    pub event_id: String,
+    pub ticket_type_id: String,
+    pub holder_id: String,
+    pub status: String,
+    pub order_status: String,
+    pub generation: i64,
+    pub zones: Vec<String>,
+    pub printable: bool,
+    pub ends_at: i64,
+    pub doors_close_at: Option<i64>,
+    /// The holder key registered for the current generation, base64url.
+    pub holder_key: Option<String>,
+}
+
+pub async fn holder_ticket(db: &Db, id: TicketId) -> R<Option<HolderTicket>> {
+    type Row = (String, String, String, String, String, i64, String, i64, i64, Option<i64>, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT t.event_id, t.ticket_type_id, t.holder_id, t.status, o.status, t.generation, tt.zones, \
+         CASE WHEN tt.printable THEN 1 ELSE 0 END, e.ends_at, s.doors_close_at, h.public_key \
+         FROM tickets t JOIN orders o ON o.id = t.order_id JOIN ticket_types tt ON tt.id = t.ticket_type_id \
+         JOIN events e ON e.id = t.event_id LEFT JOIN checkin_settings s ON s.event_id = t.event_id \
+         LEFT JOIN holder_keys h ON h.ticket_id = t.id AND h.generation = t.generation \
+         WHERE t.id = $1",
+    )
+    .bind(id.to_db())
+    .fetch_optional(db.reader())
+    .await?;
+    Ok(row.map(|r| HolderTicket {
+        event_id: r.0,
+        ticket_type_id: r.1,
+        holder_id: r.2,
+        status: r.3,
+        order_status: r.4,
+        generation: r.5,
+        zones: parse_zones(&r.6),
+        printable: r.7 == 1,
+        ends_at: r.8,
+        doors_close_at: r.9,
+        holder_key: r.10,
+    }))
+}
+
+pub async fn set_holder_key(tx: &mut Tx, ticket: TicketId, generation: i64, key: &str, now: i64) -> R<()> {
+    sqlx::query(
+        "INSERT INTO holder_keys (ticket_id, generation, public_key, registered_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (ticket_id) DO UPDATE SET generation = excluded.generation, public_key = excluded.public_key, \
+         registered_at = excluded.registered_at",
+    )
+    .bind(ticket.to_db())
+    .bind(generation)
+    .bind(key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ scans
+
+/// Loads the facts of up to a few hundred tickets in one statement, inside
+/// the scan transaction so a cancellation or generation bump committed
+/// before it is seen.
+pub async fn ticket_facts(tx: &mut Tx, ids: &[String]) -> R<Vec<(String, TicketFacts)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT t.id, t.event_id, t.status, o.status, t.generation, tt.name, tt.zones, u.display_name, \
+         CASE WHEN p.reentry THEN 1 ELSE 0 END, p.max_entries \
+         FROM tickets t JOIN orders o ON o.id = t.order_id JOIN ticket_types tt ON tt.id = t.ticket_type_id \
+         JOIN users u ON u.id = t.holder_id LEFT JOIN entry_policies p ON p.ticket_type_id = t.ticket_type_id \
+         WHERE t.id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(id);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let reentry: i64 = r.try_get(8)?;
+        let max: Option<i64> = r.try_get(9)?;
+        let policy = if reentry == 1 {
+            EntryPolicy::Reentry { max_entries: max.unwrap_or(1).max(1) }
+        } else {
+            EntryPolicy::Single
+        };
+        let zones: String = r.try_get(6)?;
+        out.push((
+            r.try_get(0)?,
+            TicketFacts {
+                event_id: r.try_get(1)?,
+                status: r.try_get(2)?,
+                order_status: r.try_get(3)?,
+                generation: r.try_get(4)?,
+                type_name: r.try_get(5)?,
+                zones: parse_zones(&zones),
+                holder_display_name: r.try_get(7)?,
+                policy,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Stored verdicts of earlier uploads of these nonces by this device.
+pub async fn replayed(db: &Db, device: &str, nonces: &[String]) -> R<Vec<(String, String)>> {
+    if nonces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT nonce, verdict FROM scans WHERE device_id = $1 AND nonce IN ({})",
+        placeholders(2, nonces.len())
+    );
+    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(device);
+    for n in nonces {
+        q = q.bind(n);
+    }
+    q.fetch_all(db.reader()).await
+}
+
+/// The outcome of trying to enter.
+pub enum Entry {
+    Admitted { entries: i64 },
+    Refused { first_used_at: i64, first_gate_id: String, entries: i64 },
+}
+
+/// First scan wins: the first entry creates the ticket's admission row;
+/// later entries advance it only under the policy's guard. On PostgreSQL a
+/// concurrent scan of the same ticket waits on the row and re-checks the
+/// guard after the winner commits.
+pub async fn enter(tx: &mut Tx, ticket: &str, event: &str, gate: &str, at: i64, max_entries: i64) -> R<Entry> {
+    let first = sqlx::query(
+        "INSERT INTO admissions (ticket_id, event_id, entries, inside, first_used_at, first_gate_id, last_at, \
+         last_gate_id) VALUES ($1, $2, 1, TRUE, $3, $4, $3, $4) ON CONFLICT (ticket_id) DO NOTHING",
+    )
+    .bind(ticket)
+    .bind(event)
+    .bind(at)
+    .bind(gate)
+    .execute(&mut **tx)
+    .await?;
+    if first.rows_affected() == 1 {
+        return Ok(Entry::Admitted { entries: 1 });
+    }
+    let again = sqlx::query(
+        "UPDATE admissions SET entries = entries + 1, inside = TRUE, last_at = $2, last_gate_id = $3 \
+         WHERE ticket_id = $1 AND entries < $4 AND inside = FALSE",
+    )
+    .bind(ticket)
+    .bind(at)
+    .bind(gate)
+    .bind(max_entries)
+    .execute(&mut **tx)
+    .await?;
+    let (first_used_at, first_gate_id, entries): (i64, String, i64) =
+        sqlx::query_as("SELECT first_used_at, first_gate_id, entries FROM admissions WHERE ticket_id = $1")
+            .bind(ticket)
+            .fetch_one(&mut **tx)
+            .await?;
+    if again.rows_affected() == 1 {
+        Ok(Entry::Admitted { entries })
+    } else {
+        Ok(Entry::Refused { first_used_at, first_gate_id, entries })
+    }
+}
+
+/// An exit scan; false when the ticket is not inside.
+pub async fn leave(tx: &mut Tx, ticket: &str, gate: &str, at: i64) -> R<bool> {
+    let res = sqlx::query(
+        "UPDATE admissions SET inside = FALSE, last_at = $2, last_gate_id = $3 WHERE ticket_id = $1 AND inside = TRUE",
+    )
+    .bind(ticket)
+    .bind(at)
+    .bind(gate)
+    .execute(&mut **tx)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// One scan row to record.
+pub struct NewScan<'a> {
+    pub device_id: &'a str,
+    pub nonce: &'a str,
+    pub event_id: &'a str,
+    pub gate_id: &'a str,
+    pub zone_id: Option<&'a str>,
+    pub ticket_id: Option<&'a str>,
+    pub direction: &'a str,
+    pub ok: bool,
+    pub reason: &'a str,
+    pub offline: bool,
+    pub scanned_at: i64,
+    pub recorded_at: i64,
+    pub verdict: &'a str,
+}
+
+/// Records a scan; `None` when this (device, nonce) was recorded meanwhile
+/// by a concurrent upload (the caller rolls back and replays).
+pub async fn insert_scan(tx: &mut Tx, s: &NewScan<'_>) -> R<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, offline, \
+         scanned_at, recorded_at, verdict) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (device_id, nonce) DO NOTHING RETURNING id",
+    )
+    .bind(s.device_id)
+    .bind(s.nonce)
+    .bind(s.event_id)
+    .bind(s.gate_id)
+    .bind(s.zone_id)
+    .bind(s.ticket_id)
+    .bind(s.direction)
+    .bind(s.ok)
+    .bind(s.reason)
+    .bind(s.offline)
+    .bind(s.scanned_at)
+    .bind(s.recorded_at)
+    .bind(s.verdict)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(|(id,)| id))
+}
+
+/// A recorded conflict.
+#[derive(Debug, Clone)]
+pub struct ConflictRow {
+    pub id: i64,
+    pub ticket_id: String,
+    pub scan_id: i64,
+    pub device_id: String,
+    pub gate_id: String,
+    pub scanned_at: i64,
+    pub first_used_at: i64,
+    pub first_gate_id: String,
+    pub detected_at: i64,
+}
+
+pub async fn insert_conflict(tx: &mut Tx, event: &str, c: &ConflictRow) -> R<()> {
+    sqlx::query(
+        "INSERT INTO checkin_conflicts (event_id, ticket_id, scan_id, device_id, gate_id, scanned_at, first_used_at, \
+         first_gate_id, detected_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(event)
+    .bind(&c.ticket_id)
+    .bind(c.scan_id)
+    .bind(&c.device_id)
+    .bind(&c.gate_id)
+    .bind(c.scanned_at)
+    .bind(c.first_used_at)
+    .bind(&c.first_gate_id)
+    .bind(c.detected_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn conflicts(db: &Db, event: EventId) -> R<Vec<ConflictRow>> {
+    let rows: Vec<(i64, String, i64, String, String, i64, i64, String, i64)> = sqlx::query_as(
+        "SELECT id, ticket_id, scan_id, device_id, gate_id, scanned_at, first_used_at, first_gate_id, detected_at \
+         FROM checkin_conflicts WHERE event_id = $1 ORDER BY id",
+    )
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ConflictRow {
+            id: r.0,
+            ticket_id: r.1,
+            scan_id: r.2,
+            device_id: r.3,
+            gate_id: r.4,
+            scanned_at: r.5,
+            first_used_at: r.6,
+            first_gate_id: r.7,
+            detected_at: r.8,
+        })
+        .collect())
+}
+
+// ------------------------------------------------------------------ revocations
+
+/// Brings the revocation view of an event up to date with the tickets
+/// table: every ticket whose generation moved past 1 or that no longer
+/// admits gets a row, and each change a log entry (the bundle's feed).
+/// Computed from the tickets themselves, so no other context has to tell
+/// check-in about a gift, resale or refund.
+pub async fn sync_revocations(tx: &mut Tx, event: EventId, now: i64) -> R<()> {
+    let rows: Vec<(String, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT t.id, t.generation, \
+         CASE WHEN t.status <> 'valid' OR o.status <> 'paid' THEN 1 ELSE 0 END, \
+         r.min_generation, CASE WHEN r.cancelled THEN 1 WHEN r.cancelled IS NULL THEN NULL ELSE 0 END \
+         FROM tickets t JOIN orders o ON o.id = t.order_id LEFT JOIN revocations r ON r.ticket_id = t.id \
+         WHERE t.event_id = $1 AND (t.generation > 1 OR t.status <> 'valid' OR o.status <> 'paid')",
+    )
+    .bind(event.to_db())
+    .fetch_all(&mut **tx)
+    .await?;
+    for (ticket, generation, cancelled, known_gen, known_cancelled) in rows {
+        if known_gen == Some(generation) && known_cancelled == Some(cancelled) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO revocations (ticket_id, event_id, min_generation, cancelled, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (ticket_id) DO UPDATE SET \
+             min_generation = excluded.min_generation, cancelled = excluded.cancelled, updated_at = excluded.updated_at",
+        )
+        .bind(&ticket)
+        .bind(event.to_db())
+        .bind(generation)
+        .bind(cancelled == 1)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO revocation_log (event_id, ticket_id, min_generation, cancelled, at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event.to_db())
+        .bind(&ticket)
+        .bind(generation)
+        .bind(cancelled == 1)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Revocation changes after `cursor` (ticket, min generation, cancelled),
+/// the latest per ticket, and the new cursor.
+pub async fn revocations_since(db: &Db, event: EventId, cursor: i64) -> R<(Vec<(String, i64, bool)>, i64)> {
+    let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+        "SELECT id, ticket_id, min_generation, CASE WHEN cancelled THEN 1 ELSE 0 END FROM revocation_log \
+         WHERE event_id = $1 AND id > $2 ORDER BY id",
+    )
+    .bind(event.to_db())
+    .bind(cursor)
+    .fetch_all(db.reader())
+    .await?;
+    let next = rows.last().map(|r| r.0).unwrap_or(cursor);
+    let mut latest: std::collections::BTreeMap<String, (i64, bool)> = Default::default();
+    for (_, t, g, c) in rows {
+        latest.insert(t, (g, c == 1));
+    }
+    Ok((latest.into_iter().map(|(t, (g, c))| (t, g, c)).collect(), next))
+}
+
+/// Ids of the tickets of an event that currently admit.
+pub async fn valid_ticket_ids(db: &Db, event: EventId) -> R<Vec<String>> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT t.id FROM tickets t JOIN orders o ON o.id = t.order_id \
+         WHERE t.event_id = $1 AND t.status = 'valid' AND o.status = 'paid' ORDER BY t.id",
+    )
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+// ------------------------------------------------------------------ stats
+
+/// Admissions per (gate, minute) since `since`: (gate, minute start ms, count).
+pub async fn entries_per_minute(db: &Db, event: EventId, since: i64) -> R<Vec<(String, i64, i64)>> {
+    sqlx::query_as(
+        "SELECT gate_id, (scanned_at / 60000) * 60000 AS minute, COUNT(*) FROM scans \
+         WHERE event_id = $1 AND scanned_at >= $2 AND ok = TRUE AND direction = 'in' \
+         GROUP BY gate_id, (scanned_at / 60000) * 60000 ORDER BY 2, 1",
+    )
+    .bind(event.to_db())
+    .bind(since)
+    .fetch_all(db.reader())
+    .await
+}
+
+/// (inside now, tickets that entered at least once)
+pub async fn attendance(db: &Db, event: EventId) -> R<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT COALESCE(SUM(CASE WHEN inside THEN 1 ELSE 0 END), 0), COUNT(*) FROM admissions WHERE event_id = $1",
+    )
+    .bind(event.to_db())
+    .fetch_one(db.reader())
+    .await
+}
+
+pub async fn rejections(db: &Db, event: EventId) -> R<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "SELECT reason, COUNT(*) FROM scans WHERE event_id = $1 AND ok = FALSE GROUP BY reason ORDER BY reason",
+    )
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await
+}
+
+pub async fn conflict_count(db: &Db, event: EventId) -> R<i64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM checkin_conflicts WHERE event_id = $1")
+        .bind(event.to_db())
+        .fetch_one(db.reader())
+        .await?;
+    Ok(n)
+}
+
+/// (user id, display name) of the account with this email, ignoring case.
+pub async fn user_by_email(db: &Db, email: &str) -> R<Option<(String, String)>> {
+    sqlx::query_as("SELECT id, display_name FROM users WHERE lower(email) = lower($1)")
+        .bind(email)
+        .fetch_optional(db.reader())
+        .await
+}
+
+/// (user id, email, display name, added at)
+pub async fn staff(db: &Db, event: EventId) -> R<Vec<(String, String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.display_name, s.created_at FROM event_staff s JOIN users u ON u.id = s.user_id \
+         WHERE s.event_id = $1 ORDER BY s.created_at, u.id",
+    )
+    .bind(event.to_db())
+    .fetch_all(db.reader())
+    .await
+}
