@@ -191,7 +191,8 @@ impl App {
         if config.runs("payments") {
             api = api.merge(entrada_payments::http::router(payments.clone()));
         }
-        let (api, openapi) = api.split_for_parts();
+        let (api, mut openapi) = api.split_for_parts();
+        crate::openapi::complete(&mut openapi);
 
         let db_ready = db.clone();
         let metrics_handle = prometheus();
@@ -218,6 +219,7 @@ impl App {
             .route("/metrics", get(move || std::future::ready(metrics_handle.render())))
             .fallback(middleware::not_found)
             .method_not_allowed_fallback(middleware::method_not_allowed)
+            .layer(axum::middleware::from_fn(middleware::problem_for_plain_errors))
             .layer(axum::middleware::from_fn_with_state(verifier, middleware::authenticate))
             .layer(axum::middleware::from_fn(middleware::record_metrics))
             .layer(axum::middleware::from_fn_with_state(limits.clone(), middleware::rate_limit))

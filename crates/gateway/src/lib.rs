@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod middleware;
+pub mod openapi;
 
 pub use app::{App, BuildError};
 pub use config::Config;

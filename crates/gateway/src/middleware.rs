@@ -3,7 +3,7 @@
 //! otherwise answer in plain text (unknown route, wrong method, panic).
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use entrada_primitives::Problem;
@@ -107,6 +107,44 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
     res
+}
+
+/// The last line of the problem+json guarantee: an error that a framework
+/// extractor answered in plain text (a raw `Bytes` body over the size limit,
+/// say) is rewritten as a problem whose code follows from its status, so no
+/// route can leak axum's wording or content type.
+pub async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == entrada_primitives::problem::PROBLEM_JSON.as_bytes());
+    if is_problem {
+        return res;
+    }
+    let (code, detail) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the request body could not be read or is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as application/json"),
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not accept that method"),
+        s if s.is_server_error() => {
+            tracing::error!(status = s.as_u16(), "a plain-text server error was turned into a problem");
+            ("internal", "unexpected server error")
+        }
+        _ => ("bad_request", "the request cannot be read"),
+    };
+    let (mut parts, _) = res.into_parts();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let mut problem = Problem::new(status, code, detail).into_response();
+    for (name, value) in &parts.headers {
+        problem.headers_mut().entry(name.clone()).or_insert_with(|| value.clone());
+    }
+    problem
 }
 
 pub async fn not_found() -> Problem {

@@ -14,6 +14,9 @@ use std::fmt;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 pub const TYPE_BASE: &str = "https://entrada.dev/problems/";
 
+/// The members every problem carries; extensions never overwrite them.
+const RESERVED: [&str; 5] = ["type", "title", "status", "code", "detail"];
+
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub status: StatusCode,
@@ -90,6 +93,9 @@ impl Problem {
         p
     }
 
+    /// Adds an extension member. The RFC 9457 members (`type`, `title`,
+    /// `status`, `detail`) and `code` are reserved: clients rely on `status`
+    /// being the HTTP status number, so an extension may never replace them.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.into(), value.into());
         self
@@ -106,7 +112,9 @@ impl Problem {
             m.insert("detail".into(), Value::String(d.clone()));
         }
         for (k, v) in &self.extra {
-            m.insert(k.clone(), v.clone());
+            if !RESERVED.contains(&k.as_str()) {
+                m.insert(k.clone(), v.clone());
+            }
         }
         Value::Object(m)
     }
@@ -153,6 +161,13 @@ mod tests {
         assert_eq!(b["status"], 422);
         assert_eq!(b["code"], "validation_failed");
         assert_eq!(b["errors"][0]["field"], "name");
+    }
+
+    #[test]
+    fn extensions_never_replace_the_standard_members() {
+        let b = Problem::conflict("invalid_transition", "no").with("status", "on_sale").with("code", "x").body();
+        assert_eq!(b["status"], 409);
+        assert_eq!(b["code"], "invalid_transition");
     }
 
     #[test]

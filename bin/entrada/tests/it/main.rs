@@ -8,4 +8,5 @@ mod api;
 mod auth;
 mod cli;
 mod crash;
+mod robustness;
 mod sale;

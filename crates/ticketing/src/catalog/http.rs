@@ -50,7 +50,7 @@ pub fn problem(e: CatalogError) -> Problem {
         CatalogError::Validation { field, message } => Problem::invalid_field(field, message),
         CatalogError::SlugTaken => Problem::conflict("slug_taken", "another organization already uses this slug"),
         CatalogError::InvalidTransition { from, .. } => {
-            Problem::conflict("invalid_transition", e.to_string()).with("status", from.as_str())
+            Problem::conflict("invalid_transition", e.to_string()).with("event_status", from.as_str())
         }
         CatalogError::NoTicketTypes => Problem::unprocessable("no_ticket_types", e.to_string()),
         CatalogError::CapacityBelowSold { used, .. } => {
@@ -60,7 +60,9 @@ pub fn problem(e: CatalogError) -> Problem {
             Problem::conflict("quota_below_used", e.to_string()).with("used", used)
         }
         CatalogError::CurrencyLocked => Problem::conflict("currency_locked", e.to_string()),
-        CatalogError::EventClosed(s) => Problem::conflict("event_closed", e.to_string()).with("status", s.as_str()),
+        CatalogError::EventClosed(s) => {
+            Problem::conflict("event_closed", e.to_string()).with("event_status", s.as_str())
+        }
         CatalogError::MembershipLocked => Problem::conflict("quota_membership_locked", e.to_string()),
         CatalogError::Storage(err) => Problem::internal(err),
     }

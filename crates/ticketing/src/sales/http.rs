@@ -355,8 +355,10 @@ async fn checkout(
 /// Refund a paid order (organization owner or manager, or support).
 #[utoipa::path(post, path = "/api/v1/orders/{id}/refund", tag = "sales", request_body(content = Option<RefundBody>),
     params(("id" = OrderId, Path, description = "Order id")),
-    responses((status = 200, body = OrderView), (status = 403, description = "`forbidden`"),
-        (status = 404, description = "`not_found`"), (status = 409, description = "`order_not_refundable`")))]
+    responses((status = 200, body = OrderView), (status = 400, description = "`malformed_json`"),
+        (status = 403, description = "`forbidden`"), (status = 404, description = "`not_found`"),
+        (status = 409, description = "`order_not_refundable`"),
+        (status = 422, description = "`invalid_body`, `validation_failed`")))]
 async fn refund(
     State(sales): State<Sales>,
     AuthUser(who): AuthUser,

@@ -455,7 +455,7 @@ async fn lifecycle_refuses_undocumented_moves() {
     go("open-sales").await.problem(409, "invalid_transition");
     go("close-sales").await.problem(409, "invalid_transition");
     go("publish").await.ok(200);
-    assert_eq!(go("publish").await.problem(409, "invalid_transition")["status"], "published");
+    assert_eq!(go("publish").await.problem(409, "invalid_transition")["event_status"], "published");
     go("close-sales").await.problem(409, "invalid_transition");
     go("open-sales").await.ok(200);
     go("open-sales").await.problem(409, "invalid_transition");
@@ -466,7 +466,7 @@ async fn lifecycle_refuses_undocumented_moves() {
     let r = app.get(&format!("/api/v1/events/{ev}"), None).await;
     assert_eq!(r.ok(200)["status"], "ended");
     assert_eq!(r.body["ticket_types"][0]["on_sale_now"], false);
-    assert_eq!(go("cancel").await.problem(409, "invalid_transition")["status"], "ended");
+    assert_eq!(go("cancel").await.problem(409, "invalid_transition")["event_status"], "ended");
     go("close-sales").await.problem(409, "invalid_transition");
     app.patch(&format!("/api/v1/events/{ev}"), ana, json!({ "name": "Late" })).await.problem(409, "event_closed");
     assert_eq!(app.get("/api/v1/events", None).await.ok(200)["items"], json!([]));
