@@ -299,7 +299,8 @@ mod tests {
     #[test]
     fn ticket_checks_run_in_order() {
         let f = facts();
-        let check = |f: &TicketFacts, generation, zone, now| ticket_check(f, "e", generation, zone, Direction::In, now, D);
+        let check =
+            |f: &TicketFacts, generation, zone, now| ticket_check(f, "e", generation, zone, Direction::In, now, D);
         assert_eq!(check(&f, 2, "floor", 15), None);
         assert_eq!(check(&f, 1, "floor", 15), Some(Reason::SupersededGeneration));
         assert_eq!(check(&f, 2, "vip", 15), Some(Reason::WrongZone));

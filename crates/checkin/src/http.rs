@@ -683,7 +683,11 @@ async fn get_credential(
     params(("id" = TicketId, Path)),
     responses((status = 200, content_type = "image/svg+xml", body = String), (status = 404, description = "not_found"),
         (status = 409, description = "not_printable | ticket_not_valid")))]
-async fn qr_svg(State(c): State<Checkin>, AuthUser(p): AuthUser, Path(id): Path<TicketId>) -> Result<Response, Problem> {
+async fn qr_svg(
+    State(c): State<Checkin>,
+    AuthUser(p): AuthUser,
+    Path(id): Path<TicketId>,
+) -> Result<Response, Problem> {
     let cred = c.static_credential(&p, id).await.map_err(problem)?;
     let svg = qr::svg(&entrada_credential::encode_static(&cred.bytes)).map_err(Problem::internal)?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
@@ -694,7 +698,11 @@ async fn qr_svg(State(c): State<Checkin>, AuthUser(p): AuthUser, Path(id): Path<
     params(("id" = TicketId, Path)),
     responses((status = 200, content_type = "image/png", body = Vec<u8>), (status = 404, description = "not_found"),
         (status = 409, description = "not_printable | ticket_not_valid")))]
-async fn qr_png(State(c): State<Checkin>, AuthUser(p): AuthUser, Path(id): Path<TicketId>) -> Result<Response, Problem> {
+async fn qr_png(
+    State(c): State<Checkin>,
+    AuthUser(p): AuthUser,
+    Path(id): Path<TicketId>,
+) -> Result<Response, Problem> {
     let cred = c.static_credential(&p, id).await.map_err(problem)?;
     let png = qr::png(&entrada_credential::encode_static(&cred.bytes)).map_err(Problem::internal)?;
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
@@ -834,12 +842,8 @@ async fn scan_batch(
     Json(body): Json<ScansIn>,
 ) -> Result<Json<ScansOut>, Problem> {
     let nonces: Vec<String> = body.scans.iter().map(|s| s.nonce.clone()).collect();
-    let reqs = body
-        .scans
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| s.into_request(Some(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let reqs =
+        body.scans.into_iter().enumerate().map(|(i, s)| s.into_request(Some(i))).collect::<Result<Vec<_>, _>>()?;
     let vs = c.scan_batch(&device, reqs).await.map_err(problem)?;
     Ok(Json(ScansOut { verdicts: nonces.into_iter().zip(vs).map(|(n, v)| verdict_out(n, v)).collect() }))
 }
@@ -1009,9 +1013,7 @@ pub struct StatsOut {
 impl From<Stats> for StatsOut {
     fn from(s: Stats) -> Self {
         let minutes = |v: Vec<(i64, String, String, i64)>| {
-            v.into_iter()
-                .map(|(m, id, name, entries)| MinuteCountOut { minute: ms(m), id, name, entries })
-                .collect()
+            v.into_iter().map(|(m, id, name, entries)| MinuteCountOut { minute: ms(m), id, name, entries }).collect()
         };
         Self {
             at: ms(s.at_ms),
@@ -1029,7 +1031,11 @@ impl From<Stats> for StatsOut {
 #[utoipa::path(get, path = "/api/v1/events/{id}/checkin/stats", tag = "checkin",
     params(("id" = EventId, Path)),
     responses((status = 200, body = StatsOut), (status = 404, description = "not_found")))]
-async fn stats(State(c): State<Checkin>, AuthUser(p): AuthUser, Path(id): Path<EventId>) -> Result<Json<StatsOut>, Problem> {
+async fn stats(
+    State(c): State<Checkin>,
+    AuthUser(p): AuthUser,
+    Path(id): Path<EventId>,
+) -> Result<Json<StatsOut>, Problem> {
     Ok(Json(c.stats(&p, id).await.map_err(problem)?.into()))
 }
 
@@ -1038,7 +1044,11 @@ async fn stats(State(c): State<Checkin>, AuthUser(p): AuthUser, Path(id): Path<E
 #[utoipa::path(get, path = "/api/v1/events/{id}/checkin/stream", tag = "checkin",
     params(("id" = EventId, Path)),
     responses((status = 200, content_type = "text/event-stream", body = StatsOut), (status = 404, description = "not_found")))]
-async fn stats_stream(State(c): State<Checkin>, AuthUser(p): AuthUser, Path(id): Path<EventId>) -> Result<Response, Problem> {
+async fn stats_stream(
+    State(c): State<Checkin>,
+    AuthUser(p): AuthUser,
+    Path(id): Path<EventId>,
+) -> Result<Response, Problem> {
     c.access(&p, id).await.map_err(problem)?;
     let rx = c.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -1055,7 +1065,10 @@ async fn stats_stream(State(c): State<Checkin>, AuthUser(p): AuthUser, Path(id):
         let event = match c.stats_of(id).await {
             Ok(s) => {
                 let out = StatsOut::from(s);
-                SseEvent::default().event("stats").json_data(&out).unwrap_or_else(|_| SseEvent::default().comment("unserializable"))
+                SseEvent::default()
+                    .event("stats")
+                    .json_data(&out)
+                    .unwrap_or_else(|_| SseEvent::default().comment("unserializable"))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "attendance stream: stats failed");

@@ -9,7 +9,7 @@ use crate::store::{self, ConflictRow, DeviceRow, Entry, EventRow, KeyRow, NewSca
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use entrada_credential::{Claims, KeyRing, Rejection, VerifyContext, Verified};
+use entrada_credential::{Claims, KeyRing, Rejection, Verified, VerifyContext};
 use entrada_identity::membership::{OrgRole, role_of};
 use entrada_primitives::ids::{EventId, TicketId, UserId};
 use entrada_primitives::token::{digest, random_bytes, random_token};
@@ -264,8 +264,10 @@ impl Checkin {
         if p.role == PlatformRole::Admin {
             return Ok((e, Access::Organizer));
         }
-        if matches!(role_of(&self.inner.db, p.user_id, e.organization_id).await?, Some(OrgRole::Owner | OrgRole::Manager))
-        {
+        if matches!(
+            role_of(&self.inner.db, p.user_id, e.organization_id).await?,
+            Some(OrgRole::Owner | OrgRole::Manager)
+        ) {
             return Ok((e, Access::Organizer));
         }
         if store::is_staff(&self.inner.db, event, p.user_id).await? {
@@ -296,8 +298,16 @@ impl Checkin {
         let row = new_key(now);
         let mut tx = db.begin().await?;
         if store::insert_first_key(&mut tx, event, &row).await? {
-            audit::record(&mut tx, now, &Actor::System, "checkin.key_created", "event", &event.to_db(), json!({"kid": row.kid}))
-                .await?;
+            audit::record(
+                &mut tx,
+                now,
+                &Actor::System,
+                "checkin.key_created",
+                "event",
+                &event.to_db(),
+                json!({"kid": row.kid}),
+            )
+            .await?;
         }
         tx.commit().await?;
         self.invalidate(event);
@@ -325,8 +335,16 @@ impl Checkin {
         let row = new_key(now);
         let mut tx = self.inner.db.begin().await?;
         store::rotate_key(&mut tx, event, &row).await?;
-        audit::record(&mut tx, now, &user_actor(p), "checkin.key_rotated", "event", &event.to_db(), json!({"kid": row.kid}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.key_rotated",
+            "event",
+            &event.to_db(),
+            json!({"kid": row.kid}),
+        )
+        .await?;
         tx.commit().await?;
         self.invalidate(event);
         Ok(PublicKey { kid: row.kid, x: row.public_key, current: true, created_at: now })
@@ -346,8 +364,16 @@ impl Checkin {
         if !store::retire_key(&mut tx, event, kid, now).await? {
             return Err(CheckinError::NotFound);
         }
-        audit::record(&mut tx, now, &user_actor(p), "checkin.key_retired", "event", &event.to_db(), json!({"kid": kid}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.key_retired",
+            "event",
+            &event.to_db(),
+            json!({"kid": kid}),
+        )
+        .await?;
         tx.commit().await?;
         self.invalidate(event);
         Ok(())
@@ -374,8 +400,16 @@ impl Checkin {
         if res.rows_affected() == 0 {
             return Err(CheckinError::ZoneExists);
         }
-        audit::record(&mut tx, now, &user_actor(p), "checkin.zone_created", "zone", &id, json!({"event_id": event, "name": name.as_str()}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.zone_created",
+            "zone",
+            &id,
+            json!({"event_id": event, "name": name.as_str()}),
+        )
+        .await?;
         tx.commit().await?;
         self.invalidate(event);
         Ok((id, name.as_str().to_owned(), now))
@@ -411,8 +445,16 @@ impl Checkin {
         if res.rows_affected() == 0 {
             return Err(CheckinError::GateExists);
         }
-        audit::record(&mut tx, now, &user_actor(p), "checkin.gate_created", "gate", &id, json!({"event_id": event, "zone_id": zone.0, "name": name.as_str()}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.gate_created",
+            "gate",
+            &id,
+            json!({"event_id": event, "zone_id": zone.0, "name": name.as_str()}),
+        )
+        .await?;
         tx.commit().await?;
         self.invalidate(event);
         Ok(Gate { id, name: name.as_str().to_owned(), zone_id: zone.0, zone_name: zone.1 })
@@ -438,8 +480,16 @@ impl Checkin {
         let now = self.now();
         let mut tx = self.inner.db.begin().await?;
         store::set_policy(&mut tx, ticket_type, policy, now).await?;
-        audit::record(&mut tx, now, &user_actor(p), "checkin.entry_policy_set", "ticket_type", ticket_type, json!({"max_entries": policy.max_entries(), "reentry": matches!(policy, EntryPolicy::Reentry{..})}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.entry_policy_set",
+            "ticket_type",
+            ticket_type,
+            json!({"max_entries": policy.max_entries(), "reentry": matches!(policy, EntryPolicy::Reentry{..})}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(event)
     }
@@ -470,16 +520,24 @@ impl Checkin {
     /// Sets (or clears, back to the event's end) when the doors close.
     pub async fn set_doors_close(&self, p: &Principal, event: EventId, close: Option<i64>) -> Result<Doors> {
         let e = self.organizer(p, event).await?;
-        if let (Some(c), Some(o)) = (close, e.doors_open_at) {
-            if c <= o {
-                return Err(CheckinError::invalid("doors_close_at", "must be after the doors open"));
-            }
+        if let (Some(c), Some(o)) = (close, e.doors_open_at)
+            && c <= o
+        {
+            return Err(CheckinError::invalid("doors_close_at", "must be after the doors open"));
         }
         let now = self.now();
         let mut tx = self.inner.db.begin().await?;
         store::set_doors_close(&mut tx, event, close, now).await?;
-        audit::record(&mut tx, now, &user_actor(p), "checkin.doors_set", "event", &event.to_db(), json!({"doors_close_at": close}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.doors_set",
+            "event",
+            &event.to_db(),
+            json!({"doors_close_at": close}),
+        )
+        .await?;
         tx.commit().await?;
         self.invalidate(event);
         Ok(Doors { open_ms: e.doors_open_at, close_ms: close.unwrap_or(e.ends_at) })
@@ -489,7 +547,8 @@ impl Checkin {
 
     pub async fn add_staff(&self, p: &Principal, event: EventId, email: &str) -> Result<(String, String)> {
         self.organizer(p, event).await?;
-        let (user_id, display) = store::user_by_email(&self.inner.db, email.trim()).await?.ok_or(CheckinError::UnknownUser)?;
+        let (user_id, display) =
+            store::user_by_email(&self.inner.db, email.trim()).await?.ok_or(CheckinError::UnknownUser)?;
         let now = self.now();
         let mut tx = self.inner.db.begin().await?;
         let res = sqlx::query(
@@ -503,8 +562,16 @@ impl Checkin {
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 1 {
-            audit::record(&mut tx, now, &user_actor(p), "checkin.staff_added", "event", &event.to_db(), json!({"user_id": user_id}))
-                .await?;
+            audit::record(
+                &mut tx,
+                now,
+                &user_actor(p),
+                "checkin.staff_added",
+                "event",
+                &event.to_db(),
+                json!({"user_id": user_id}),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok((user_id, display))
@@ -527,8 +594,16 @@ impl Checkin {
         if res.rows_affected() == 0 {
             return Err(CheckinError::NotFound);
         }
-        audit::record(&mut tx, now, &user_actor(p), "checkin.staff_removed", "event", &event.to_db(), json!({"user_id": user}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.staff_removed",
+            "event",
+            &event.to_db(),
+            json!({"user_id": user}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -537,7 +612,13 @@ impl Checkin {
 
     /// Creates a scanner device for some of the event's gates (organizer or
     /// staff) and its one-time enrolment code.
-    pub async fn create_device(&self, p: &Principal, event: EventId, name: &str, gate_ids: &[String]) -> Result<NewDevice> {
+    pub async fn create_device(
+        &self,
+        p: &Principal,
+        event: EventId,
+        name: &str,
+        gate_ids: &[String],
+    ) -> Result<NewDevice> {
         let name = Name::parse("name", name)?;
         self.access(p, event).await?;
         if gate_ids.is_empty() || gate_ids.len() > 100 {
@@ -575,8 +656,16 @@ impl Checkin {
                 .execute(&mut *tx)
                 .await?;
         }
-        audit::record(&mut tx, now, &user_actor(p), "checkin.device_created", "scanner_device", &id, json!({"event_id": event, "gate_ids": wanted}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.device_created",
+            "scanner_device",
+            &id,
+            json!({"event_id": event, "gate_ids": wanted}),
+        )
+        .await?;
         tx.commit().await?;
         let device = DeviceRow {
             id,
@@ -619,13 +708,22 @@ impl Checkin {
         let Some((device_id, event_id)) = row else {
             return Err(CheckinError::InvalidEnrolmentCode);
         };
-        audit::record(&mut tx, now, &Actor::System, "checkin.device_enrolled", "scanner_device", &device_id, json!({"event_id": event_id}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &Actor::System,
+            "checkin.device_enrolled",
+            "scanner_device",
+            &device_id,
+            json!({"event_id": event_id}),
+        )
+        .await?;
         tx.commit().await?;
-        let gates: Vec<(String,)> = sqlx::query_as("SELECT gate_id FROM device_gates WHERE device_id = $1 ORDER BY gate_id")
-            .bind(&device_id)
-            .fetch_all(self.inner.db.reader())
-            .await?;
+        let gates: Vec<(String,)> =
+            sqlx::query_as("SELECT gate_id FROM device_gates WHERE device_id = $1 ORDER BY gate_id")
+                .bind(&device_id)
+                .fetch_all(self.inner.db.reader())
+                .await?;
         Ok(Enrolment { device_id, event_id, token, gate_ids: gates.into_iter().map(|(g,)| g).collect() })
     }
 
@@ -646,15 +744,24 @@ impl Checkin {
         if res.rows_affected() == 0 {
             return Err(CheckinError::NotFound);
         }
-        audit::record(&mut tx, now, &user_actor(p), "checkin.device_revoked", "scanner_device", device, json!({"event_id": event}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.device_revoked",
+            "scanner_device",
+            device,
+            json!({"event_id": event}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Resolves a device token; never cached, so a revocation is immediate.
     pub async fn authenticate_device(&self, token: &str) -> Result<Device> {
-        let row = store::device_by_token(&self.inner.db, &digest(token)).await?.ok_or(CheckinError::InvalidDeviceToken)?;
+        let row =
+            store::device_by_token(&self.inner.db, &digest(token)).await?.ok_or(CheckinError::InvalidDeviceToken)?;
         if row.revoked_at.is_some() {
             return Err(CheckinError::DeviceRevoked);
         }
@@ -684,8 +791,16 @@ impl Checkin {
         let now = self.now();
         let mut tx = self.inner.db.begin().await?;
         store::set_holder_key(&mut tx, ticket, t.generation, &b64(&raw), now).await?;
-        audit::record(&mut tx, now, &user_actor(p), "checkin.holder_key_registered", "ticket", &ticket.to_db(), json!({"generation": t.generation}))
-            .await?;
+        audit::record(
+            &mut tx,
+            now,
+            &user_actor(p),
+            "checkin.holder_key_registered",
+            "ticket",
+            &ticket.to_db(),
+            json!({"generation": t.generation}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -711,7 +826,12 @@ impl Checkin {
         self.issue(ticket, &t, None).await
     }
 
-    async fn issue(&self, ticket: TicketId, t: &store::HolderTicket, holder_key: Option<String>) -> Result<IssuedCredential> {
+    async fn issue(
+        &self,
+        ticket: TicketId,
+        t: &store::HolderTicket,
+        holder_key: Option<String>,
+    ) -> Result<IssuedCredential> {
         if t.status != "valid" || matches!(t.order_status.as_str(), "refunded" | "cancelled") {
             return Err(CheckinError::TicketNotValid("cancelled"));
         }
@@ -760,10 +880,11 @@ impl Checkin {
 
     async fn event_ctx(&self, event: EventId) -> Result<Arc<EventCtx>> {
         let now = self.now();
-        if let Some((at, ctx)) = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&event) {
-            if now >= *at && now - *at < self.inner.config.context_ttl_ms {
-                return Ok(ctx.clone());
-            }
+        if let Some((at, ctx)) = self.inner.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&event)
+            && now >= *at
+            && now - *at < self.inner.config.context_ttl_ms
+        {
+            return Ok(ctx.clone());
         }
         let db = &self.inner.db;
         let e = store::event(db, event).await?.ok_or(CheckinError::NotFound)?;
@@ -837,9 +958,16 @@ impl Checkin {
         // A concurrent upload of the same nonces makes the insert collide;
         // the whole batch then rolls back and replays what the winner stored.
         for _ in 0..5 {
-            if let Some(v) = self.try_batch(device, &ctx, &scans).await? {
-                self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
-                return Ok(v);
+            match self.try_batch(device, &ctx, &scans).await {
+                Ok(Some(v)) => {
+                    self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
+                    return Ok(v);
+                }
+                Ok(None) => {}
+                // A deadlock or serialization failure rolled everything back: retry.
+                Err(CheckinError::Storage(sqlx::Error::Database(e)))
+                    if matches!(e.code().as_deref(), Some("40P01" | "40001")) => {}
+                Err(e) => return Err(e),
             }
         }
         Err(CheckinError::Internal("scan upload kept colliding with a concurrent upload".into()))
@@ -859,8 +987,9 @@ impl Checkin {
             let v: Verdict = serde_json::from_str(&verdict).map_err(|_| corrupt("stored verdict"))?;
             stored.insert(nonce, v);
         }
-        let fresh: Vec<usize> =
-            (0..scans.len()).filter(|i| first_of.get(scans[*i].nonce.as_str()) == Some(i) && !stored.contains_key(&scans[*i].nonce)).collect();
+        let fresh: Vec<usize> = (0..scans.len())
+            .filter(|i| first_of.get(scans[*i].nonce.as_str()) == Some(i) && !stored.contains_key(&scans[*i].nonce))
+            .collect();
 
         // Verify: online scans in one batch at the server's time, offline
         // scans each at the device's time of the scan.
@@ -901,7 +1030,12 @@ impl Checkin {
         let facts: HashMap<String, TicketFacts> = store::ticket_facts(&mut tx, &ids).await?.into_iter().collect();
         let device_event = device.event_id.to_db();
         let mut decided: HashMap<usize, Verdict> = HashMap::new();
-        for i in fresh.iter().copied() {
+        // Admission rows are touched in ticket-id order (stable, so repeats of
+        // one ticket keep their batch order): two batches sharing tickets on
+        // PostgreSQL then wait for each other instead of deadlocking.
+        let mut order = fresh.clone();
+        order.sort_by_key(|i| ticket_of(*i));
+        for i in order {
             let s = &scans[i];
             let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
             let gate = if device.gate_ids.iter().any(|g| g == &s.gate_id) { ctx.gates.get(&s.gate_id) } else { None };
@@ -938,7 +1072,16 @@ impl Checkin {
                                 }
                                 None => match s.direction {
                                     Direction::In => {
-                                        match store::enter(&mut tx, &tid, &device_event, &gate.id, at, f.policy.max_entries()).await? {
+                                        match store::enter(
+                                            &mut tx,
+                                            &tid,
+                                            &device_event,
+                                            &gate.id,
+                                            at,
+                                            f.policy.max_entries(),
+                                        )
+                                        .await?
+                                        {
                                             Entry::Admitted { entries } => {
                                                 let mut v = Verdict::new(Reason::Ok);
                                                 v.entries = Some(entries);
@@ -1035,7 +1178,8 @@ impl Checkin {
         store::sync_revocations(&mut tx, event, now).await?;
         tx.commit().await?;
         let e = store::event(&self.inner.db, event).await?.ok_or(CheckinError::NotFound)?;
-        let (revocations, next_cursor) = store::revocations_since(&self.inner.db, event, cursor.unwrap_or(0).max(0)).await?;
+        let (revocations, next_cursor) =
+            store::revocations_since(&self.inner.db, event, cursor.unwrap_or(0).max(0)).await?;
         let valid_ticket_ids =
             if include_tickets { Some(store::valid_ticket_ids(&self.inner.db, event).await?) } else { None };
         Ok(Bundle {
@@ -1069,7 +1213,8 @@ impl Checkin {
         let db = &self.inner.db;
         let now = self.now();
         let since = (now - 3_600_000).div_euclid(60_000) * 60_000;
-        let gates: HashMap<String, Gate> = self.gate_list(event).await?.into_iter().map(|g| (g.id.clone(), g)).collect();
+        let gates: HashMap<String, Gate> =
+            self.gate_list(event).await?.into_iter().map(|g| (g.id.clone(), g)).collect();
         let mut per_gate = Vec::new();
         let mut zone_counts: std::collections::BTreeMap<(i64, String), (String, i64)> = Default::default();
         for (gate_id, minute, count) in store::entries_per_minute(db, event, since).await? {

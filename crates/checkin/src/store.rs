@@ -192,10 +192,8 @@ pub async fn ticket_types(db: &Db, event: EventId) -> R<Vec<TypeRow>> {
 
 /// The event a ticket type belongs to.
 pub async fn ticket_type_event(db: &Db, id: &str) -> R<Option<EventId>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT event_id FROM ticket_types WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.reader())
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT event_id FROM ticket_types WHERE id = $1").bind(id).fetch_optional(db.reader()).await?;
     Ok(row.and_then(|(e,)| EventId::from_db(&e).ok()))
 }
 
@@ -232,10 +230,11 @@ pub struct DeviceRow {
 type DeviceTuple = (String, String, String, Option<i64>, Option<i64>, i64);
 
 async fn with_gates(db: &Db, t: DeviceTuple) -> R<DeviceRow> {
-    let gates: Vec<(String,)> = sqlx::query_as("SELECT gate_id FROM device_gates WHERE device_id = $1 ORDER BY gate_id")
-        .bind(&t.0)
-        .fetch_all(db.reader())
-        .await?;
+    let gates: Vec<(String,)> =
+        sqlx::query_as("SELECT gate_id FROM device_gates WHERE device_id = $1 ORDER BY gate_id")
+            .bind(&t.0)
+            .fetch_all(db.reader())
+            .await?;
     Ok(DeviceRow {
         id: t.0,
         event_id: t.1,
@@ -250,11 +249,12 @@ async fn with_gates(db: &Db, t: DeviceTuple) -> R<DeviceRow> {
 const DEVICE_COLS: &str = "id, event_id, name, revoked_at, enrolled_at, created_at";
 
 pub async fn device_by_token(db: &Db, digest: &str) -> R<Option<DeviceRow>> {
-    let t: Option<DeviceTuple> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {DEVICE_COLS} FROM scanner_devices WHERE token_digest = $1")))
-            .bind(digest)
-            .fetch_optional(db.reader())
-            .await?;
+    let t: Option<DeviceTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {DEVICE_COLS} FROM scanner_devices WHERE token_digest = $1"
+    )))
+    .bind(digest)
+    .fetch_optional(db.reader())
+    .await?;
     match t {
         Some(t) => Ok(Some(with_gates(db, t).await?)),
         None => Ok(None),
@@ -552,7 +552,8 @@ pub async fn insert_conflict(tx: &mut Tx, event: &str, c: &ConflictRow) -> R<()>
 }
 
 pub async fn conflicts(db: &Db, event: EventId) -> R<Vec<ConflictRow>> {
-    let rows: Vec<(i64, String, i64, String, String, i64, i64, String, i64)> = sqlx::query_as(
+    type Row = (i64, String, i64, String, String, i64, i64, String, i64);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, ticket_id, scan_id, device_id, gate_id, scanned_at, first_used_at, first_gate_id, detected_at \
          FROM checkin_conflicts WHERE event_id = $1 ORDER BY id",
     )
@@ -583,7 +584,9 @@ pub async fn conflicts(db: &Db, event: EventId) -> R<Vec<ConflictRow>> {
 /// Computed from the tickets themselves, so no other context has to tell
 /// check-in about a gift, resale or refund.
 pub async fn sync_revocations(tx: &mut Tx, event: EventId, now: i64) -> R<()> {
-    let rows: Vec<(String, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+    // (ticket, generation, no longer admits, known min generation, known cancelled)
+    type Row = (String, i64, i64, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT t.id, t.generation, \
          CASE WHEN t.status <> 'valid' OR o.status <> 'paid' THEN 1 ELSE 0 END, \
          r.min_generation, CASE WHEN r.cancelled THEN 1 WHEN r.cancelled IS NULL THEN NULL ELSE 0 END \

@@ -41,7 +41,11 @@ async fn test_auth(mut req: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(PlatformRole::parse)
             .unwrap_or(PlatformRole::Fan);
-        req.extensions_mut().insert(AuthState::Authenticated(Principal { user_id, role, session_id: SessionId::new() }));
+        req.extensions_mut().insert(AuthState::Authenticated(Principal {
+            user_id,
+            role,
+            session_id: SessionId::new(),
+        }));
     }
     next.run(req).await
 }
@@ -110,7 +114,11 @@ impl App {
     }
 
     async fn count(&self, sql: &str, bind: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).bind(bind).fetch_one(self.tdb.db.reader()).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(bind)
+            .fetch_one(self.tdb.db.reader())
+            .await
+            .unwrap();
         n
     }
 
@@ -165,16 +173,20 @@ impl App {
         .await;
         self.new_event(&event, &org).await;
         let zone = |name: &str| json!({ "name": name });
-        let floor = self.send("POST", &format!("/api/v1/events/{event}/zones"), As::User(organizer), Some(zone("floor"))).await;
+        let floor =
+            self.send("POST", &format!("/api/v1/events/{event}/zones"), As::User(organizer), Some(zone("floor"))).await;
         let floor = floor.ok(201)["id"].as_str().unwrap().to_owned();
-        let vipz = self.send("POST", &format!("/api/v1/events/{event}/zones"), As::User(organizer), Some(zone("vip"))).await;
+        let vipz =
+            self.send("POST", &format!("/api/v1/events/{event}/zones"), As::User(organizer), Some(zone("vip"))).await;
         let vipz = vipz.ok(201)["id"].as_str().unwrap().to_owned();
         let gate = |name: &str, zone: &str| json!({ "name": name, "zone_id": zone });
-        let north =
-            self.send("POST", &format!("/api/v1/events/{event}/gates"), As::User(organizer), Some(gate("North", &floor))).await;
+        let north = self
+            .send("POST", &format!("/api/v1/events/{event}/gates"), As::User(organizer), Some(gate("North", &floor)))
+            .await;
         let north = north.ok(201)["id"].as_str().unwrap().to_owned();
-        let vip_gate =
-            self.send("POST", &format!("/api/v1/events/{event}/gates"), As::User(organizer), Some(gate("VIP door", &vipz))).await;
+        let vip_gate = self
+            .send("POST", &format!("/api/v1/events/{event}/gates"), As::User(organizer), Some(gate("VIP door", &vipz)))
+            .await;
         let vip_gate = vip_gate.ok(201)["id"].as_str().unwrap().to_owned();
         let ga = self.ticket_type(&event, "General admission", "[\"floor\"]", true).await;
         let vip = self.ticket_type(&event, "VIP", "[]", false).await;
@@ -266,7 +278,12 @@ impl App {
     /// Creates and enrols a device for `gates`; returns (device id, token).
     async fn device(&self, by: UserId, event: &str, gates: &[&str]) -> (String, String) {
         let r = self
-            .send("POST", &format!("/api/v1/events/{event}/devices"), As::User(by), Some(json!({"name": "Scanner", "gate_ids": gates})))
+            .send(
+                "POST",
+                &format!("/api/v1/events/{event}/devices"),
+                As::User(by),
+                Some(json!({"name": "Scanner", "gate_ids": gates})),
+            )
             .await;
         let b = r.ok(201);
         assert!(b["enrolment_qr_svg"].as_str().unwrap().contains("<svg"));
@@ -280,9 +297,14 @@ impl App {
     async fn rotating(&self, holder: UserId, ticket: &str) -> (SigningKey, Vec<u8>) {
         let key = SigningKey::from_bytes(&entrada_primitives::token::random_bytes::<32>());
         let pk = B64.encode(key.verifying_key().as_bytes());
-        self.send("POST", &format!("/api/v1/tickets/{ticket}/device-key"), As::User(holder), Some(json!({"public_key": pk})))
-            .await
-            .ok(204);
+        self.send(
+            "POST",
+            &format!("/api/v1/tickets/{ticket}/device-key"),
+            As::User(holder),
+            Some(json!({"public_key": pk})),
+        )
+        .await
+        .ok(204);
         let c = self.send("GET", &format!("/api/v1/tickets/{ticket}/credential"), As::User(holder), None).await;
         let c = c.ok(200);
         assert_eq!(c["kind"], "rotating");
@@ -323,7 +345,12 @@ async fn enrolment_is_one_time_and_revocation_is_immediate() {
 
     // The code is single use.
     let r = app
-        .send("POST", &format!("/api/v1/events/{}/devices", f.event), As::User(f.organizer), Some(json!({"name": "B", "gate_ids": [f.north]})))
+        .send(
+            "POST",
+            &format!("/api/v1/events/{}/devices", f.event),
+            As::User(f.organizer),
+            Some(json!({"name": "B", "gate_ids": [f.north]})),
+        )
         .await;
     let code = r.ok(201)["enrolment_code"].as_str().unwrap().to_owned();
     app.send("POST", "/api/v1/scanner/enrol", As::Nobody, Some(json!({"code": code}))).await.ok(201);
@@ -332,7 +359,12 @@ async fn enrolment_is_one_time_and_revocation_is_immediate() {
         .problem(401, "invalid_enrolment_code");
     // And expires.
     let r = app
-        .send("POST", &format!("/api/v1/events/{}/devices", f.event), As::User(f.organizer), Some(json!({"name": "C", "gate_ids": [f.north]})))
+        .send(
+            "POST",
+            &format!("/api/v1/events/{}/devices", f.event),
+            As::User(f.organizer),
+            Some(json!({"name": "C", "gate_ids": [f.north]})),
+        )
         .await;
     let late = r.ok(201)["enrolment_code"].as_str().unwrap().to_owned();
     app.clock.advance(Duration::hours(25));
@@ -342,26 +374,45 @@ async fn enrolment_is_one_time_and_revocation_is_immediate() {
     app.clock.set(START);
 
     // Unknown gates and strangers are refused.
-    app.send("POST", &format!("/api/v1/events/{}/devices", f.event), As::User(f.organizer), Some(json!({"name": "D", "gate_ids": ["nope"]})))
-        .await
-        .problem(422, "validation_failed");
-    app.send("POST", &format!("/api/v1/events/{}/devices", f.event), As::User(f.fan), Some(json!({"name": "D", "gate_ids": [f.north]})))
-        .await
-        .problem(404, "not_found");
+    app.send(
+        "POST",
+        &format!("/api/v1/events/{}/devices", f.event),
+        As::User(f.organizer),
+        Some(json!({"name": "D", "gate_ids": ["nope"]})),
+    )
+    .await
+    .problem(422, "validation_failed");
+    app.send(
+        "POST",
+        &format!("/api/v1/events/{}/devices", f.event),
+        As::User(f.fan),
+        Some(json!({"name": "D", "gate_ids": [f.north]})),
+    )
+    .await
+    .problem(404, "not_found");
     app.send("DELETE", &format!("/api/v1/events/{}/devices/{device}", f.event), As::User(f.fan), None)
         .await
         .problem(404, "not_found");
 
-    app.send("DELETE", &format!("/api/v1/events/{}/devices/{device}", f.event), As::User(f.organizer), None).await.ok(204);
+    app.send("DELETE", &format!("/api/v1/events/{}/devices/{device}", f.event), As::User(f.organizer), None)
+        .await
+        .ok(204);
     app.send("GET", "/api/v1/scanner/bundle", As::Device(&token), None).await.problem(401, "device_revoked");
     let t = app.ticket(&f, &f.event, &f.ga, f.fan).await;
     let c = app.send("GET", &format!("/api/v1/tickets/{t}/credential"), As::User(f.fan), None).await;
     let qr = c.ok(200)["qr_text"].as_str().unwrap().to_owned();
-    app.send("POST", "/api/v1/scanner/scan", As::Device(&token), Some(json!({"payload": qr, "gate_id": f.north, "nonce": "n"})))
-        .await
-        .problem(401, "device_revoked");
+    app.send(
+        "POST",
+        "/api/v1/scanner/scan",
+        As::Device(&token),
+        Some(json!({"payload": qr, "gate_id": f.north, "nonce": "n"})),
+    )
+    .await
+    .problem(401, "device_revoked");
     app.send("GET", "/api/v1/scanner/bundle", As::Device("made-up"), None).await.problem(401, "invalid_device_token");
-    let audited = app.count("SELECT COUNT(*) FROM audit_log WHERE object_id = $1 AND action LIKE 'checkin.device_%'", &device).await;
+    let audited = app
+        .count("SELECT COUNT(*) FROM audit_log WHERE object_id = $1 AND action LIKE 'checkin.device_%'", &device)
+        .await;
     assert_eq!(audited, 3, "created, enrolled, revoked");
 }
 
@@ -371,7 +422,12 @@ async fn a_fan_token_cannot_scan() {
     let app = spawn().await;
     let f = app.fixture().await;
     let r = app
-        .send("POST", "/api/v1/scanner/scan", As::User(f.fan), Some(json!({"payload": "EN1:X", "gate_id": f.north, "nonce": "1"})))
+        .send(
+            "POST",
+            "/api/v1/scanner/scan",
+            As::User(f.fan),
+            Some(json!({"payload": "EN1:X", "gate_id": f.north, "nonce": "1"})),
+        )
         .await;
     r.problem(401, "device_token_required");
     let r = app
@@ -482,8 +538,35 @@ async fn reuploading_a_batch_records_each_scan_once() {
     assert_eq!(app.count("SELECT COUNT(*) FROM scans WHERE device_id = $1", &device).await, 5);
     assert_eq!(app.count("SELECT COUNT(*) FROM admissions WHERE event_id = $1", &f.event).await, 5);
 
+    // Five concurrent uploads of a fresh batch (nonce order reversed in some) still record each scan once.
+    let (device2, token2) = app.device(f.organizer, &f.event, &[&f.north]).await;
+    let mut scans2 = Vec::new();
+    for i in 0..5 {
+        let t = app.ticket(&f, &f.event, &f.ga, f.fan).await;
+        let (key, cred) = app.rotating(f.fan, &t).await;
+        scans2.push(json!({"payload": app.qr(&key, &cred), "gate_id": f.north, "nonce": format!("c{i}")}));
+    }
+    let app = Arc::new(app);
+    let mut tasks = Vec::new();
+    for k in 0..5 {
+        let mut s = scans2.clone();
+        if k % 2 == 1 {
+            s.reverse();
+        }
+        let (app, token) = (app.clone(), token2.clone());
+        tasks.push(tokio::spawn(async move {
+            app.send("POST", "/api/v1/scanner/scans", As::Device(&token), Some(json!({ "scans": s }))).await
+        }));
+    }
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert!(r.ok(200)["verdicts"].as_array().unwrap().iter().all(|v| v["ok"] == true), "{}", r.body);
+    }
+    assert_eq!(app.count("SELECT COUNT(*) FROM scans WHERE device_id = $1", &device2).await, 5);
+
     // Too many scans or bad times are 422, not 500.
-    let many: Vec<Value> = (0..501).map(|i| json!({"payload": "x", "gate_id": f.north, "nonce": format!("m{i}")})).collect();
+    let many: Vec<Value> =
+        (0..501).map(|i| json!({"payload": "x", "gate_id": f.north, "nonce": format!("m{i}")})).collect();
     app.send("POST", "/api/v1/scanner/scans", As::Device(&token), Some(json!({"scans": many})))
         .await
         .problem(422, "validation_failed");
@@ -514,9 +597,7 @@ async fn offline_collisions_are_recorded_as_conflicts() {
     let qr_b = app.qr(&key, &cred);
     // Both upload ten minutes later.
     app.clock.advance(Duration::minutes(10));
-    let offline = |qr: &str, at: OffsetDateTime, nonce: &str| {
-        json!({"scans": [{"payload": qr, "gate_id": f.north, "nonce": nonce, "offline": true, "scanned_at": rfc3339(at)}]})
-    };
+    let offline = |qr: &str, at: OffsetDateTime, nonce: &str| json!({"scans": [{"payload": qr, "gate_id": f.north, "nonce": nonce, "offline": true, "scanned_at": rfc3339(at)}]});
     let ra = app.send("POST", "/api/v1/scanner/scans", As::Device(&a), Some(offline(&qr_a, at_a, "oa"))).await;
     assert_eq!(ra.ok(200)["verdicts"][0]["ok"], true, "{}", ra.body);
     let rb = app.send("POST", "/api/v1/scanner/scans", As::Device(&b), Some(offline(&qr_b, at_b, "ob"))).await;
@@ -535,7 +616,8 @@ async fn offline_collisions_are_recorded_as_conflicts() {
     let rc = app.send("POST", "/api/v1/scanner/scans", As::Device(&b), Some(offline(&early_qr, early, "oc"))).await;
     assert_eq!(rc.ok(200)["verdicts"][0]["conflict"], true);
 
-    let c = app.send("GET", &format!("/api/v1/events/{}/checkin/conflicts", f.event), As::User(f.organizer), None).await;
+    let c =
+        app.send("GET", &format!("/api/v1/events/{}/checkin/conflicts", f.event), As::User(f.organizer), None).await;
     let list = c.ok(200)["conflicts"].as_array().unwrap().clone();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["ticket_id"], t.as_str());
@@ -627,9 +709,14 @@ async fn zone_doors_and_event_rules() {
     app.clock.set(datetime!(2030-06-01 19:45 UTC));
     let v = app.scan(&token, &app.qr(&key, &cred), &f.north, "d2").await;
     assert_eq!(v["reason"], "closed", "{v}");
-    app.send("PUT", &format!("/api/v1/events/{}/checkin/settings", f.event), As::User(f.organizer), Some(json!({"doors_close_at": "soon"})))
-        .await
-        .problem(422, "validation_failed");
+    app.send(
+        "PUT",
+        &format!("/api/v1/events/{}/checkin/settings", f.event),
+        As::User(f.organizer),
+        Some(json!({"doors_close_at": "soon"})),
+    )
+    .await
+    .problem(422, "validation_failed");
 
     // A gate the device is not enrolled for.
     let (_, north_only) = app.device(f.organizer, &f.event, &[&f.north]).await;
@@ -639,10 +726,17 @@ async fn zone_doors_and_event_rules() {
     // Event B's device scanning event A's ticket.
     let other = uuid::Uuid::now_v7().to_string();
     app.new_event(&other, &f.org).await;
-    let zone = app.send("POST", &format!("/api/v1/events/{other}/zones"), As::User(f.organizer), Some(json!({"name": "floor"}))).await;
+    let zone = app
+        .send("POST", &format!("/api/v1/events/{other}/zones"), As::User(f.organizer), Some(json!({"name": "floor"})))
+        .await;
     let zone = zone.ok(201)["id"].as_str().unwrap().to_owned();
     let gate = app
-        .send("POST", &format!("/api/v1/events/{other}/gates"), As::User(f.organizer), Some(json!({"name": "B", "zone_id": zone})))
+        .send(
+            "POST",
+            &format!("/api/v1/events/{other}/gates"),
+            As::User(f.organizer),
+            Some(json!({"name": "B", "zone_id": zone})),
+        )
         .await;
     let gate = gate.ok(201)["id"].as_str().unwrap().to_owned();
     let (_, other_token) = app.device(f.organizer, &other, &[&gate]).await;
@@ -660,15 +754,30 @@ async fn reentry_policy_needs_exits_and_stops_at_the_maximum() {
     let app = spawn().await;
     let f = app.fixture().await;
     let (_, token) = app.device(f.organizer, &f.event, &[&f.north]).await;
-    app.send("PUT", &format!("/api/v1/ticket-types/{}/entry-policy", f.vip), As::User(f.fan), Some(json!({"reentry": true, "max_entries": 2})))
-        .await
-        .problem(404, "not_found");
-    app.send("PUT", &format!("/api/v1/ticket-types/{}/entry-policy", f.vip), As::User(f.organizer), Some(json!({"reentry": true})))
-        .await
-        .problem(422, "validation_failed");
-    app.send("PUT", &format!("/api/v1/ticket-types/{}/entry-policy", f.vip), As::User(f.organizer), Some(json!({"reentry": true, "max_entries": 2})))
-        .await
-        .ok(200);
+    app.send(
+        "PUT",
+        &format!("/api/v1/ticket-types/{}/entry-policy", f.vip),
+        As::User(f.fan),
+        Some(json!({"reentry": true, "max_entries": 2})),
+    )
+    .await
+    .problem(404, "not_found");
+    app.send(
+        "PUT",
+        &format!("/api/v1/ticket-types/{}/entry-policy", f.vip),
+        As::User(f.organizer),
+        Some(json!({"reentry": true})),
+    )
+    .await
+    .problem(422, "validation_failed");
+    app.send(
+        "PUT",
+        &format!("/api/v1/ticket-types/{}/entry-policy", f.vip),
+        As::User(f.organizer),
+        Some(json!({"reentry": true, "max_entries": 2})),
+    )
+    .await
+    .ok(200);
     let t = app.ticket(&f, &f.event, &f.vip, f.fan).await;
     let (key, cred) = app.rotating(f.fan, &t).await;
     let scan = |n: &'static str, dir: &'static str| {
@@ -695,14 +804,30 @@ async fn stats_count_entries_rejections_and_staff_can_read_them() {
     let app = spawn().await;
     let f = app.fixture().await;
     let staff = app.user("Sam").await;
-    let email: (String,) = sqlx::query_as("SELECT email FROM users WHERE id = $1").bind(staff.to_db()).fetch_one(app.tdb.db.reader()).await.unwrap();
-    app.send("GET", &format!("/api/v1/events/{}/checkin/stats", f.event), As::User(staff), None).await.problem(404, "not_found");
-    app.send("POST", &format!("/api/v1/events/{}/staff", f.event), As::User(f.organizer), Some(json!({"email": email.0.to_uppercase()})))
+    let email: (String,) = sqlx::query_as("SELECT email FROM users WHERE id = $1")
+        .bind(staff.to_db())
+        .fetch_one(app.tdb.db.reader())
         .await
-        .ok(201);
-    app.send("POST", &format!("/api/v1/events/{}/staff", f.event), As::User(f.organizer), Some(json!({"email": "nobody@example.com"})))
+        .unwrap();
+    app.send("GET", &format!("/api/v1/events/{}/checkin/stats", f.event), As::User(staff), None)
         .await
-        .problem(422, "unknown_user");
+        .problem(404, "not_found");
+    app.send(
+        "POST",
+        &format!("/api/v1/events/{}/staff", f.event),
+        As::User(f.organizer),
+        Some(json!({"email": email.0.to_uppercase()})),
+    )
+    .await
+    .ok(201);
+    app.send(
+        "POST",
+        &format!("/api/v1/events/{}/staff", f.event),
+        As::User(f.organizer),
+        Some(json!({"email": "nobody@example.com"})),
+    )
+    .await
+    .problem(422, "unknown_user");
     let (_, token) = app.device(staff, &f.event, &[&f.north, &f.vip_gate]).await;
     app.send("POST", &format!("/api/v1/events/{}/zones", f.event), As::User(staff), Some(json!({"name": "x"})))
         .await
@@ -768,16 +893,30 @@ async fn holder_credentials_and_the_printed_qr() {
     let f = app.fixture().await;
     let other = app.user("Eve").await;
     let vt = app.ticket(&f, &f.event, &f.vip, f.fan).await;
-    app.send("GET", &format!("/api/v1/tickets/{vt}/credential"), As::User(f.fan), None).await.problem(409, "device_key_required");
+    app.send("GET", &format!("/api/v1/tickets/{vt}/credential"), As::User(f.fan), None)
+        .await
+        .problem(409, "device_key_required");
     app.send("GET", &format!("/api/v1/tickets/{vt}/credential"), As::User(other), None).await.problem(404, "not_found");
     app.send("GET", &format!("/api/v1/tickets/{vt}/qr.png"), As::User(f.fan), None).await.problem(409, "not_printable");
-    app.send("POST", &format!("/api/v1/tickets/{vt}/device-key"), As::User(f.fan), Some(json!({"public_key": "short"})))
+    app.send(
+        "POST",
+        &format!("/api/v1/tickets/{vt}/device-key"),
+        As::User(f.fan),
+        Some(json!({"public_key": "short"})),
+    )
+    .await
+    .problem(422, "validation_failed");
+    app.send(
+        "POST",
+        &format!("/api/v1/tickets/{vt}/device-key"),
+        As::User(other),
+        Some(json!({"public_key": B64.encode(SigningKey::from_bytes(&[7u8; 32]).verifying_key().as_bytes())})),
+    )
+    .await
+    .problem(404, "not_found");
+    app.send("GET", &format!("/api/v1/tickets/{vt}/credential"), As::Nobody, None)
         .await
-        .problem(422, "validation_failed");
-    app.send("POST", &format!("/api/v1/tickets/{vt}/device-key"), As::User(other), Some(json!({"public_key": B64.encode(SigningKey::from_bytes(&[7u8; 32]).verifying_key().as_bytes())})))
-        .await
-        .problem(404, "not_found");
-    app.send("GET", &format!("/api/v1/tickets/{vt}/credential"), As::Nobody, None).await.problem(401, "unauthenticated");
+        .problem(401, "unauthenticated");
 
     let t = app.ticket(&f, &f.event, &f.ga, f.fan).await;
     app.send("GET", &format!("/api/v1/tickets/{t}/qr.png"), As::User(other), None).await.problem(404, "not_found");
@@ -807,7 +946,11 @@ async fn holder_credentials_and_the_printed_qr() {
         let mut ring = entrada_credential::KeyRing::new();
         for k in keys {
             let x: [u8; 32] = B64.decode(k["x"].as_str().unwrap()).unwrap().try_into().unwrap();
-            ring.insert(event_bytes, &B64.decode(k["kid"].as_str().unwrap()).unwrap(), VerifyingKey::from_bytes(&x).unwrap());
+            ring.insert(
+                event_bytes,
+                &B64.decode(k["kid"].as_str().unwrap()).unwrap(),
+                VerifyingKey::from_bytes(&x).unwrap(),
+            );
         }
         ring
     };
@@ -822,7 +965,9 @@ async fn holder_credentials_and_the_printed_qr() {
 
     // Rotation: the new key signs, the old one still verifies until retired.
     let old_kid = keys[0]["kid"].as_str().unwrap().to_owned();
-    app.send("POST", &format!("/api/v1/events/{}/keys/rotate", f.event), As::User(f.fan), None).await.problem(404, "not_found");
+    app.send("POST", &format!("/api/v1/events/{}/keys/rotate", f.event), As::User(f.fan), None)
+        .await
+        .problem(404, "not_found");
     app.send("POST", &format!("/api/v1/events/{}/keys/rotate", f.event), As::User(f.organizer), None).await.ok(201);
     let (_, token) = app.device(f.organizer, &f.event, &[&f.north]).await;
     let (key, cred) = app.rotating(f.fan, &vt).await;
@@ -830,10 +975,17 @@ async fn holder_credentials_and_the_printed_qr() {
     assert_ne!(c.ok(200)["kid"].as_str(), Some(old_kid.as_str()));
     let v = app.scan(&token, &text, &f.north, "old-key").await;
     assert_eq!(v["ok"], true, "{v}");
-    app.send("POST", &format!("/api/v1/events/{}/keys/{}/retire", f.event, c.body["kid"].as_str().unwrap()), As::User(f.organizer), None)
+    app.send(
+        "POST",
+        &format!("/api/v1/events/{}/keys/{}/retire", f.event, c.body["kid"].as_str().unwrap()),
+        As::User(f.organizer),
+        None,
+    )
+    .await
+    .problem(409, "key_in_use");
+    app.send("POST", &format!("/api/v1/events/{}/keys/{old_kid}/retire", f.event), As::User(f.organizer), None)
         .await
-        .problem(409, "key_in_use");
-    app.send("POST", &format!("/api/v1/events/{}/keys/{old_kid}/retire", f.event), As::User(f.organizer), None).await.ok(204);
+        .ok(204);
     let v = app.scan(&token, &text, &f.north, "retired").await;
     assert_eq!(v["reason"], "unknown_key", "{v}");
     assert_eq!(app.scan(&token, &app.qr(&key, &cred), &f.north, "new-key").await["ok"], true);
