@@ -30,7 +30,7 @@ enum Command {
         #[arg(long)]
         demo: bool,
         /// Run only these components (comma-separated): identity, ticketing,
-        /// payments, workers. Default: all.
+        /// payments, checkin, workers. Default: all.
         #[arg(long, value_delimiter = ',')]
         components: Option<Vec<String>>,
     },

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use entrada_checkin::{Checkin, CheckinConfig};
 use entrada_identity::{Identity, IdentityConfig, PasswordCost};
 use entrada_notify::{MailConsumer, MailboxMailer, Mailer, SmtpMailer};
 use entrada_payments::{Payments, PaymentsConfig, ProviderConfig, SandboxConfig, StripeConfig};
@@ -50,6 +51,7 @@ pub struct App {
     pub catalog: Catalog,
     pub sales: Sales,
     pub payments: Payments,
+    pub checkin: Checkin,
     pub dispatcher: Dispatcher,
     limits: Arc<RateLimits>,
     router: Router,
@@ -148,6 +150,7 @@ impl App {
         };
         let payments = Payments::new(db.clone(), clock.clone(), PaymentsConfig { provider });
         let catalog = Catalog::new(db.clone(), clock.clone());
+        let checkin = Checkin::new(db.clone(), clock.clone(), CheckinConfig::default());
         let sales = Sales::new(
             db.clone(),
             clock.clone(),
@@ -191,6 +194,9 @@ impl App {
         if config.runs("payments") {
             api = api.merge(entrada_payments::http::router(payments.clone()));
         }
+        if config.runs("checkin") {
+            api = api.merge(entrada_checkin::router(checkin.clone()));
+        }
         let (api, mut openapi) = api.split_for_parts();
         crate::openapi::complete(&mut openapi);
 
@@ -232,7 +238,7 @@ impl App {
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
 
-        Ok(App { config, db, clock, identity, catalog, sales, payments, dispatcher, limits, router })
+        Ok(App { config, db, clock, identity, catalog, sales, payments, checkin, dispatcher, limits, router })
     }
 
     /// The complete HTTP router.
