@@ -6,6 +6,7 @@ mod helpers;
 
 mod api;
 mod auth;
+mod checkin;
 mod cli;
 mod crash;
 mod robustness;
