@@ -75,20 +75,17 @@ pub async fn rate_limit(State(limits): State<Arc<RateLimits>>, req: Request, nex
     let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let path = req.uri().path();
     if path.starts_with("/api/") {
-        if let Some(l) = &limits.api {
-            if l.check_key(&ip).is_err() {
+        if let Some(l) = &limits.api
+            && l.check_key(&ip).is_err() {
                 metrics::counter!("http_rate_limited_total", "scope" => "api").increment(1);
                 return Problem::too_many_requests(1).into_response();
             }
-        }
-        if path.starts_with("/api/v1/auth/") {
-            if let Some(l) = &limits.auth {
-                if l.check_key(&ip).is_err() {
+        if path.starts_with("/api/v1/auth/")
+            && let Some(l) = &limits.auth
+                && l.check_key(&ip).is_err() {
                     metrics::counter!("http_rate_limited_total", "scope" => "auth").increment(1);
                     return Problem::too_many_requests(60).into_response();
                 }
-            }
-        }
     }
     next.run(req).await
 }

@@ -80,12 +80,11 @@ fn complete_operation(op: &mut Operation) {
         add(op, "422", &["idempotency_key_reused"], "this key was used with a different body");
     }
     for (status, response) in op.responses.responses.iter_mut() {
-        if let (true, RefOr::T(r)) = (is_error(status), response) {
-            if r.content.is_empty() || r.content.keys().all(|k| k == PROBLEM_JSON) {
+        if let (true, RefOr::T(r)) = (is_error(status), response)
+            && (r.content.is_empty() || r.content.keys().all(|k| k == PROBLEM_JSON)) {
                 r.content
                     .insert(PROBLEM_JSON.to_owned(), RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))));
             }
-        }
     }
 }
 

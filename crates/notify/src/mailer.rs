@@ -145,6 +145,7 @@ impl Mailer for SmtpMailer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

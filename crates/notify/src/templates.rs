@@ -68,6 +68,7 @@ pub fn render(event: &DomainEvent, public_url: &str) -> Option<OutgoingMail> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use entrada_primitives::ids::{EventId, OrderId, UserId};

@@ -81,6 +81,7 @@ pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -142,7 +142,12 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
         match parts.headers.get("idempotency-key") {
             None => Ok(Self(None)),
             Some(v) => {
-                let s = v.to_str().map_err(|_| IdempotencyKey::parse("").unwrap_err())?;
+                let s = v.to_str().map_err(|_| {
+                    Problem::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
                 Ok(Self(Some(IdempotencyKey::parse(s)?)))
             }
         }

@@ -150,6 +150,7 @@ impl IntoResponse for Problem {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -39,6 +39,7 @@ impl<T> serde::Serialize for Secret<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

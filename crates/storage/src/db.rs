@@ -42,11 +42,10 @@ impl Db {
         sqlx::any::install_default_drivers();
         if let Some(path) = cfg.url.strip_prefix("sqlite://").or_else(|| cfg.url.strip_prefix("sqlite:")) {
             let file = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = Path::new(file).parent() {
-                if !dir.as_os_str().is_empty() {
+            if let Some(dir) = Path::new(file).parent()
+                && !dir.as_os_str().is_empty() {
                     std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                 }
-            }
             let url = if cfg.url.contains("mode=") {
                 cfg.url.clone()
             } else if cfg.url.contains('?') {
@@ -145,6 +144,7 @@ fn sqlite_pragmas(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     /// The two backends' migrations are twins: the PostgreSQL file is the
     /// SQLite file with only the auto-increment key spelled differently. A

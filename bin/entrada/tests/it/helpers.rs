@@ -23,6 +23,7 @@ pub fn t0() -> time::OffsetDateTime {
     time::macros::datetime!(2030-03-01 12:00 UTC)
 }
 
+#[allow(clippy::field_reassign_with_default)]
 pub fn test_config(data_dir: &std::path::Path, db_url: &str) -> Config {
     let mut c = Config::default();
     c.data_dir = data_dir.to_path_buf();

@@ -2,6 +2,8 @@
 //! (SQLite, or PostgreSQL with `ENTRADA_TEST_DB=postgres`), the sandbox
 //! payment provider and a manual clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod helpers;
 
 mod api;
