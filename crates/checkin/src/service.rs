@@ -172,6 +172,17 @@ struct EventCtx {
     gates: HashMap<String, Gate>,
 }
 
+/// A queued single scan's answer channel.
+type Pending = tokio::sync::oneshot::Sender<std::result::Result<Verdict, String>>;
+
+/// Single scans of one device waiting for their group commit.
+#[derive(Default)]
+struct DeviceQueue {
+    pending: Vec<(ScanRequest, Pending)>,
+    /// A flush task is running for the device.
+    flushing: bool,
+}
+
 struct Inner {
     db: Db,
     clock: SharedClock,
@@ -179,6 +190,7 @@ struct Inner {
     cache: Mutex<HashMap<EventId, (i64, Arc<EventCtx>)>>,
     /// Bumped after every committed batch of scans, so live streams push at once.
     changes: tokio::sync::watch::Sender<u64>,
+    queues: Mutex<HashMap<String, DeviceQueue>>,
 }
 
 /// The check-in service; cheap to clone.
@@ -227,7 +239,16 @@ fn user_actor(p: &Principal) -> Actor {
 impl Checkin {
     pub fn new(db: Db, clock: SharedClock, config: CheckinConfig) -> Self {
         let (changes, _) = tokio::sync::watch::channel(0);
-        Self { inner: Arc::new(Inner { db, clock, config, cache: Mutex::new(HashMap::new()), changes }) }
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                clock,
+                config,
+                cache: Mutex::new(HashMap::new()),
+                changes,
+                queues: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -930,20 +951,66 @@ impl Checkin {
         })
     }
 
-    /// One scan, online: verified, decided and recorded durably before the answer.
+    /// One scan, online: verified, decided and recorded durably before the
+    /// answer. Concurrent single scans of one device share a transaction
+    /// (group commit): the first waiting scan starts a flush of everything
+    /// queued for the device, and scans arriving meanwhile join the next one.
     pub async fn scan(&self, device: &Device, scan: ScanRequest) -> Result<Verdict> {
-        let mut v = self.scan_batch(device, vec![scan]).await?;
-        v.pop().ok_or_else(|| CheckinError::Internal("empty verdicts".into()))
+        self.check_scans(std::slice::from_ref(&scan))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let q = queues.entry(device.id.clone()).or_default();
+            q.pending.push((scan, reply));
+            !std::mem::replace(&mut q.flushing, true)
+        };
+        if start {
+            // A task of its own, so a caller that goes away cannot strand
+            // the scans queued behind it.
+            let (this, device) = (self.clone(), device.clone());
+            tokio::spawn(async move { this.flush(device).await });
+        }
+        match answer.await {
+            Ok(r) => r.map_err(CheckinError::Internal),
+            Err(_) => Err(CheckinError::Internal("scan flush ended without an answer".into())),
+        }
     }
 
-    /// Many scans: signatures verified together, then every scan recorded in
-    /// one transaction (a group commit). Re-uploads of a (device, nonce)
-    /// replay the stored verdict and record nothing.
-    pub async fn scan_batch(&self, device: &Device, scans: Vec<ScanRequest>) -> Result<Vec<Verdict>> {
+    /// Records a device's queued single scans, batch after batch, until none are left.
+    async fn flush(&self, device: Device) {
+        loop {
+            let batch: Vec<(ScanRequest, Pending)> = {
+                let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(q) = queues.get_mut(&device.id) else { return };
+                if q.pending.is_empty() {
+                    queues.remove(&device.id);
+                    return;
+                }
+                let n = q.pending.len().min(self.inner.config.max_batch);
+                q.pending.drain(..n).collect()
+            };
+            let (scans, replies): (Vec<ScanRequest>, Vec<Pending>) = batch.into_iter().unzip();
+            match self.scan_batch(&device, scans).await {
+                Ok(verdicts) => {
+                    for (reply, v) in replies.into_iter().zip(verdicts) {
+                        let _ = reply.send(Ok(v));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_scans(&self, scans: &[ScanRequest]) -> Result<()> {
         if scans.is_empty() || scans.len() > self.inner.config.max_batch {
             return Err(CheckinError::invalid("scans", format!("send 1 to {} scans", self.inner.config.max_batch)));
         }
-        for s in &scans {
+        for s in scans {
             if s.nonce.is_empty() || s.nonce.len() > 128 {
                 return Err(CheckinError::invalid("nonce", "must be 1 to 128 characters"));
             }
@@ -954,6 +1021,14 @@ impl Checkin {
                 return Err(CheckinError::invalid("gate_id", "is too long"));
             }
         }
+        Ok(())
+    }
+
+    /// Many scans: signatures verified together, then every scan recorded in
+    /// one transaction (a group commit). Re-uploads of a (device, nonce)
+    /// replay the stored verdict and record nothing.
+    pub async fn scan_batch(&self, device: &Device, scans: Vec<ScanRequest>) -> Result<Vec<Verdict>> {
+        self.check_scans(&scans)?;
         let ctx = self.event_ctx(device.event_id).await?;
         // A concurrent upload of the same nonces makes the insert collide;
         // the whole batch then rolls back and replays what the winner stored.
@@ -973,7 +1048,12 @@ impl Checkin {
         Err(CheckinError::Internal("scan upload kept colliding with a concurrent upload".into()))
     }
 
-    async fn try_batch(&self, device: &Device, ctx: &EventCtx, scans: &[ScanRequest]) -> Result<Option<Vec<Verdict>>> {
+    async fn try_batch(
+        &self,
+        device: &Device,
+        ctx: &Arc<EventCtx>,
+        scans: &[ScanRequest],
+    ) -> Result<Option<Vec<Verdict>>> {
         let now = self.now();
         let db = &self.inner.db;
         // The first occurrence of each nonce decides; repeats copy its verdict.
@@ -997,9 +1077,24 @@ impl Checkin {
         let online: Vec<usize> = fresh.iter().copied().filter(|i| !scans[*i].offline).collect();
         let now_s = now.div_euclid(1000);
         if !online.is_empty() {
-            let texts: Vec<&str> = online.iter().map(|i| scans[*i].payload.as_str()).collect();
-            let vctx = VerifyContext { event_id: ctx.event_bytes, keys: &ctx.ring, now: now_s };
-            for (i, r) in online.iter().zip(entrada_credential::verify_batch(&texts, &vctx)) {
+            let results = if online.len() >= 32 {
+                // Milliseconds of curve arithmetic: off the async workers, so
+                // other requests keep moving meanwhile.
+                let texts: Vec<String> = online.iter().map(|i| scans[*i].payload.clone()).collect();
+                let ctx = ctx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    let vctx = VerifyContext { event_id: ctx.event_bytes, keys: &ctx.ring, now: now_s };
+                    entrada_credential::verify_batch(&texts, &vctx)
+                })
+                .await
+                .map_err(|e| CheckinError::Internal(e.to_string()))?
+            } else {
+                let texts: Vec<&str> = online.iter().map(|i| scans[*i].payload.as_str()).collect();
+                let vctx = VerifyContext { event_id: ctx.event_bytes, keys: &ctx.ring, now: now_s };
+                entrada_credential::verify_batch(&texts, &vctx)
+            };
+            for (i, r) in online.iter().zip(results) {
                 verified.insert(*i, r);
             }
         }
@@ -1029,131 +1124,207 @@ impl Checkin {
         let mut tx = db.begin().await?;
         let facts: HashMap<String, TicketFacts> = store::ticket_facts(&mut tx, &ids).await?.into_iter().collect();
         let device_event = device.event_id.to_db();
-        let mut decided: HashMap<usize, Verdict> = HashMap::new();
-        // Admission rows are touched in ticket-id order (stable, so repeats of
-        // one ticket keep their batch order): two batches sharing tickets on
-        // PostgreSQL then wait for each other instead of deadlocking.
-        let mut order = fresh.clone();
+
+        // First the checks that need no admission state; what is left is an
+        // entry or an exit to apply.
+        enum Step {
+            Done(Verdict),
+            Enter(Display),
+            Leave(Display),
+        }
+        let mut steps: HashMap<usize, Step> = HashMap::new();
+        let gate_of = |s: &ScanRequest| {
+            if device.gate_ids.iter().any(|g| g == &s.gate_id) { ctx.gates.get(&s.gate_id) } else { None }
+        };
+        for i in fresh.iter().copied() {
+            let s = &scans[i];
+            let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
+            let step = match (gate_of(s), verified.get(&i)) {
+                (None, _) => Step::Done(Verdict::new(Reason::GateNotAssigned)),
+                (_, Some(Err(r))) => Step::Done(Verdict::new(Reason::Credential(*r))),
+                (_, None) => Step::Done(Verdict::new(Reason::Credential(Rejection::Malformed))),
+                (Some(gate), Some(Ok(v))) => match facts.get(&ticket_of(i).unwrap_or_default()) {
+                    None => Step::Done(Verdict::new(Reason::UnknownTicket)),
+                    Some(f) => {
+                        let display = Display {
+                            ticket_type: f.type_name.clone(),
+                            holder_display_name: f.holder_display_name.clone(),
+                            seat: None,
+                        };
+                        let check = ticket_check(
+                            f,
+                            &device_event,
+                            v.claims.generation,
+                            &gate.zone_name,
+                            s.direction,
+                            at,
+                            ctx.event.doors(),
+                        );
+                        let done = |r| {
+                            let mut v = Verdict::new(r);
+                            v.display = Some(display.clone());
+                            Step::Done(v)
+                        };
+                        match check {
+                            Some(r) => done(r),
+                            // The device turned the person away; nothing entered.
+                            None if s.offline && s.admitted == Some(false) => done(Reason::AlreadyUsed),
+                            None if s.direction == Direction::In => Step::Enter(display),
+                            None => Step::Leave(display),
+                        }
+                    }
+                },
+            };
+            steps.insert(i, step);
+        }
+
+        // A ticket entering once in this batch (the usual case) first tries
+        // one multi-row insert of first admissions; whatever that does not
+        // admit, and tickets seen more than once, go one by one below.
+        let mut touches: HashMap<String, usize> = HashMap::new();
+        for i in fresh.iter().copied() {
+            if matches!(steps.get(&i), Some(Step::Enter(_) | Step::Leave(_))) {
+                *touches.entry(ticket_of(i).unwrap_or_default()).or_insert(0) += 1;
+            }
+        }
+        let mut bulk: Vec<(String, String, i64, usize)> = fresh
+            .iter()
+            .copied()
+            .filter(|i| matches!(steps.get(i), Some(Step::Enter(_))))
+            .filter_map(|i| {
+                let t = ticket_of(i)?;
+                let s = &scans[i];
+                let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
+                (touches.get(&t) == Some(&1)).then(|| (t, s.gate_id.clone(), at, i))
+            })
+            .collect();
+        // Ticket order: two batches sharing tickets on PostgreSQL then wait
+        // for each other instead of deadlocking.
+        bulk.sort();
+        let rows: Vec<(&str, &str, i64)> = bulk.iter().map(|(t, g, at, _)| (t.as_str(), g.as_str(), *at)).collect();
+        let admitted = store::enter_first(&mut tx, &device_event, &rows).await?;
+        for (t, _, _, i) in &bulk {
+            if admitted.contains(t)
+                && let Some(Step::Enter(display)) = steps.remove(i)
+            {
+                let mut v = Verdict::new(Reason::Ok);
+                v.entries = Some(1);
+                v.display = Some(display);
+                steps.insert(*i, Step::Done(v));
+            }
+        }
+
+        // The rest, in ticket-id order (stable, so repeats of one ticket
+        // keep their batch order).
+        let mut conflicts: HashMap<usize, (i64, String)> = HashMap::new();
+        let mut order: Vec<usize> =
+            fresh.iter().copied().filter(|i| !matches!(steps.get(i), Some(Step::Done(_)))).collect();
         order.sort_by_key(|i| ticket_of(*i));
         for i in order {
             let s = &scans[i];
             let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
-            let gate = if device.gate_ids.iter().any(|g| g == &s.gate_id) { ctx.gates.get(&s.gate_id) } else { None };
-            let ticket = ticket_of(i);
-            let mut conflict: Option<(i64, String)> = None;
-            let verdict = match (gate, verified.get(&i)) {
-                (None, _) => Verdict::new(Reason::GateNotAssigned),
-                (_, Some(Err(r))) => Verdict::new(Reason::Credential(*r)),
-                (_, None) => Verdict::new(Reason::Credential(Rejection::Malformed)),
-                (Some(gate), Some(Ok(v))) => {
-                    let tid = ticket.clone().unwrap_or_default();
-                    match facts.get(&tid) {
-                        None => Verdict::new(Reason::UnknownTicket),
-                        Some(f) => {
-                            let display = Display {
-                                ticket_type: f.type_name.clone(),
-                                holder_display_name: f.holder_display_name.clone(),
-                                seat: None,
-                            };
-                            let check = ticket_check(
-                                f,
-                                &device_event,
-                                v.claims.generation,
-                                &gate.zone_name,
-                                s.direction,
-                                at,
-                                ctx.event.doors(),
-                            );
-                            let mut verdict = match check {
-                                Some(r) => Verdict::new(r),
-                                None if s.offline && s.admitted == Some(false) => {
-                                    // The device turned the person away; nothing entered.
-                                    Verdict::new(Reason::AlreadyUsed)
-                                }
-                                None => match s.direction {
-                                    Direction::In => {
-                                        match store::enter(
-                                            &mut tx,
-                                            &tid,
-                                            &device_event,
-                                            &gate.id,
-                                            at,
-                                            f.policy.max_entries(),
-                                        )
-                                        .await?
-                                        {
-                                            Entry::Admitted { entries } => {
-                                                let mut v = Verdict::new(Reason::Ok);
-                                                v.entries = Some(entries);
-                                                v
-                                            }
-                                            Entry::Refused { first_used_at, first_gate_id, entries } => {
-                                                let mut v = Verdict::new(Reason::AlreadyUsed);
-                                                v.first_used_at_ms = Some(first_used_at);
-                                                v.first_gate = ctx.gates.get(&first_gate_id).map(|g| g.name.clone());
-                                                v.first_gate_id = Some(first_gate_id.clone());
-                                                v.entries = Some(entries);
-                                                if s.offline && s.admitted != Some(false) {
-                                                    v.conflict = true;
-                                                    conflict = Some((first_used_at, first_gate_id));
-                                                }
-                                                v
-                                            }
-                                        }
-                                    }
-                                    Direction::Out => {
-                                        if store::leave(&mut tx, &tid, &gate.id, at).await? {
-                                            Verdict::new(Reason::Ok)
-                                        } else {
-                                            Verdict::new(Reason::NotInside)
-                                        }
-                                    }
-                                },
-                            };
-                            verdict.display = Some(display);
-                            verdict
+            let tid = ticket_of(i).unwrap_or_default();
+            let Some(gate) = gate_of(s) else { continue };
+            let Some(step) = steps.remove(&i) else { continue };
+            let (mut verdict, display) = match step {
+                Step::Done(v) => (v, None),
+                Step::Enter(display) => {
+                    let max = facts.get(&tid).map(|f| f.policy.max_entries()).unwrap_or(1);
+                    let v = match store::enter(&mut tx, &tid, &device_event, &gate.id, at, max).await? {
+                        Entry::Admitted { entries } => {
+                            let mut v = Verdict::new(Reason::Ok);
+                            v.entries = Some(entries);
+                            v
                         }
-                    }
+                        Entry::Refused { first_used_at, first_gate_id, entries } => {
+                            let mut v = Verdict::new(Reason::AlreadyUsed);
+                            v.first_used_at_ms = Some(first_used_at);
+                            v.first_gate = ctx.gates.get(&first_gate_id).map(|g| g.name.clone());
+                            v.first_gate_id = Some(first_gate_id.clone());
+                            v.entries = Some(entries);
+                            if s.offline && s.admitted != Some(false) {
+                                v.conflict = true;
+                                conflicts.insert(i, (first_used_at, first_gate_id));
+                            }
+                            v
+                        }
+                    };
+                    (v, Some(display))
+                }
+                Step::Leave(display) => {
+                    let v = if store::leave(&mut tx, &tid, &gate.id, at).await? {
+                        Verdict::new(Reason::Ok)
+                    } else {
+                        Verdict::new(Reason::NotInside)
+                    };
+                    (v, Some(display))
                 }
             };
-            let mut verdict = verdict;
-            verdict.ticket_id = ticket.clone();
-            let text = serde_json::to_string(&verdict).map_err(|e| CheckinError::Internal(e.to_string()))?;
-            let zone = gate.map(|g| g.zone_id.as_str());
-            let row = NewScan {
-                device_id: &device.id,
-                nonce: &s.nonce,
-                event_id: &device_event,
-                gate_id: &s.gate_id,
-                zone_id: zone,
-                ticket_id: ticket.as_deref(),
-                direction: s.direction.as_str(),
-                ok: verdict.ok,
-                reason: &verdict.reason,
-                offline: s.offline,
-                scanned_at: at,
-                recorded_at: now,
-                verdict: &text,
+            if display.is_some() {
+                verdict.display = display;
+            }
+            steps.insert(i, Step::Done(verdict));
+        }
+
+        // Every scan recorded, in one multi-row insert.
+        let mut decided: HashMap<usize, Verdict> = HashMap::new();
+        let mut texts: Vec<String> = Vec::with_capacity(fresh.len());
+        for i in fresh.iter().copied() {
+            let Some(Step::Done(mut verdict)) = steps.remove(&i) else {
+                return Err(CheckinError::Internal("a scan without a verdict".into()));
             };
-            let Some(scan_id) = store::insert_scan(&mut tx, &row).await? else {
-                tx.rollback().await?;
-                return Ok(None);
-            };
-            if let (Some((first_used_at, first_gate_id)), Some(tid)) = (conflict, ticket) {
+            verdict.ticket_id = ticket_of(i);
+            texts.push(serde_json::to_string(&verdict).map_err(|e| CheckinError::Internal(e.to_string()))?);
+            decided.insert(i, verdict);
+        }
+        let ticket_ids: Vec<Option<String>> = fresh.iter().map(|i| ticket_of(*i)).collect();
+        let rows: Vec<NewScan<'_>> = fresh
+            .iter()
+            .zip(&texts)
+            .zip(&ticket_ids)
+            .map(|((i, text), ticket)| {
+                let s = &scans[*i];
+                let v = &decided[i];
+                NewScan {
+                    device_id: &device.id,
+                    nonce: &s.nonce,
+                    event_id: &device_event,
+                    gate_id: &s.gate_id,
+                    zone_id: gate_of(s).map(|g| g.zone_id.as_str()),
+                    ticket_id: ticket.as_deref(),
+                    direction: s.direction.as_str(),
+                    ok: v.ok,
+                    reason: &v.reason,
+                    offline: s.offline,
+                    scanned_at: if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now },
+                    recorded_at: now,
+                    verdict: text,
+                }
+            })
+            .collect();
+        let Some(scan_ids) = store::insert_scans(&mut tx, &rows).await? else {
+            // A concurrent upload recorded some of these nonces: replay.
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        for (k, i) in fresh.iter().enumerate() {
+            if let (Some((first_used_at, first_gate_id)), Some(tid), Some(scan_id)) =
+                (conflicts.remove(i), ticket_ids[k].clone(), scan_ids.get(&scans[*i].nonce))
+            {
+                let s = &scans[*i];
                 let c = ConflictRow {
                     id: 0,
                     ticket_id: tid,
-                    scan_id,
+                    scan_id: *scan_id,
                     device_id: device.id.clone(),
                     gate_id: s.gate_id.clone(),
-                    scanned_at: at,
+                    scanned_at: s.scanned_at_ms.unwrap_or(now),
                     first_used_at,
                     first_gate_id,
                     detected_at: now,
                 };
                 store::insert_conflict(&mut tx, &device_event, &c).await?;
             }
-            decided.insert(i, verdict);
         }
         // The admission is durable before any scanner hears "ok".
         tx.commit().await?;

@@ -248,17 +248,33 @@ async fn with_gates(db: &Db, t: DeviceTuple) -> R<DeviceRow> {
 
 const DEVICE_COLS: &str = "id, event_id, name, revoked_at, enrolled_at, created_at";
 
+/// The device a token digest names, with its gates, in one statement (it
+/// runs on every scanner request).
 pub async fn device_by_token(db: &Db, digest: &str) -> R<Option<DeviceRow>> {
-    let t: Option<DeviceTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {DEVICE_COLS} FROM scanner_devices WHERE token_digest = $1"
-    )))
+    type Joined = (String, String, String, Option<i64>, Option<i64>, i64, Option<String>);
+    let rows: Vec<Joined> = sqlx::query_as(
+        "SELECT d.id, d.event_id, d.name, d.revoked_at, d.enrolled_at, d.created_at, g.gate_id \
+         FROM scanner_devices d LEFT JOIN device_gates g ON g.device_id = d.id WHERE d.token_digest = $1 \
+         ORDER BY g.gate_id",
+    )
     .bind(digest)
-    .fetch_optional(db.reader())
+    .fetch_all(db.reader())
     .await?;
-    match t {
-        Some(t) => Ok(Some(with_gates(db, t).await?)),
-        None => Ok(None),
-    }
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let mut gate_ids: Vec<String> = first.6.into_iter().collect();
+    gate_ids.extend(rows.filter_map(|r| r.6));
+    Ok(Some(DeviceRow {
+        id: first.0,
+        event_id: first.1,
+        name: first.2,
+        revoked_at: first.3,
+        enrolled_at: first.4,
+        created_at: first.5,
+        gate_ids,
+    }))
 }
 
 pub async fn devices(db: &Db, event: EventId) -> R<Vec<DeviceRow>> {
@@ -462,6 +478,32 @@ pub async fn enter(tx: &mut Tx, ticket: &str, event: &str, gate: &str, at: i64, 
     }
 }
 
+/// First admissions of many tickets (ticket, gate, at) in one multi-row
+/// insert, in the order given; the tickets it admitted. A ticket with an
+/// admission row already is left out, for [`enter`] to decide.
+pub async fn enter_first(tx: &mut Tx, event: &str, rows: &[(&str, &str, i64)]) -> R<std::collections::HashSet<String>> {
+    let mut admitted = std::collections::HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(128) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let b = r * 3 + 1;
+                format!("(${}, $1, 1, TRUE, ${}, ${}, ${}, ${})", b + 1, b + 3, b + 2, b + 3, b + 2)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO admissions (ticket_id, event_id, entries, inside, first_used_at, first_gate_id, last_at, \
+             last_gate_id) VALUES {} ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql)).bind(event);
+        for (ticket, gate, at) in chunk {
+            q = q.bind(*ticket).bind(*gate).bind(*at);
+        }
+        admitted.extend(q.fetch_all(&mut **tx).await?.into_iter().map(|(t,)| t));
+    }
+    Ok(admitted)
+}
+
 /// An exit scan; false when the ticket is not inside.
 pub async fn leave(tx: &mut Tx, ticket: &str, gate: &str, at: i64) -> R<bool> {
     let res = sqlx::query(
@@ -492,30 +534,65 @@ pub struct NewScan<'a> {
     pub verdict: &'a str,
 }
 
-/// Records a scan; `None` when this (device, nonce) was recorded meanwhile
-/// by a concurrent upload (the caller rolls back and replays).
-pub async fn insert_scan(tx: &mut Tx, s: &NewScan<'_>) -> R<Option<i64>> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, offline, \
-         scanned_at, recorded_at, verdict) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (device_id, nonce) DO NOTHING RETURNING id",
-    )
-    .bind(s.device_id)
-    .bind(s.nonce)
-    .bind(s.event_id)
-    .bind(s.gate_id)
-    .bind(s.zone_id)
-    .bind(s.ticket_id)
-    .bind(s.direction)
-    .bind(s.ok)
-    .bind(s.reason)
-    .bind(s.offline)
-    .bind(s.scanned_at)
-    .bind(s.recorded_at)
-    .bind(s.verdict)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(row.map(|(id,)| id))
+/// Records scans in one multi-row insert; the id of each by nonce, or
+/// `None` when some (device, nonce) was recorded meanwhile by a concurrent
+/// upload (the caller rolls back and replays).
+pub async fn insert_scans(tx: &mut Tx, scans: &[NewScan<'_>]) -> R<Option<std::collections::HashMap<String, i64>>> {
+    let mut ids = std::collections::HashMap::with_capacity(scans.len());
+    // 13 parameters a row. Chunks of 64 rows: SQLite looks parameters up by
+    // name in a list, so very long statements cost quadratic time binding.
+    for chunk in scans.chunks(64) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|r| {
+                let b = r * 13;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10,
+                    b + 11,
+                    b + 12,
+                    b + 13
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
+             offline, scanned_at, recorded_at, verdict) VALUES {} ON CONFLICT (device_id, nonce) DO NOTHING \
+             RETURNING nonce, id",
+            values.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+        for s in chunk {
+            q = q
+                .bind(s.device_id)
+                .bind(s.nonce)
+                .bind(s.event_id)
+                .bind(s.gate_id)
+                .bind(s.zone_id)
+                .bind(s.ticket_id)
+                .bind(s.direction)
+                .bind(s.ok)
+                .bind(s.reason)
+                .bind(s.offline)
+                .bind(s.scanned_at)
+                .bind(s.recorded_at)
+                .bind(s.verdict);
+        }
+        let rows = q.fetch_all(&mut **tx).await?;
+        if rows.len() != chunk.len() {
+            return Ok(None);
+        }
+        ids.extend(rows);
+    }
+    Ok(Some(ids))
 }
 
 /// A recorded conflict.
