@@ -98,9 +98,7 @@ impl ChainError {
     /// The revert reason of a failed transaction or read, if that is what happened.
     pub fn revert_reason(&self) -> Option<&str> {
         match self {
-            ChainError::Reverted { reason, .. } | ChainError::CallReverted { reason, .. } => {
-                Some(reason)
-            }
+            ChainError::Reverted { reason, .. } | ChainError::CallReverted { reason, .. } => Some(reason),
             _ => None,
         }
     }

@@ -49,21 +49,18 @@ pub mod test_contracts {
 pub mod artifacts {
     pub const EVENT_TICKETS: &str = include_str!("../../../contracts/out/EventTickets.json");
     pub const TICKET_FACTORY: &str = include_str!("../../../contracts/out/TicketFactory.json");
-    pub const REENTRANT_RECEIVER: &str =
-        include_str!("../../../contracts/out/ReentrantReceiver.json");
+    pub const REENTRANT_RECEIVER: &str = include_str!("../../../contracts/out/ReentrantReceiver.json");
     pub const BASELINE_ERC721: &str = include_str!("../../../contracts/out/BaselineERC721.json");
 }
 
 /// A readable name for revert data: the custom error's name (`TransfersLocked`,
 /// `AccessControlUnauthorizedAccount`, …), a `require` message or panic, or the raw hex.
 pub fn revert_reason(data: &[u8]) -> String {
-    if let Some(selector) = data.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok()) {
-        if let Some(name) = EventTickets::EventTicketsErrors::name_by_selector(selector)
+    if let Some(selector) = data.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok())
+        && let Some(name) = EventTickets::EventTicketsErrors::name_by_selector(selector)
             .or_else(|| TicketFactory::TicketFactoryErrors::name_by_selector(selector))
-        {
-            return name.to_owned();
-        }
+    {
+        return name.to_owned();
     }
-    alloy::sol_types::decode_revert_reason(data)
-        .unwrap_or_else(|| format!("0x{}", alloy::hex::encode(data)))
+    alloy::sol_types::decode_revert_reason(data).unwrap_or_else(|| format!("0x{}", alloy::hex::encode(data)))
 }

@@ -131,17 +131,16 @@ impl EmbeddedChain {
         initcode.extend_from_slice(&ctor);
         let now = unix_secs(&clock);
         let receipt = state.execute(roles.admin, None, initcode.into(), now)?;
-        let factory = receipt
-            .contract_address
-            .ok_or_else(|| ChainError::Evm("factory deployment created no contract".into()))?;
+        let factory =
+            receipt.contract_address.ok_or_else(|| ChainError::Evm("factory deployment created no contract".into()))?;
         state.persist(factory)?;
         tracing::info!(%factory, "embedded chain created with the ticket factory");
         Ok(Self { state: Arc::new(Mutex::new(state)), clock, roles, factory })
     }
 
     fn restore(file: &Path, bytes: &[u8], clock: SharedClock) -> Result<Self, ChainError> {
-        let snap: Snapshot = serde_json::from_slice(bytes)
-            .map_err(|e| ChainError::State(format!("{}: {e}", file.display())))?;
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| ChainError::State(format!("{}: {e}", file.display())))?;
         if snap.format != STATE_FORMAT || snap.chain_id != EMBEDDED_CHAIN_ID {
             return Err(ChainError::State(format!(
                 "{}: format {} chain {} is not format {STATE_FORMAT} chain {EMBEDDED_CHAIN_ID}",
@@ -362,10 +361,10 @@ impl State {
         drop(f);
         fs::rename(&tmp, file).map_err(|e| err(&e))?;
         // The rename itself is durable only once the directory is synced.
-        if let Some(dir) = file.parent() {
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+        if let Some(dir) = file.parent()
+            && let Ok(d) = fs::File::open(dir)
+        {
+            let _ = d.sync_all();
         }
         Ok(())
     }
@@ -415,10 +414,7 @@ impl ChainClient for EmbeddedChain {
         if params.royalty_bps > 10_000 {
             return Err(ChainError::Invalid("royalty above 10,000 basis points".into()));
         }
-        let call = TicketFactory::createCollectionCall {
-            eventKey: event_key,
-            params: init_params(params, self.roles),
-        };
+        let call = TicketFactory::createCollectionCall { eventKey: event_key, params: init_params(params, self.roles) };
         let receipt = self.send(self.roles.admin, self.factory, call).await?;
         let collection = decode::<TicketFactory::createCollectionCall>(&receipt.output)?;
         Ok((collection, receipt))
@@ -496,7 +492,10 @@ impl ChainClient for EmbeddedChain {
 }
 
 /// The contract's initialisation struct for `params`, with the platform's roles.
-fn init_params(p: &CollectionParams, roles: PlatformRoles) -> crate::contracts::ticket_factory::EventTickets::InitParams {
+fn init_params(
+    p: &CollectionParams,
+    roles: PlatformRoles,
+) -> crate::contracts::ticket_factory::EventTickets::InitParams {
     crate::contracts::ticket_factory::EventTickets::InitParams {
         name: p.name.clone(),
         symbol: p.symbol.clone(),

@@ -17,14 +17,11 @@ const REFERENCE: u64 = 47_000;
 async fn gas_per_ticket_by_batch_size() {
     let (chain, _) = chain();
     let deployer = addr("gas-deployer");
-    let baseline = chain
-        .deploy_as(deployer, BaselineERC721::BYTECODE.clone())
-        .await
-        .unwrap()
-        .contract_address
-        .unwrap();
+    let baseline = chain.deploy_as(deployer, BaselineERC721::BYTECODE.clone()).await.unwrap().contract_address.unwrap();
 
-    println!("\n| tickets per tx | EventTickets.mintBatch gas/ticket | OZ ERC721 _mint loop gas/ticket | reference | vs reference |");
+    println!(
+        "\n| tickets per tx | EventTickets.mintBatch gas/ticket | OZ ERC721 _mint loop gas/ticket | reference | vs reference |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     let mut next = 0u64;
     let mut per_ticket_at_100 = 0;
@@ -40,12 +37,9 @@ async fn gas_per_ticket_by_batch_size() {
 
         let to = (0..n).map(|i| addr(&format!("gas-base-holder-{n}-{i}"))).collect();
         let ids = (0..n).map(|i| id(n * 10_000 + i)).collect();
-        let base = chain
-            .send(deployer, baseline, BaselineERC721::mintLoopCall { to, tokenIds: ids })
-            .await
-            .unwrap()
-            .gas_used
-            / n;
+        let base =
+            chain.send(deployer, baseline, BaselineERC721::mintLoopCall { to, tokenIds: ids }).await.unwrap().gas_used
+                / n;
         let vs = (ours as f64 / REFERENCE as f64 - 1.0) * 100.0;
         println!("| {n} | {ours} | {base} | {REFERENCE} | {vs:+.1} % |");
         // Per transaction: the role check, the supply counter and the first burned-id word

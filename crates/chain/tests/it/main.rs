@@ -10,9 +10,7 @@ use std::sync::Arc;
 use alloy::sol_types::{SolCall, SolConstructor};
 use entrada_chain::contracts::EventTickets;
 use entrada_chain::contracts::test_contracts::ReentrantReceiver;
-use entrada_chain::{
-    Address, B256, ChainClient, ChainError, CollectionParams, EmbeddedChain, Mint, U256,
-};
+use entrada_chain::{Address, B256, ChainClient, ChainError, CollectionParams, EmbeddedChain, Mint, U256};
 use entrada_primitives::{ManualClock, SharedClock};
 use time::macros::datetime;
 
@@ -53,10 +51,7 @@ pub fn params(locked: bool) -> CollectionParams {
 }
 
 pub async fn collection(chain: &EmbeddedChain, locked: bool) -> Address {
-    let (c, _) = chain
-        .create_collection(event_key("night"), &params(locked))
-        .await
-        .expect("create collection");
+    let (c, _) = chain.create_collection(event_key("night"), &params(locked)).await.expect("create collection");
     c
 }
 
@@ -96,10 +91,7 @@ async fn factory_creates_one_collection_per_event() {
 
     let mut bad = params(true);
     bad.royalty_bps = 10_001;
-    assert!(matches!(
-        chain.create_collection(event_key("bad"), &bad).await,
-        Err(ChainError::Invalid(_))
-    ));
+    assert!(matches!(chain.create_collection(event_key("bad"), &bad).await, Err(ChainError::Invalid(_))));
 }
 
 /// One transaction mints tickets to many different holders, each token id owned by its holder,
@@ -108,9 +100,7 @@ async fn factory_creates_one_collection_per_event() {
 async fn batch_mint_to_many_holders() {
     let (chain, _) = chain();
     let c = collection(&chain, true).await;
-    let mints: Vec<Mint> = (1..=40)
-        .map(|n| Mint { to: addr(&format!("fan-{}", n % 25)), token_id: id(n) })
-        .collect();
+    let mints: Vec<Mint> = (1..=40).map(|n| Mint { to: addr(&format!("fan-{}", n % 25)), token_id: id(n) }).collect();
     let before = chain.block_number().await.unwrap();
     let receipt = chain.mint_batch(c, &mints).await.unwrap();
     assert_eq!(receipt.block_number, before + 1, "one block per transaction");
@@ -137,22 +127,21 @@ async fn double_mint_reverts_and_batches_are_all_or_nothing() {
     let bob = addr("bob");
     chain.mint_batch(c, &[Mint { to: alice, token_id: id(7) }]).await.unwrap();
 
-    let again = chain
-        .mint_batch(c, &[Mint { to: bob, token_id: id(8) }, Mint { to: bob, token_id: id(7) }])
-        .await;
+    let again = chain.mint_batch(c, &[Mint { to: bob, token_id: id(8) }, Mint { to: bob, token_id: id(7) }]).await;
     assert_eq!(reason(again), "ERC721InvalidSender");
     assert_eq!(chain.owner_of(c, id(8)).await.unwrap(), None, "the whole batch rolled back");
     assert_eq!(chain.owner_of(c, id(7)).await.unwrap(), Some(alice));
 
-    let dup = chain
-        .mint_batch(c, &[Mint { to: bob, token_id: id(9) }, Mint { to: alice, token_id: id(9) }])
-        .await;
+    let dup = chain.mint_batch(c, &[Mint { to: bob, token_id: id(9) }, Mint { to: alice, token_id: id(9) }]).await;
     assert_eq!(reason(dup), "ERC721InvalidSender");
 
     chain.burn(c, id(7)).await.unwrap();
     assert_eq!(reason(chain.mint_batch(c, &[Mint { to: bob, token_id: id(7) }]).await), "TokenAlreadyBurned");
     assert_eq!(chain.total_supply(c).await.unwrap(), 0);
-    assert_eq!(reason(chain.mint_batch(c, &[Mint { to: Address::ZERO, token_id: id(10) }]).await), "ERC721InvalidReceiver");
+    assert_eq!(
+        reason(chain.mint_batch(c, &[Mint { to: Address::ZERO, token_id: id(10) }]).await),
+        "ERC721InvalidReceiver"
+    );
 
     // Mismatched arrays (only reachable by a raw call).
     let raw = EventTickets::mintBatchCall { to: vec![alice, bob], tokenIds: vec![id(11)] };
@@ -176,7 +165,8 @@ async fn every_privileged_function_rejects_everyone_else() {
     let burn = || EventTickets::burnCall { tokenId: id(1) };
     let attend = || EventTickets::markAttendedCall { tokenId: id(1) };
     let policy = || EventTickets::setTransferPolicyCall { locked: false, end: 0 };
-    let royalty = || EventTickets::setDefaultRoyaltyCall { receiver: stranger, bps: alloy::primitives::Uint::from(9_000u16) };
+    let royalty =
+        || EventTickets::setDefaultRoyaltyCall { receiver: stranger, bps: alloy::primitives::Uint::from(9_000u16) };
     let base = || EventTickets::setBaseURICall { baseURI: "https://evil.example/".into() };
     let curi = || EventTickets::setContractURICall { uri: "https://evil.example/c".into() };
     let grant = || EventTickets::grantRoleCall { role: alloy::primitives::keccak256("MINTER_ROLE"), account: stranger };
@@ -220,10 +210,8 @@ async fn every_privileged_function_rejects_everyone_else() {
         },
     };
     assert_eq!(reason(chain.send(stranger, c, reinit.clone()).await), "InvalidInitialization");
-    let implementation = chain
-        .view(chain.factory(), entrada_chain::contracts::TicketFactory::implementationCall {})
-        .await
-        .unwrap();
+    let implementation =
+        chain.view(chain.factory(), entrada_chain::contracts::TicketFactory::implementationCall {}).await.unwrap();
     assert_eq!(reason(chain.send(stranger, implementation, reinit).await), "InvalidInitialization");
 
     // Only the factory's owner creates collections.
@@ -266,21 +254,40 @@ async fn every_privileged_function_rejects_everyone_else() {
 async fn royalty_info_follows_erc2981() {
     let (chain, _) = chain();
     let c = collection(&chain, true).await;
-    let r = chain.view(c, EventTickets::royaltyInfoCall { tokenId: id(3), salePrice: U256::from(10_000u64) }).await.unwrap();
+    let r = chain
+        .view(c, EventTickets::royaltyInfoCall { tokenId: id(3), salePrice: U256::from(10_000u64) })
+        .await
+        .unwrap();
     assert_eq!((r.receiver, r.amount), (addr("organizer-payout"), U256::from(500u64)));
-    let r = chain.view(c, EventTickets::royaltyInfoCall { tokenId: id(99), salePrice: U256::from(4_000u64) }).await.unwrap();
+    let r = chain
+        .view(c, EventTickets::royaltyInfoCall { tokenId: id(99), salePrice: U256::from(4_000u64) })
+        .await
+        .unwrap();
     assert_eq!(r.amount, U256::from(200u64), "5 % of 4,000");
 
     let organizer = chain.roles().organizer;
-    let set = EventTickets::setDefaultRoyaltyCall { receiver: addr("new-payout"), bps: alloy::primitives::Uint::from(1_000u16) };
+    let set = EventTickets::setDefaultRoyaltyCall {
+        receiver: addr("new-payout"),
+        bps: alloy::primitives::Uint::from(1_000u16),
+    };
     chain.send(organizer, c, set).await.unwrap();
-    let r = chain.view(c, EventTickets::royaltyInfoCall { tokenId: id(3), salePrice: U256::from(10_000u64) }).await.unwrap();
+    let r = chain
+        .view(c, EventTickets::royaltyInfoCall { tokenId: id(3), salePrice: U256::from(10_000u64) })
+        .await
+        .unwrap();
     assert_eq!((r.receiver, r.amount), (addr("new-payout"), U256::from(1_000u64)));
 
-    for iface in [[0x80, 0xac, 0x58, 0xcd], [0x2a, 0x55, 0x20, 0x5a], [0x49, 0x06, 0x49, 0x06], [0x5b, 0x5e, 0x13, 0x9f]] {
+    for iface in
+        [[0x80, 0xac, 0x58, 0xcd], [0x2a, 0x55, 0x20, 0x5a], [0x49, 0x06, 0x49, 0x06], [0x5b, 0x5e, 0x13, 0x9f]]
+    {
         assert!(chain.view(c, EventTickets::supportsInterfaceCall { interfaceId: iface.into() }).await.unwrap());
     }
-    assert!(!chain.view(c, EventTickets::supportsInterfaceCall { interfaceId: [0xde, 0xad, 0xbe, 0xef].into() }).await.unwrap());
+    assert!(
+        !chain
+            .view(c, EventTickets::supportsInterfaceCall { interfaceId: [0xde, 0xad, 0xbe, 0xef].into() })
+            .await
+            .unwrap()
+    );
 }
 
 /// A burn (refund) removes the token: no owner, lower balance and supply; the custodian may
@@ -290,10 +297,7 @@ async fn burn_removes_the_token() {
     let (chain, _) = chain();
     let c = collection(&chain, true).await;
     let fan = addr("fan");
-    chain
-        .mint_batch(c, &[Mint { to: fan, token_id: id(1) }, Mint { to: fan, token_id: id(2) }])
-        .await
-        .unwrap();
+    chain.mint_batch(c, &[Mint { to: fan, token_id: id(1) }, Mint { to: fan, token_id: id(2) }]).await.unwrap();
     chain.burn(c, id(1)).await.unwrap();
     assert_eq!(chain.owner_of(c, id(1)).await.unwrap(), None);
     assert_eq!(chain.balance_of(c, fan).await.unwrap(), 1);
@@ -315,10 +319,7 @@ async fn attended_mark_changes_metadata() {
     let (chain, _) = chain();
     let c = collection(&chain, true).await;
     let fan = addr("fan");
-    chain
-        .mint_batch(c, &[Mint { to: fan, token_id: id(5) }, Mint { to: fan, token_id: id(6) }])
-        .await
-        .unwrap();
+    chain.mint_batch(c, &[Mint { to: fan, token_id: id(5) }, Mint { to: fan, token_id: id(6) }]).await.unwrap();
     let base = "https://tickets.example/api/v1/tokens/1337/night/";
     assert_eq!(chain.token_uri(c, id(5)).await.unwrap(), format!("{base}5"));
     let receipt = chain.mark_attended(c, id(5)).await.unwrap();
@@ -360,10 +361,7 @@ async fn state_survives_reopening_the_data_directory() {
 
     // A damaged state file is an error, not a silently empty chain.
     std::fs::write(dir.path().join("chain-state.json"), b"{not json").unwrap();
-    assert!(matches!(
-        EmbeddedChain::open(dir.path(), Arc::new(clock)),
-        Err(ChainError::State(_))
-    ));
+    assert!(matches!(EmbeddedChain::open(dir.path(), Arc::new(clock)), Err(ChainError::State(_))));
 }
 
 /// A hostile receiver that re-enters the collection from `onERC721Received` cannot mint,
@@ -376,10 +374,7 @@ async fn reentrancy_through_on_erc721_received_cannot_break_invariants() {
     let roles = chain.roles();
     let fan = addr("fan");
     let accomplice = addr("accomplice");
-    chain
-        .mint_batch(c, &[Mint { to: fan, token_id: id(1) }, Mint { to: fan, token_id: id(2) }])
-        .await
-        .unwrap();
+    chain.mint_batch(c, &[Mint { to: fan, token_id: id(1) }, Mint { to: fan, token_id: id(2) }]).await.unwrap();
     let mut initcode = ReentrantReceiver::BYTECODE.to_vec();
     initcode.extend(ReentrantReceiver::constructorCall { accomplice_: accomplice }.abi_encode());
     let attacker = chain.deploy_as(addr("deployer"), initcode.into()).await.unwrap().contract_address.unwrap();
@@ -400,7 +395,10 @@ async fn reentrancy_through_on_erc721_received_cannot_break_invariants() {
     chain.send(fan, c, safe(fan, attacker, 2)).await.unwrap();
     assert!(!chain.view(attacker, ReentrantReceiver::mintSucceededCall {}).await.unwrap());
     assert!(!chain.view(attacker, ReentrantReceiver::burnSucceededCall {}).await.unwrap());
-    assert!(chain.view(attacker, ReentrantReceiver::transferSucceededCall {}).await.unwrap(), "an owner may pass its own token on");
+    assert!(
+        chain.view(attacker, ReentrantReceiver::transferSucceededCall {}).await.unwrap(),
+        "an owner may pass its own token on"
+    );
     assert_eq!(chain.owner_of(c, id(2)).await.unwrap(), Some(accomplice));
     assert_eq!(chain.owner_of(c, id(1_000_002)).await.unwrap(), None);
     assert_eq!(chain.total_supply(c).await.unwrap(), 2);

@@ -14,10 +14,7 @@ async fn holder_cannot_transfer_while_locked_custodian_can() {
     let (chain, _) = chain();
     let c = collection(&chain, true).await;
     let (alice, bob, carol) = (addr("alice"), addr("bob"), addr("carol"));
-    chain
-        .mint_batch(c, &[Mint { to: alice, token_id: id(1) }, Mint { to: alice, token_id: id(2) }])
-        .await
-        .unwrap();
+    chain.mint_batch(c, &[Mint { to: alice, token_id: id(1) }, Mint { to: alice, token_id: id(2) }]).await.unwrap();
     assert!(chain.transfers_locked(c).await.unwrap());
 
     let plain = |from, to, n| EventTickets::transferFromCall { from, to, tokenId: id(n) };

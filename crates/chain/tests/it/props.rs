@@ -38,6 +38,10 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn fail(e: entrada_chain::ChainError) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
 fn holder(i: u8) -> Address {
     addr(&format!("prop-holder-{i}"))
 }
@@ -59,8 +63,8 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let (expected, outcome) = match op {
             Op::Mint(list) => {
                 let ids: BTreeSet<u8> = list.iter().map(|(_, t)| *t).collect();
-                let ok = ids.len() == list.len()
-                    && ids.iter().all(|t| !m.owners.contains_key(t) && !m.burned.contains(t));
+                let ok =
+                    ids.len() == list.len() && ids.iter().all(|t| !m.owners.contains_key(t) && !m.burned.contains(t));
                 let mints: Vec<Mint> =
                     list.iter().map(|(h, t)| Mint { to: holder(*h), token_id: id(u64::from(*t)) }).collect();
                 let r = chain.mint_batch(c, &mints).await;
@@ -78,7 +82,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let (ok, r) = match by {
                     // The policy under test: nobody but the custodian moves a token while locked.
                     Who::Owner => (owner.is_some() && !m.locked, chain.send(from, c, call).await),
-                    Who::Custodian => (owner.is_some(), chain.transfer(c, from, holder(*to), id(u64::from(*token))).await),
+                    Who::Custodian => {
+                        (owner.is_some(), chain.transfer(c, from, holder(*to), id(u64::from(*token))).await)
+                    }
                     Who::Stranger => (false, chain.send(stranger, c, call).await),
                 };
                 if ok && r.is_ok() {
@@ -99,20 +105,22 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.locked = *locked;
                 (true, chain.set_transfer_policy(c, *locked, START + 86_400).await.map(|_| ()))
             }
-            Op::Attend(token) => (m.owners.contains_key(token), chain.mark_attended(c, id(u64::from(*token))).await.map(|_| ())),
+            Op::Attend(token) => {
+                (m.owners.contains_key(token), chain.mark_attended(c, id(u64::from(*token))).await.map(|_| ()))
+            }
         };
         prop_assert_eq!(expected, outcome.is_ok(), "step {} {:?}: {:?}", step, op, outcome);
     }
-    prop_assert_eq!(chain.total_supply(c).await.unwrap(), m.owners.len() as u64);
-    let minted = chain.view(c, EventTickets::totalMintedCall {}).await.unwrap();
+    prop_assert_eq!(chain.total_supply(c).await.map_err(fail)?, m.owners.len() as u64);
+    let minted = chain.view(c, EventTickets::totalMintedCall {}).await.map_err(fail)?;
     prop_assert_eq!(minted, alloy::primitives::U256::from(m.owners.len() + m.burned.len()));
     for t in 0..IDS {
-        let on_chain = chain.owner_of(c, id(u64::from(t))).await.unwrap();
+        let on_chain = chain.owner_of(c, id(u64::from(t))).await.map_err(fail)?;
         prop_assert_eq!(on_chain, m.owners.get(&t).map(|h| holder(*h)), "token {}", t);
     }
     for h in 0..HOLDERS {
         let expected = m.owners.values().filter(|o| **o == h).count() as u64;
-        prop_assert_eq!(chain.balance_of(c, holder(h)).await.unwrap(), expected);
+        prop_assert_eq!(chain.balance_of(c, holder(h)).await.map_err(fail)?, expected);
     }
     Ok(())
 }
