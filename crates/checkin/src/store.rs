@@ -536,17 +536,22 @@ pub struct NewScan<'a> {
 
 /// Records scans in one multi-row insert; the id of each by nonce, or
 /// `None` when some (device, nonce) was recorded meanwhile by a concurrent
-/// upload (the caller rolls back and replays).
+/// upload (the caller rolls back and replays). All scans are of one device,
+/// event and instant.
 pub async fn insert_scans(tx: &mut Tx, scans: &[NewScan<'_>]) -> R<Option<std::collections::HashMap<String, i64>>> {
     let mut ids = std::collections::HashMap::with_capacity(scans.len());
-    // 13 parameters a row. Chunks of 64 rows: SQLite looks parameters up by
-    // name in a list, so very long statements cost quadratic time binding.
+    let Some(first) = scans.first() else {
+        return Ok(Some(ids));
+    };
+    // What every row shares is bound once ($1 to $3), then 10 parameters a
+    // row. Chunks of 64 rows: SQLite looks parameters up by name in a list,
+    // so very long statements cost quadratic time binding.
     for chunk in scans.chunks(64) {
         let values: Vec<String> = (0..chunk.len())
             .map(|r| {
-                let b = r * 13;
+                let b = 3 + r * 10;
                 format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    "($1, ${}, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $3, ${})",
                     b + 1,
                     b + 2,
                     b + 3,
@@ -556,10 +561,7 @@ pub async fn insert_scans(tx: &mut Tx, scans: &[NewScan<'_>]) -> R<Option<std::c
                     b + 7,
                     b + 8,
                     b + 9,
-                    b + 10,
-                    b + 11,
-                    b + 12,
-                    b + 13
+                    b + 10
                 )
             })
             .collect();
@@ -569,12 +571,13 @@ pub async fn insert_scans(tx: &mut Tx, scans: &[NewScan<'_>]) -> R<Option<std::c
              RETURNING nonce, id",
             values.join(", ")
         );
-        let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
+            .bind(first.device_id)
+            .bind(first.event_id)
+            .bind(first.recorded_at);
         for s in chunk {
             q = q
-                .bind(s.device_id)
                 .bind(s.nonce)
-                .bind(s.event_id)
                 .bind(s.gate_id)
                 .bind(s.zone_id)
                 .bind(s.ticket_id)
@@ -583,7 +586,6 @@ pub async fn insert_scans(tx: &mut Tx, scans: &[NewScan<'_>]) -> R<Option<std::c
                 .bind(s.reason)
                 .bind(s.offline)
                 .bind(s.scanned_at)
-                .bind(s.recorded_at)
                 .bind(s.verdict);
         }
         let rows = q.fetch_all(&mut **tx).await?;
