@@ -59,6 +59,10 @@ pub struct ScanArgs {
     /// Per cent of extra scans with a 30-second-old proof (stale_proof).
     #[arg(long, default_value_t = 2)]
     stale: usize,
+    /// Offered rate of the last phase; half the measured one-per-request
+    /// throughput unless given.
+    #[arg(long)]
+    half_rate: Option<f64>,
     /// Seconds for each ceiling measurement.
     #[arg(long, default_value_t = 3)]
     ceiling_seconds: u64,
@@ -552,7 +556,7 @@ pub async fn scans(args: ScanArgs) {
     let items = plan(&args, &all, &keys, b..s, 0x5eed_0002).await;
     let single = single_phase(&args, &http, &base, &gates, &all, &keys, items, None).await;
     eprintln!("single phase: {:.0} scans/s", single.rate());
-    let half_rate = single.rate() / 2.0;
+    let half_rate = args.half_rate.unwrap_or(single.rate() / 2.0);
     let items = plan(&args, &all, &keys, s..total, 0x5eed_0003).await;
     let half = single_phase(&args, &http, &base, &gates, &all, &keys, items, Some(half_rate)).await;
     eprintln!("half-load phase: {:.0} scans/s offered, {:.0} achieved", half_rate, half.rate());
