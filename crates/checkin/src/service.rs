@@ -175,11 +175,11 @@ struct EventCtx {
 /// A queued single scan's answer channel.
 type Pending = tokio::sync::oneshot::Sender<std::result::Result<Verdict, String>>;
 
-/// Single scans of one device waiting for their group commit.
+/// Single scans of one event, from any of its devices, waiting for their group commit.
 #[derive(Default)]
-struct DeviceQueue {
-    pending: Vec<(ScanRequest, Pending)>,
-    /// A flush task is running for the device.
+struct EventQueue {
+    pending: Vec<(Device, ScanRequest, Pending)>,
+    /// A flush task is running for the event.
     flushing: bool,
 }
 
@@ -190,7 +190,7 @@ struct Inner {
     cache: Mutex<HashMap<EventId, (i64, Arc<EventCtx>)>>,
     /// Bumped after every committed batch of scans, so live streams push at once.
     changes: tokio::sync::watch::Sender<u64>,
-    queues: Mutex<HashMap<String, DeviceQueue>>,
+    queues: Mutex<HashMap<EventId, EventQueue>>,
 }
 
 /// The check-in service; cheap to clone.
@@ -965,23 +965,24 @@ impl Checkin {
     }
 
     /// One scan, online: verified, decided and recorded durably before the
-    /// answer. Concurrent single scans of one device share a transaction
-    /// (group commit): the first waiting scan starts a flush of everything
-    /// queued for the device, and scans arriving meanwhile join the next one.
+    /// answer. Concurrent single scans of one event, from all its devices,
+    /// share a transaction (group commit): the first waiting scan starts a
+    /// flush of everything queued for the event, and scans arriving
+    /// meanwhile join the next one.
     pub async fn scan(&self, device: &Device, scan: ScanRequest) -> Result<Verdict> {
         self.check_scans(std::slice::from_ref(&scan))?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let start = {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
-            let q = queues.entry(device.id.clone()).or_default();
-            q.pending.push((scan, reply));
+            let q = queues.entry(device.event_id).or_default();
+            q.pending.push((device.clone(), scan, reply));
             !std::mem::replace(&mut q.flushing, true)
         };
         if start {
             // A task of its own, so a caller that goes away cannot strand
             // the scans queued behind it.
-            let (this, device) = (self.clone(), device.clone());
-            tokio::spawn(async move { this.flush(device).await });
+            let (this, event) = (self.clone(), device.event_id);
+            tokio::spawn(async move { this.flush(event).await });
         }
         match answer.await {
             Ok(r) => r.map_err(CheckinError::Internal),
@@ -989,21 +990,29 @@ impl Checkin {
         }
     }
 
-    /// Records a device's queued single scans, batch after batch, until none are left.
-    async fn flush(&self, device: Device) {
+    /// Records an event's queued single scans, batch after batch, until none are left.
+    async fn flush(&self, event: EventId) {
         loop {
-            let batch: Vec<(ScanRequest, Pending)> = {
+            let batch: Vec<(Device, ScanRequest, Pending)> = {
                 let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(q) = queues.get_mut(&device.id) else { return };
+                let Some(q) = queues.get_mut(&event) else { return };
                 if q.pending.is_empty() {
-                    queues.remove(&device.id);
+                    queues.remove(&event);
                     return;
                 }
                 let n = q.pending.len().min(self.inner.config.max_batch);
                 q.pending.drain(..n).collect()
             };
-            let (scans, replies): (Vec<ScanRequest>, Vec<Pending>) = batch.into_iter().unzip();
-            match self.scan_batch(&device, scans).await {
+            let mut devices = Vec::with_capacity(batch.len());
+            let mut scans = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            for (d, s, r) in batch {
+                devices.push(d);
+                scans.push(s);
+                replies.push(r);
+            }
+            let refs: Vec<&Device> = devices.iter().collect();
+            match self.run_batch(event, &refs, scans).await {
                 Ok(verdicts) => {
                     for (reply, v) in replies.into_iter().zip(verdicts) {
                         let _ = reply.send(Ok(v));
@@ -1042,11 +1051,17 @@ impl Checkin {
     /// replay the stored verdict and record nothing.
     pub async fn scan_batch(&self, device: &Device, scans: Vec<ScanRequest>) -> Result<Vec<Verdict>> {
         self.check_scans(&scans)?;
-        let ctx = self.event_ctx(device.event_id).await?;
+        let devices = vec![device; scans.len()];
+        self.run_batch(device.event_id, &devices, scans).await
+    }
+
+    /// Scans of one event, `devices[i]` having sent `scans[i]`.
+    async fn run_batch(&self, event: EventId, devices: &[&Device], scans: Vec<ScanRequest>) -> Result<Vec<Verdict>> {
+        let ctx = self.event_ctx(event).await?;
         // A concurrent upload of the same nonces makes the insert collide;
         // the whole batch then rolls back and replays what the winner stored.
         for _ in 0..5 {
-            match self.try_batch(device, &ctx, &scans).await {
+            match self.try_batch(event, devices, &ctx, &scans).await {
                 Ok(Some(v)) => {
                     self.inner.changes.send_modify(|n| *n = n.wrapping_add(1));
                     return Ok(v);
@@ -1063,26 +1078,28 @@ impl Checkin {
 
     async fn try_batch(
         &self,
-        device: &Device,
+        event: EventId,
+        devices: &[&Device],
         ctx: &Arc<EventCtx>,
         scans: &[ScanRequest],
     ) -> Result<Option<Vec<Verdict>>> {
         let now = self.now();
         let db = &self.inner.db;
-        // The first occurrence of each nonce decides; repeats copy its verdict.
-        let mut first_of: HashMap<&str, usize> = HashMap::new();
-        for (i, s) in scans.iter().enumerate() {
-            first_of.entry(s.nonce.as_str()).or_insert(i);
+        // The first occurrence of each (device, nonce) decides; repeats copy its verdict.
+        let key = |i: usize| (devices[i].id.as_str(), scans[i].nonce.as_str());
+        let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+        for i in 0..scans.len() {
+            first_of.entry(key(i)).or_insert(i);
         }
-        let nonces: Vec<String> = first_of.keys().map(|n| (*n).to_owned()).collect();
-        let mut stored: HashMap<String, Verdict> = HashMap::new();
-        for (nonce, verdict) in store::replayed(db, &device.id, &nonces).await? {
+        let keys: Vec<(&str, &str)> = first_of.keys().copied().collect();
+        let mut stored: HashMap<(String, String), Verdict> = HashMap::new();
+        for (d, nonce, verdict) in store::replayed(db, &keys).await? {
             let v: Verdict = serde_json::from_str(&verdict).map_err(|_| corrupt("stored verdict"))?;
-            stored.insert(nonce, v);
+            stored.insert((d, nonce), v);
         }
-        let fresh: Vec<usize> = (0..scans.len())
-            .filter(|i| first_of.get(scans[*i].nonce.as_str()) == Some(i) && !stored.contains_key(&scans[*i].nonce))
-            .collect();
+        let is_stored = |i: usize| stored.contains_key(&(devices[i].id.clone(), scans[i].nonce.clone()));
+        let fresh: Vec<usize> =
+            (0..scans.len()).filter(|i| first_of.get(&key(*i)) == Some(i) && !is_stored(*i)).collect();
 
         // Verify: online scans in one batch at the server's time, offline
         // scans each at the device's time of the scan.
@@ -1136,7 +1153,7 @@ impl Checkin {
 
         let mut tx = db.begin().await?;
         let facts: HashMap<String, TicketFacts> = store::ticket_facts(&mut tx, &ids).await?.into_iter().collect();
-        let device_event = device.event_id.to_db();
+        let device_event = event.to_db();
 
         // First the checks that need no admission state; what is left is an
         // entry or an exit to apply.
@@ -1146,13 +1163,14 @@ impl Checkin {
             Leave(Display),
         }
         let mut steps: HashMap<usize, Step> = HashMap::new();
-        let gate_of = |s: &ScanRequest| {
-            if device.gate_ids.iter().any(|g| g == &s.gate_id) { ctx.gates.get(&s.gate_id) } else { None }
+        let gate_of = |i: usize| {
+            let s = &scans[i];
+            if devices[i].gate_ids.iter().any(|g| g == &s.gate_id) { ctx.gates.get(&s.gate_id) } else { None }
         };
         for i in fresh.iter().copied() {
             let s = &scans[i];
             let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
-            let step = match (gate_of(s), verified.get(&i)) {
+            let step = match (gate_of(i), verified.get(&i)) {
                 (None, _) => Step::Done(Verdict::new(Reason::GateNotAssigned)),
                 (_, Some(Err(r))) => Step::Done(Verdict::new(Reason::Credential(*r))),
                 (_, None) => Step::Done(Verdict::new(Reason::Credential(Rejection::Malformed))),
@@ -1237,7 +1255,7 @@ impl Checkin {
             let s = &scans[i];
             let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
             let tid = ticket_of(i).unwrap_or_default();
-            let Some(gate) = gate_of(s) else { continue };
+            let Some(gate) = gate_of(i) else { continue };
             let Some(step) = steps.remove(&i) else { continue };
             let (mut verdict, display) = match step {
                 Step::Done(v) => (v, None),
@@ -1299,11 +1317,11 @@ impl Checkin {
                 let s = &scans[*i];
                 let v = &decided[i];
                 NewScan {
-                    device_id: &device.id,
+                    device_id: &devices[*i].id,
                     nonce: &s.nonce,
                     event_id: &device_event,
                     gate_id: &s.gate_id,
-                    zone_id: gate_of(s).map(|g| g.zone_id.as_str()),
+                    zone_id: gate_of(*i).map(|g| g.zone_id.as_str()),
                     ticket_id: ticket.as_deref(),
                     direction: s.direction.as_str(),
                     ok: v.ok,
@@ -1321,15 +1339,17 @@ impl Checkin {
             return Ok(None);
         };
         for (k, i) in fresh.iter().enumerate() {
-            if let (Some((first_used_at, first_gate_id)), Some(tid), Some(scan_id)) =
-                (conflicts.remove(i), ticket_ids[k].clone(), scan_ids.get(&scans[*i].nonce))
-            {
+            if let (Some((first_used_at, first_gate_id)), Some(tid), Some(scan_id)) = (
+                conflicts.remove(i),
+                ticket_ids[k].clone(),
+                scan_ids.get(&(devices[*i].id.clone(), scans[*i].nonce.clone())),
+            ) {
                 let s = &scans[*i];
                 let c = ConflictRow {
                     id: 0,
                     ticket_id: tid,
                     scan_id: *scan_id,
-                    device_id: device.id.clone(),
+                    device_id: devices[*i].id.clone(),
                     gate_id: s.gate_id.clone(),
                     scanned_at: s.scanned_at_ms.unwrap_or(now),
                     first_used_at,
@@ -1343,9 +1363,10 @@ impl Checkin {
         tx.commit().await?;
 
         let mut out = Vec::with_capacity(scans.len());
-        for s in scans {
-            let first = first_of.get(s.nonce.as_str()).copied().unwrap_or(0);
-            let v = decided.get(&first).cloned().or_else(|| stored.get(&s.nonce).cloned());
+        for (i, s) in scans.iter().enumerate() {
+            let first = first_of.get(&key(i)).copied().unwrap_or(0);
+            let v =
+                decided.get(&first).cloned().or_else(|| stored.get(&(devices[i].id.clone(), s.nonce.clone())).cloned());
             out.push(v.ok_or_else(|| CheckinError::Internal("a scan without a verdict".into()))?);
         }
         Ok(Some(out))

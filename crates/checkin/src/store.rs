@@ -416,20 +416,36 @@ pub async fn ticket_facts(tx: &mut Tx, ids: &[String]) -> R<Vec<(String, TicketF
     Ok(out)
 }
 
-/// Stored verdicts of earlier uploads of these nonces by this device.
-pub async fn replayed(db: &Db, device: &str, nonces: &[String]) -> R<Vec<(String, String)>> {
-    if nonces.is_empty() {
+/// Stored verdicts of earlier uploads of these (device, nonce) pairs:
+/// (device, nonce, verdict), in one statement whatever the devices.
+pub async fn replayed(db: &Db, keys: &[(&str, &str)]) -> R<Vec<(String, String, String)>> {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
+    let mut devices: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let nonces: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    // Both lists use the (device_id, nonce) index; pairs that only
+    // cross-match are dropped below.
     let sql = format!(
-        "SELECT nonce, verdict FROM scans WHERE device_id = $1 AND nonce IN ({})",
-        placeholders(2, nonces.len())
+        "SELECT device_id, nonce, verdict FROM scans WHERE device_id IN ({}) AND nonce IN ({})",
+        placeholders(1, devices.len()),
+        placeholders(1 + devices.len(), nonces.len())
     );
-    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(device);
-    for n in nonces {
-        q = q.bind(n);
+    let mut q = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
+    for d in &devices {
+        q = q.bind(*d);
     }
-    q.fetch_all(db.reader()).await
+    for n in &nonces {
+        q = q.bind(*n);
+    }
+    let wanted: std::collections::HashSet<(&str, &str)> = keys.iter().copied().collect();
+    Ok(q.fetch_all(db.reader())
+        .await?
+        .into_iter()
+        .filter(|(d, n, _)| wanted.contains(&(d.as_str(), n.as_str())))
+        .collect())
 }
 
 /// The outcome of trying to enter.
@@ -534,49 +550,44 @@ pub struct NewScan<'a> {
     pub verdict: &'a str,
 }
 
-/// Records scans in one multi-row insert; the id of each by nonce, or
-/// `None` when some (device, nonce) was recorded meanwhile by a concurrent
-/// upload (the caller rolls back and replays). All scans are of one device,
-/// event and instant.
-pub async fn insert_scans(tx: &mut Tx, scans: &[NewScan<'_>]) -> R<Option<std::collections::HashMap<String, i64>>> {
+/// Records scans in one multi-row insert; the id of each by (device,
+/// nonce), or `None` when some (device, nonce) was recorded meanwhile by a
+/// concurrent upload (the caller rolls back and replays). All scans are of
+/// one event and instant.
+pub async fn insert_scans(
+    tx: &mut Tx,
+    scans: &[NewScan<'_>],
+) -> R<Option<std::collections::HashMap<(String, String), i64>>> {
     let mut ids = std::collections::HashMap::with_capacity(scans.len());
     let Some(first) = scans.first() else {
         return Ok(Some(ids));
     };
-    // What every row shares is bound once ($1 to $3), then 10 parameters a
+    // What every row shares is bound once ($1, $2), then 11 parameters a
     // row. Chunks of 64 rows: SQLite looks parameters up by name in a list,
     // so very long statements cost quadratic time binding.
     for chunk in scans.chunks(64) {
         let values: Vec<String> = (0..chunk.len())
             .map(|r| {
-                let b = 3 + r * 10;
+                let b = 2 + r * 11;
+                let p: Vec<String> = (1..=11).map(|k| format!("${}", b + k)).collect();
                 format!(
-                    "($1, ${}, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $3, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10
+                    "({}, {}, $1, {}, {}, {}, {}, {}, {}, {}, {}, $2, {})",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
                 )
             })
             .collect();
         let sql = format!(
             "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
              offline, scanned_at, recorded_at, verdict) VALUES {} ON CONFLICT (device_id, nonce) DO NOTHING \
-             RETURNING nonce, id",
+             RETURNING device_id, nonce, id",
             values.join(", ")
         );
-        let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
-            .bind(first.device_id)
+        let mut q = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql))
             .bind(first.event_id)
             .bind(first.recorded_at);
         for s in chunk {
             q = q
+                .bind(s.device_id)
                 .bind(s.nonce)
                 .bind(s.gate_id)
                 .bind(s.zone_id)
@@ -592,7 +603,7 @@ pub async fn insert_scans(tx: &mut Tx, scans: &[NewScan<'_>]) -> R<Option<std::c
         if rows.len() != chunk.len() {
             return Ok(None);
         }
-        ids.extend(rows);
+        ids.extend(rows.into_iter().map(|(d, n, id)| ((d, n), id)));
     }
     Ok(Some(ids))
 }
