@@ -179,8 +179,8 @@ type Pending = tokio::sync::oneshot::Sender<std::result::Result<Verdict, String>
 #[derive(Default)]
 struct EventQueue {
     pending: Vec<(Device, ScanRequest, Pending)>,
-    /// A flush task is running for the event.
-    flushing: bool,
+    /// Flush tasks running for the event.
+    flushing: usize,
 }
 
 struct Inner {
@@ -976,7 +976,17 @@ impl Checkin {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
             let q = queues.entry(device.event_id).or_default();
             q.pending.push((device.clone(), scan, reply));
-            !std::mem::replace(&mut q.flushing, true)
+            // SQLite has one writer: one flush at a time groups best. On
+            // PostgreSQL a few run side by side, each with its own connection.
+            let most = match self.inner.db.backend() {
+                entrada_storage::Backend::Sqlite => 1,
+                entrada_storage::Backend::Postgres => 4,
+            };
+            let start = q.flushing < most;
+            if start {
+                q.flushing += 1;
+            }
+            start
         };
         if start {
             // A task of its own, so a caller that goes away cannot strand
@@ -997,7 +1007,10 @@ impl Checkin {
                 let mut queues = self.inner.queues.lock().unwrap_or_else(|p| p.into_inner());
                 let Some(q) = queues.get_mut(&event) else { return };
                 if q.pending.is_empty() {
-                    queues.remove(&event);
+                    q.flushing = q.flushing.saturating_sub(1);
+                    if q.flushing == 0 {
+                        queues.remove(&event);
+                    }
                     return;
                 }
                 let n = q.pending.len().min(self.inner.config.max_batch);
