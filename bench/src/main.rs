@@ -117,8 +117,7 @@ async fn start(backend: Backend, postgres_url: Option<&str>) -> Server {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let mut c = Config::default();
-    c.data_dir = dir.path().to_path_buf();
+    let mut c = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     c.database.url = Secret::new(url);
     c.database.max_connections = 32;
     c.server.public_url = base.clone();
