@@ -76,16 +76,18 @@ pub async fn rate_limit(State(limits): State<Arc<RateLimits>>, req: Request, nex
     let path = req.uri().path();
     if path.starts_with("/api/") {
         if let Some(l) = &limits.api
-            && l.check_key(&ip).is_err() {
-                metrics::counter!("http_rate_limited_total", "scope" => "api").increment(1);
-                return Problem::too_many_requests(1).into_response();
-            }
+            && l.check_key(&ip).is_err()
+        {
+            metrics::counter!("http_rate_limited_total", "scope" => "api").increment(1);
+            return Problem::too_many_requests(1).into_response();
+        }
         if path.starts_with("/api/v1/auth/")
             && let Some(l) = &limits.auth
-                && l.check_key(&ip).is_err() {
-                    metrics::counter!("http_rate_limited_total", "scope" => "auth").increment(1);
-                    return Problem::too_many_requests(60).into_response();
-                }
+            && l.check_key(&ip).is_err()
+        {
+            metrics::counter!("http_rate_limited_total", "scope" => "auth").increment(1);
+            return Problem::too_many_requests(60).into_response();
+        }
     }
     next.run(req).await
 }

@@ -81,10 +81,10 @@ fn complete_operation(op: &mut Operation) {
     }
     for (status, response) in op.responses.responses.iter_mut() {
         if let (true, RefOr::T(r)) = (is_error(status), response)
-            && (r.content.is_empty() || r.content.keys().all(|k| k == PROBLEM_JSON)) {
-                r.content
-                    .insert(PROBLEM_JSON.to_owned(), RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))));
-            }
+            && (r.content.is_empty() || r.content.keys().all(|k| k == PROBLEM_JSON))
+        {
+            r.content.insert(PROBLEM_JSON.to_owned(), RefOr::T(Content::new(Some(Ref::from_schema_name("Problem")))));
+        }
     }
 }
 

@@ -5,13 +5,13 @@
 //! with backoff, and (when configured) sometimes twice and out of order, so
 //! the receiving side is exercised the way a real provider would.
 
-use futures::StreamExt as _;
 use crate::domain::{Outcome, PaymentsError, ProviderError, ProviderEvent, TestCard, WebhookError};
 use crate::provider::{CreateRequest, CreatedCheckout, PaymentProvider, RefundRequest};
 use crate::signature;
 use entrada_primitives::ids::PaymentId;
 use entrada_primitives::{Currency, Money, Secret, SharedClock};
 use entrada_storage::{Db, Tx};
+use futures::StreamExt as _;
 use http::HeaderMap;
 use serde_json::{Value, json};
 use std::sync::Arc;

@@ -43,9 +43,10 @@ impl Db {
         if let Some(path) = cfg.url.strip_prefix("sqlite://").or_else(|| cfg.url.strip_prefix("sqlite:")) {
             let file = path.split('?').next().unwrap_or(path);
             if let Some(dir) = Path::new(file).parent()
-                && !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
-                }
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+            }
             let url = if cfg.url.contains("mode=") {
                 cfg.url.clone()
             } else if cfg.url.contains('?') {

@@ -14,7 +14,8 @@ struct Gate {
 
 /// A zone "floor", a gate in it and an enrolled scanner device.
 async fn gate(app: &TestApp, organizer: &User, event: &str) -> Gate {
-    let zone = app.post(&format!("/api/v1/events/{event}/zones"), Some(&organizer.token), json!({"name": "floor"})).await;
+    let zone =
+        app.post(&format!("/api/v1/events/{event}/zones"), Some(&organizer.token), json!({"name": "floor"})).await;
     let zone = zone.expect(201);
     let gate = app
         .post(
@@ -32,10 +33,7 @@ async fn gate(app: &TestApp, organizer: &User, event: &str) -> Gate {
         )
         .await
         .expect(201);
-    let enrolled = app
-        .post("/api/v1/scanner/enrol", None, json!({"code": device["enrolment_code"]}))
-        .await
-        .expect(201);
+    let enrolled = app.post("/api/v1/scanner/enrol", None, json!({"code": device["enrolment_code"]})).await.expect(201);
     Gate {
         id: gate["id"].as_str().unwrap().to_owned(),
         device_token: enrolled["device_token"].as_str().unwrap().to_owned(),
@@ -52,7 +50,9 @@ struct Phone {
 async fn phone(app: &TestApp, fan: &User, ticket: &str) -> Phone {
     let key = ed25519_dalek::SigningKey::from_bytes(&entrada_primitives::token::random_bytes::<32>());
     let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
-    let r = app.post(&format!("/api/v1/tickets/{ticket}/device-key"), Some(&fan.token), json!({"public_key": public})).await;
+    let r = app
+        .post(&format!("/api/v1/tickets/{ticket}/device-key"), Some(&fan.token), json!({"public_key": public}))
+        .await;
     assert_eq!(r.status, 204, "{:#}", r.body);
     let c = app.get(&format!("/api/v1/tickets/{ticket}/credential"), Some(&fan.token)).await.expect(200);
     assert_eq!(c["kind"], "rotating");
