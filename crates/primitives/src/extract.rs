@@ -21,11 +21,44 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|_| {
+            Problem::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body could not be read or is too large",
+            )
+        })?;
+        // Every request body of this API is a JSON object. serde would also
+        // accept a struct written as an array of its fields in order, which
+        // no client means to send; refuse it rather than guess.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(Problem::unprocessable("invalid_body", "the body must be a JSON object, not an array"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(rej) => Err(json_rejection(rej)),
         }
     }
+}
+
+/// `application/json` or any `application/*+json`, as axum's own extractor.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem::new(
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as application/json",
+    )
 }
 
 fn json_rejection(rej: JsonRejection) -> Problem {
@@ -36,11 +69,7 @@ fn json_rejection(rej: JsonRejection) -> Problem {
         JsonRejection::JsonDataError(e) => {
             Problem::unprocessable("invalid_body", format!("the body does not match the schema: {}", source_text(&e)))
         }
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
         JsonRejection::BytesRejection(_) => Problem::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",

@@ -98,3 +98,15 @@ async fn a_bad_token_is_refused() {
     app.get("/api/v1/me", Some("not-a-jwt")).await.expect_problem(401, "invalid_token");
     app.get("/api/v1/me", None).await.expect_problem(401, "unauthenticated");
 }
+
+/// A JSON array is not an object, even when its items would fill the
+/// fields in order: 422 `invalid_body`, nothing created.
+#[tokio::test]
+async fn an_array_body_is_refused() {
+    let app = spawn_app().await;
+    let r = app.post("/api/v1/auth/register", None, json!(["arr@example.com", "correct horse battery", "Arr"])).await;
+    r.expect_problem(422, "invalid_body");
+    app.post("/api/v1/auth/login", None, json!({"email": "arr@example.com", "password": "correct horse battery"}))
+        .await
+        .expect_problem(401, "invalid_credentials");
+}
