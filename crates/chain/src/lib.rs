@@ -7,8 +7,10 @@
 
 pub mod client;
 pub mod contracts;
+pub mod custody;
 pub mod embedded;
 
 pub use alloy::primitives::{Address, B256, Bytes, Log, U256};
 pub use client::{ChainClient, ChainError, CollectionParams, Mint, PlatformRoles, Receipt};
+pub use custody::AddressBook;
 pub use embedded::EmbeddedChain;

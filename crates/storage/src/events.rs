@@ -20,6 +20,8 @@ pub mod consumers {
     pub const NOTIFY_MAIL: &str = "notify.mail";
     /// Payments refunds what ticketing could not honour.
     pub const PAYMENTS_REFUNDS: &str = "payments.refunds";
+    /// The chain pipeline mints, moves and burns tokens to follow the tickets.
+    pub const CHAIN_TOKENS: &str = "chain.tokens";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +84,29 @@ pub enum DomainEvent {
 
     #[serde(rename = "order.refunded")]
     OrderRefunded { order_id: OrderId, buyer_email: String, event_name: String, amount_minor: i64, currency: String },
+
+    /// Tickets stopped existing for entry (refund, event cancellation); the
+    /// chain pipeline burns their tokens.
+    #[serde(rename = "tickets.cancelled")]
+    TicketsCancelled { event_id: EventId, tickets: Vec<TicketId>, reason: String },
+
+    /// A ticket changed hands inside Entrada (`reason`: `gift` or `resale`).
+    /// `generation` is the new holder generation; the chain pipeline moves the
+    /// token from the old holder's custodial address to the new one's.
+    #[serde(rename = "ticket.holder_changed")]
+    TicketHolderChanged {
+        ticket_id: TicketId,
+        event_id: EventId,
+        from: UserId,
+        to: UserId,
+        reason: String,
+        generation: i64,
+    },
+
+    /// The holder took the token out to a linked external wallet
+    /// (`to_address`, 0x-hex); the chain pipeline transfers it there.
+    #[serde(rename = "ticket.exported")]
+    TicketExported { ticket_id: TicketId, event_id: EventId, holder: UserId, to_address: String, generation: i64 },
 }
 
 impl DomainEvent {
@@ -102,6 +127,9 @@ impl DomainEvent {
             Self::OrderExpired { .. } => "order.expired",
             Self::RefundRequested { .. } => "payment.refund_requested",
             Self::OrderRefunded { .. } => "order.refunded",
+            Self::TicketsCancelled { .. } => "tickets.cancelled",
+            Self::TicketHolderChanged { .. } => "ticket.holder_changed",
+            Self::TicketExported { .. } => "ticket.exported",
         }
     }
 
@@ -115,6 +143,10 @@ impl DomainEvent {
             | Self::OrderPaid { .. }
             | Self::OrderRefunded { .. } => &[NOTIFY_MAIL],
             Self::RefundRequested { .. } => &[PAYMENTS_REFUNDS],
+            Self::TicketsIssued { .. }
+            | Self::TicketsCancelled { .. }
+            | Self::TicketHolderChanged { .. }
+            | Self::TicketExported { .. } => &[CHAIN_TOKENS],
             _ => &[],
         }
     }
