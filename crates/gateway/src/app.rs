@@ -223,7 +223,7 @@ impl App {
                 }),
             )
             .route("/metrics", get(move || std::future::ready(metrics_handle.render())))
-            .fallback(middleware::not_found)
+            .fallback(crate::web::serve)
             .method_not_allowed_fallback(middleware::method_not_allowed)
             .layer(axum::middleware::from_fn(middleware::problem_for_plain_errors))
             .layer(axum::middleware::from_fn_with_state(verifier, middleware::authenticate))

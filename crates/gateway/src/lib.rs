@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod middleware;
 pub mod openapi;
+pub mod web;
 
 pub use app::{App, BuildError};
 pub use config::Config;

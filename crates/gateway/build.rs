@@ -1,0 +1,12 @@
+//! The web apps are embedded from `web/dist` (built by `npm run build` in `web/`). A fresh clone has no build
+//! yet: create the folder empty so the crate still compiles; the gateway then serves a page saying how to build
+//! them. Cargo re-runs this (and recompiles the embedding) whenever anything under `web/dist` changes.
+
+fn main() {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/dist");
+    if !dist.exists() {
+        let _ = std::fs::create_dir_all(&dist);
+    }
+    println!("cargo:rerun-if-changed=../../web/dist");
+    println!("cargo:rerun-if-changed=build.rs");
+}
