@@ -1,0 +1,260 @@
+// End to end in real headless Chromium against a real `entrada serve --demo`: a fan signs up, buys through
+// the sandbox's checkout page, sees the ticket in the wallet and opens its rotating QR; a scanner enrolled in a
+// second browser context admits it once and refuses it again; taken offline, the scanner admits a second ticket
+// on its own and uploads the scan when the network is back. Both apps install (manifest, service worker) and fit
+// a 360×740 screen. Screenshots of the key screens go to e2e/artifacts/.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startServer } from '../scripts/server.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const artifacts = join(here, 'artifacts');
+mkdirSync(artifacts, { recursive: true });
+const VIEWPORT = { width: 360, height: 740 };
+
+let server;
+let browser;
+let profile;
+let org; // { token, eventId }
+let fan; // page
+let scanner; // page
+let scannerContext;
+let fanContext;
+let gateName = 'Puerta 1';
+
+async function json(method, path, token, body, headers = {}) {
+  const r = await fetch(server.base + path, {
+    method,
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+
+async function fitsScreen(page) {
+  const width = await page.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(width <= VIEWPORT.width, `the page is ${width}px wide on a ${VIEWPORT.width}px screen`);
+}
+
+before(async () => {
+  server = await startServer({ demo: true });
+  const out = server.output();
+  const eventId = /Demo event on sale: \S+\/api\/v1\/events\/([0-9a-f-]{36})/.exec(out)?.[1];
+  const [, email, password] = /Demo organizer: (\S+) \/ (\S+)/.exec(out) ?? [];
+  assert.ok(eventId && email && password, `demo ids in the output:\n${out}`);
+  const login = await json('POST', '/api/v1/auth/login', null, { email, password });
+  org = { token: login.access_token, eventId };
+  // Doors open now, so the gate admits today rather than on the demo's date.
+  await json('PATCH', `/api/v1/events/${eventId}`, org.token, { doors_open_at: null });
+  profile = mkdtempSync(join(tmpdir(), 'entrada-chromium-'));
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+test('a fan signs up, buys two demo tickets through the sandbox page and sees them in the wallet', async () => {
+  fanContext = await browser.newContext({ viewport: VIEWPORT, locale: 'en-US' });
+  fan = await fanContext.newPage();
+  await fan.goto(server.base + '/');
+  await fan.getByRole('heading', { name: 'Events' }).waitFor();
+  await fan.getByRole('link', { name: /Noche|Concierto|Demo|Festival/ }).first().waitFor();
+  await fitsScreen(fan);
+  await shot(fan, '01-events');
+
+  await fan.getByRole('link', { name: 'Log in' }).click();
+  await fan.getByRole('link', { name: 'New here? Sign up' }).click();
+  await fan.getByLabel('Name').fill('Ana Fan');
+  await fan.getByLabel('Email').fill(`ana-${Date.now()}@example.com`);
+  await fan.getByLabel('Password').fill('a long passphrase');
+  await fan.getByRole('button', { name: 'Sign up' }).click();
+  await fan.getByRole('heading', { name: 'Wallet' }).waitFor();
+  await fan.getByText('No tickets yet.').waitFor();
+
+  await fan.goto(`${server.base}/events/${org.eventId}`);
+  const general = fan.getByTestId('ticket-type').filter({ hasText: 'General' });
+  await general.locator('select').selectOption('2');
+  await fitsScreen(fan);
+  await shot(fan, '02-event');
+  await fan.getByRole('button', { name: 'Buy' }).click();
+
+  // The sandbox provider's hosted checkout page.
+  await fan.waitForURL(/\/sandbox\/checkout\//);
+  await fan.locator('#card').fill('4242424242424242');
+  await fan.locator('button[type=submit]').click();
+  await fan.waitForURL(/\/orders\//);
+  await fan.locator('[data-testid=order][data-status=paid]').waitFor({ timeout: 30_000 });
+  await shot(fan, '03-order-paid');
+
+  await fan.getByRole('link', { name: 'Go to wallet' }).click();
+  const cards = fan.getByTestId('ticket-card');
+  await cards.nth(1).waitFor();
+  assert.equal(await cards.count(), 2);
+  await fitsScreen(fan);
+  await shot(fan, '04-wallet');
+});
+
+let firstQr;
+
+test('the ticket screen shows a rotating QR signed on the device that decodes to the same text', async () => {
+  await fan.getByTestId('ticket-card').first().getByRole('link', { name: 'Show QR' }).click();
+  const qr = fan.locator('[data-testid=qr][data-qr^="EN1:"]');
+  await qr.waitFor({ timeout: 15_000 });
+  firstQr = await qr.getAttribute('data-qr');
+  const step = Number(await qr.getAttribute('data-step'));
+  assert.ok(Math.abs(step - Math.floor(Date.now() / 15000)) <= 1, 'the proof is for the current 15 s step');
+  // The drawn code is a real QR carrying exactly that text.
+  await fan.addScriptTag({ path: join(here, '../node_modules/jsqr/dist/jsQR.js') });
+  const decoded = await fan.evaluate(async () => {
+    const svg = document.querySelector('[data-testid=qr] svg');
+    const img = new Image();
+    img.src = 'data:image/svg+xml;base64,' + btoa(new XMLSerializer().serializeToString(svg));
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = c.height = 600;
+    const ctx = c.getContext('2d');
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, 600, 600);
+    ctx.drawImage(img, 0, 0, 600, 600);
+    const d = ctx.getImageData(0, 0, 600, 600);
+    return globalThis.jsQR(d.data, 600, 600)?.data ?? null;
+  });
+  assert.equal(decoded, firstQr);
+  await fitsScreen(fan);
+  await shot(fan, '05-ticket-qr');
+});
+
+test('a scanner enrols with its one-time code, admits the QR once and refuses it again as already used', async () => {
+  const zone = await json('POST', `/api/v1/events/${org.eventId}/zones`, org.token, { name: 'pista' });
+  const gate = await json('POST', `/api/v1/events/${org.eventId}/gates`, org.token, { name: gateName, zone_id: zone.id });
+  const device = await json('POST', `/api/v1/events/${org.eventId}/devices`, org.token, {
+    name: 'Scanner 1',
+    gate_ids: [gate.id],
+  });
+  scannerContext = await browser.newContext({ viewport: VIEWPORT, locale: 'en-US' });
+  scanner = await scannerContext.newPage();
+  await scanner.goto(server.base + '/scan/');
+  await scanner.getByLabel('One-time code').fill('not-a-code');
+  await scanner.getByRole('button', { name: 'Enrol', exact: true }).click();
+  await scanner.getByRole('alert').waitFor();
+  assert.match(await scanner.getByRole('alert').innerText(), /not valid|already used/i);
+  await scanner.getByLabel('One-time code').fill(device.enrolment_code);
+  await scanner.getByRole('button', { name: 'Enrol', exact: true }).click();
+  await scanner.getByRole('button', { name: new RegExp(gateName) }).click();
+  await scanner.getByTestId('gate').filter({ hasText: gateName }).waitFor();
+  await fitsScreen(scanner);
+  await shot(scanner, '06-scanner-ready');
+
+  const wedge = scanner.getByLabel(/Scanner input/);
+  await wedge.fill(firstQr);
+  await wedge.press('Enter');
+  await scanner.locator('[data-testid=verdict][data-reason=ok]').waitFor();
+  await shot(scanner, '07-scanner-admit');
+  // Ready for the next scan in under a second.
+  await scanner.getByTestId('verdict').waitFor({ state: 'detached', timeout: 1000 });
+
+  await wedge.fill(firstQr);
+  await wedge.press('Enter');
+  await scanner.locator('[data-testid=verdict][data-reason=already_used]').waitFor();
+  assert.match(await scanner.getByTestId('verdict').innerText(), /Already used/);
+  await shot(scanner, '08-scanner-already-used');
+  assert.equal(await scanner.getByTestId('admitted').innerText(), '1');
+  assert.equal(await scanner.getByTestId('rejected').innerText(), '1');
+});
+
+test('offline, the scanner verifies in the browser, queues the admission and uploads it when back online', async () => {
+  await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
+  await fan.goto(server.base + '/wallet');
+  await fan.getByTestId('ticket-card').nth(1).getByRole('link', { name: 'Show QR' }).click();
+  const qr = fan.locator('[data-testid=qr][data-qr^="EN1:"]');
+  await qr.waitFor();
+  const secondQr = await qr.getAttribute('data-qr');
+  assert.notEqual(secondQr, firstQr);
+
+  await scannerContext.setOffline(true);
+  await scanner.getByTestId('net').filter({ hasText: 'Offline' }).waitFor();
+  const wedge = scanner.getByLabel(/Scanner input/);
+  await wedge.fill(secondQr);
+  await wedge.press('Enter');
+  await scanner.locator('[data-testid=verdict][data-reason=ok]').waitFor();
+  assert.match(await scanner.getByTestId('verdict').innerText(), /Offline/);
+  await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
+  assert.equal(await scanner.getByTestId('queued').innerText(), '1');
+  // The same code again, still offline: this device remembers it admitted the ticket.
+  await wedge.fill(secondQr);
+  await wedge.press('Enter');
+  await scanner.locator('[data-testid=verdict][data-reason=already_used]').waitFor();
+  await shot(scanner, '09-scanner-offline');
+
+  await scannerContext.setOffline(false);
+  await scanner.getByTestId('queued').filter({ hasText: /^0$/ }).waitFor({ timeout: 20_000 });
+  const stats = await json('GET', `/api/v1/events/${org.eventId}/checkin/stats`, org.token);
+  assert.equal(stats.admitted_tickets, 2, 'both tickets are recorded as admitted on the server');
+  assert.equal(await scanner.getByTestId('conflicts').innerText(), '0');
+});
+
+test('both apps install: manifests load and service workers take control', async () => {
+  for (const [page, manifest] of [
+    [fan, '/manifest.webmanifest'],
+    [scanner, '/scan/manifest.webmanifest'],
+  ]) {
+    const href = await page.locator('link[rel=manifest]').getAttribute('href');
+    assert.equal(href, manifest);
+    const m = await (await fetch(server.base + manifest)).json();
+    assert.ok(m.name && m.start_url && m.icons.length >= 2);
+    const scope = await page.evaluate(async () => (await navigator.serviceWorker.ready).scope);
+    assert.ok(scope.startsWith(server.base));
+  }
+});
+
+test('the ticket QR still opens with no network once its credential is on the device', async () => {
+  await fan.reload();
+  await fan.locator('[data-testid=qr][data-qr^="EN1:"]').waitFor();
+  await fanContext.setOffline(true);
+  await fan.reload();
+  const qr = fan.locator('[data-testid=qr][data-qr^="EN1:"]');
+  await qr.waitFor({ timeout: 15_000 });
+  await fan.getByText('Offline: the code still works.').waitFor();
+  await shot(fan, '10-ticket-offline');
+  await fanContext.setOffline(false);
+});
+
+test('the server keeps API paths as problems and serves the apps with the right caching', async () => {
+  const r = await fetch(server.base + '/api/v1/nope');
+  assert.equal(r.status, 404);
+  assert.equal(r.headers.get('content-type'), 'application/problem+json');
+  const index = await fetch(server.base + '/wallet');
+  assert.equal(index.status, 200);
+  assert.match(index.headers.get('content-type'), /text\/html/);
+  assert.equal(index.headers.get('cache-control'), 'no-cache');
+  const scan = await fetch(server.base + '/scan/anything');
+  assert.match(await scan.text(), /scan/);
+  const html = await (await fetch(server.base + '/')).text();
+  const asset = /src="(\/assets\/[^"]+\.js)"/.exec(html)[1];
+  const a = await fetch(server.base + asset);
+  assert.match(a.headers.get('content-type'), /javascript/);
+  assert.match(a.headers.get('cache-control'), /immutable/);
+});
