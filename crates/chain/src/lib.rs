@@ -2,13 +2,15 @@
 //! everything the platform asks of a chain, and [`EmbeddedChain`], an in-process revm chain
 //! that runs the real bytecode and keeps its state in the data directory.
 //!
-//! Architecture invariant: this crate knows nothing about orders, tickets or the database; it
-//! speaks addresses, token ids and receipts. Deciding what to mint is the caller's business.
+//! Architecture invariant: the chain clients know nothing about orders, tickets or the
+//! database; they speak addresses, token ids and receipts. Deciding what to mint is the
+//! [`pipeline`]'s business: it follows tickets by id through the outbox and its own tables.
 
 pub mod client;
 pub mod contracts;
 pub mod custody;
 pub mod embedded;
+pub mod pipeline;
 
 pub use alloy::primitives::{Address, B256, Bytes, Log, U256};
 pub use client::{ChainClient, ChainError, CollectionParams, Mint, PlatformRoles, Receipt};

@@ -1,0 +1,138 @@
+//! The `chain.tokens` consumer: turns ticket events into token rows and operations, inside the
+//! dispatcher's transaction, with no chain call (the chain may be down; the sale must not
+//! wait for it).
+//!
+//! Idempotent: token rows are keyed by ticket id and operations by (outbox event, ticket), so
+//! a replay inserts nothing new.
+
+use alloy::primitives::Address;
+use entrada_primitives::ids::{EventId, TicketId, UserId};
+use entrada_storage::Tx;
+use entrada_storage::events::{DomainEvent, consumers};
+use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
+use std::str::FromStr;
+
+use super::domain::{OpKind, address_text, event_key};
+use super::store;
+
+/// Records what the chain should become; the worker makes it so.
+pub struct TokensConsumer {
+    network: String,
+    chain_id: u64,
+}
+
+impl TokensConsumer {
+    pub fn new(network: String, chain_id: u64) -> Self {
+        Self { network, chain_id }
+    }
+
+    async fn issued(&self, tx: &mut Tx, now: i64, tickets: &[TicketId]) -> Result<(), sqlx::Error> {
+        // The ticket rows, not the event, say who holds the ticket now and whether it is
+        // still valid: an issue handled after a gift or a refund mints to the right holder,
+        // or not at all.
+        for t in store::issued_tickets(tx, tickets).await? {
+            let key = format!("{:#x}", event_key(&t.event_id));
+            store::ensure_collection_row(tx, &t.event_id, &self.network, self.chain_id, &key, now).await?;
+            store::insert_token(tx, &t, now).await?;
+        }
+        Ok(())
+    }
+
+    async fn cancelled(
+        &self,
+        tx: &mut Tx,
+        env: &Envelope,
+        event: EventId,
+        tickets: &[TicketId],
+    ) -> Result<(), sqlx::Error> {
+        let now = env.occurred_at_ms;
+        for t in tickets {
+            let ticket = t.to_db();
+            match store::token_state(tx, &ticket).await?.as_deref() {
+                // Not minted yet: it never will be.
+                Some("pending") => {
+                    store::burn_unminted(tx, &ticket, now).await?;
+                }
+                Some("submitted" | "confirmed") => {
+                    let source = format!("outbox:{}:{ticket}", env.id);
+                    store::insert_op(tx, &ticket, &event.to_db(), OpKind::Burn.as_str(), None, None, &source, now)
+                        .await?;
+                }
+                // Already burned or failed, or its issue not seen yet (the issue then reads
+                // the ticket as cancelled and never mints it).
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A new holder (`to_user`) or an external address (`to_address`).
+    async fn moved(
+        &self,
+        tx: &mut Tx,
+        env: &Envelope,
+        ticket: TicketId,
+        event: EventId,
+        to_user: Option<UserId>,
+        to_address: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
+        let now = env.occurred_at_ms;
+        let ticket = ticket.to_db();
+        let to_user = to_user.map(|u| u.to_db());
+        let state = store::token_state(tx, &ticket).await?;
+        let Some(state) = state else { return Ok(()) };
+        if state == "burned" || state == "failed" {
+            return Ok(());
+        }
+        store::set_intended_owner(tx, &ticket, to_user.as_deref(), to_address, now).await?;
+        // A pending mint simply goes to the new owner (the worker's claim checks the owner it
+        // resolved is still the intended one); a mint in flight or done needs a transfer.
+        if state != "pending" {
+            let source = format!("outbox:{}:{ticket}", env.id);
+            store::insert_op(
+                tx,
+                &ticket,
+                &event.to_db(),
+                OpKind::Transfer.as_str(),
+                to_user.as_deref(),
+                to_address,
+                &source,
+                now,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Consumer for TokensConsumer {
+    fn name(&self) -> &'static str {
+        consumers::CHAIN_TOKENS
+    }
+
+    async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {
+        let now = env.occurred_at_ms;
+        match &env.event {
+            DomainEvent::TicketsIssued { tickets, .. } => self.issued(tx, now, tickets).await?,
+            DomainEvent::TicketsCancelled { event_id, tickets, .. } => {
+                self.cancelled(tx, env, *event_id, tickets).await?;
+            }
+            DomainEvent::TicketHolderChanged { ticket_id, event_id, to, .. } => {
+                self.moved(tx, env, *ticket_id, *event_id, Some(*to), None).await?;
+            }
+            DomainEvent::TicketExported { ticket_id, event_id, to_address, .. } => {
+                // Only a well-formed address is ever sent to the chain; the wallet validated
+                // it, so a bad one here is a bug to surface, not to retry forever.
+                let Ok(addr) = Address::from_str(to_address) else {
+                    tracing::error!(%ticket_id, %to_address, "export to a malformed address ignored");
+                    return Ok(());
+                };
+                let text = address_text(addr);
+                self.moved(tx, env, *ticket_id, *event_id, None, Some(&text)).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

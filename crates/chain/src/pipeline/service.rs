@@ -1,0 +1,942 @@
+//! The pipeline's steps: create collections, mint due batches, apply transfers, burns and
+//! attended marks in order, resolve sends whose outcome is unknown, and reconcile the
+//! database against the chain.
+//!
+//! Every send follows the same discipline: record the transaction (`sending`) and claim its
+//! items in one database transaction, commit, call the chain with no database transaction
+//! open, then record the outcome. A crash or a lost answer in between leaves a `sending` or
+//! `unknown` record, which is resolved by reading the chain (`owner_of`, `token_uri`) before
+//! anything is sent again. A second mint of a token id reverts in the contract itself, so
+//! even a resend that races a late first send cannot make two tokens.
+
+use alloy::primitives::{Address, B256, U256};
+use entrada_primitives::SharedClock;
+use entrada_storage::audit::{self, Actor};
+use entrada_storage::{Consumer, Db};
+use serde_json::json;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use super::consumer::TokensConsumer;
+use super::domain::{OpKind, PipelineConfig, address_text, backoff_ms, batch_due, collection_params, plan_batches};
+use super::store::{self, OpRow, PendingToken};
+use crate::client::{ChainClient, ChainError, Mint, Receipt};
+use crate::custody::AddressBook;
+
+/// Why a pipeline step stopped. Chain trouble is not an error: it is reported in the
+/// [`StepReport`] and retried later.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("storage: {0}")]
+    Storage(#[from] sqlx::Error),
+}
+
+/// What one round of the pipeline did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// Collections created, tokens minted or resolved, operations applied or queued.
+    pub progress: usize,
+    /// Mint transactions sent in this round.
+    pub transactions: usize,
+    /// The chain could not be reached; the worker backs off.
+    pub chain_unavailable: bool,
+}
+
+/// What one reconciliation step found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub checked: usize,
+    pub repaired: usize,
+    /// The pass reached the last token; the next step starts over.
+    pub pass_complete: bool,
+    pub chain_unavailable: bool,
+}
+
+/// The mint pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    clock: SharedClock,
+    chain: Arc<dyn ChainClient>,
+    book: Arc<dyn AddressBook>,
+    cfg: PipelineConfig,
+    /// This process's name on the transactions it sends.
+    instance: String,
+    /// One round at a time in this process (the background worker and `App::settle` may both
+    /// run); a Tokio mutex because a round awaits the chain. Guards the reconciler's cursor.
+    round: tokio::sync::Mutex<String>,
+}
+
+/// A chain failure, sorted by what the pipeline does about it.
+enum Outcome {
+    /// The chain refused the transaction: read the chain to see why.
+    Reverted(String),
+    /// The chain could not be reached: back off, resolve by reading later.
+    Unavailable(String),
+    /// Anything else: the outcome is unknown; resolve by reading later.
+    Unknown(String),
+}
+
+fn outcome(e: ChainError) -> Outcome {
+    match e {
+        ChainError::Reverted { reason, .. } => Outcome::Reverted(reason),
+        ChainError::Unavailable(m) => Outcome::Unavailable(m),
+        other => Outcome::Unknown(other.to_string()),
+    }
+}
+
+fn u256(token_id: i64) -> U256 {
+    U256::from(u64::try_from(token_id).unwrap_or(0))
+}
+
+fn parse_address(s: &str) -> Option<Address> {
+    Address::from_str(s).ok()
+}
+
+impl Pipeline {
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        chain: Arc<dyn ChainClient>,
+        book: Arc<dyn AddressBook>,
+        cfg: PipelineConfig,
+    ) -> Self {
+        let instance = uuid::Uuid::now_v7().to_string();
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                clock,
+                chain,
+                book,
+                cfg,
+                instance,
+                round: tokio::sync::Mutex::new(String::new()),
+            }),
+        }
+    }
+
+    /// The `chain.tokens` consumer to register with the dispatcher.
+    pub fn consumer(&self) -> Arc<dyn Consumer> {
+        Arc::new(TokensConsumer::new(self.inner.cfg.network.clone(), self.inner.chain.chain_id()))
+    }
+
+    pub fn chain(&self) -> &Arc<dyn ChainClient> {
+        &self.inner.chain
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.inner.cfg
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// One round: resolve open sends, create collections, mint due batches (all pending ones
+    /// when `flush`), apply operations, queue attended marks.
+    pub async fn run_once(&self, flush: bool) -> Result<StepReport, PipelineError> {
+        let _round = self.inner.round.lock().await;
+        let mut r = StepReport::default();
+        self.recover(&mut r).await?;
+        if !r.chain_unavailable {
+            self.collections(&mut r).await?;
+        }
+        if !r.chain_unavailable {
+            self.mints(flush, &mut r).await?;
+        }
+        if !r.chain_unavailable {
+            self.attended(&mut r).await?;
+            self.ops(&mut r).await?;
+        }
+        Ok(r)
+    }
+
+    // ---- unknown outcomes ----
+
+    async fn recover(&self, r: &mut StepReport) -> Result<(), PipelineError> {
+        let now = self.now();
+        let open = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::open_txs(&mut conn, &self.inner.instance, now, self.inner.cfg.single_process).await?
+        };
+        for (tx_id, kind, event_id) in open {
+            let done = if kind == "mint_batch" {
+                self.resolve_mint(tx_id, &event_id, None, false).await?
+            } else {
+                self.resolve_op(tx_id, false).await?
+            };
+            match done {
+                Some(n) => r.progress += n.max(1),
+                None => {
+                    r.chain_unavailable = true;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn collection_address(&self, event_id: &str) -> Result<Option<Address>, PipelineError> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT address FROM chain_collections WHERE event_id = $1")
+                .bind(event_id.to_owned())
+                .fetch_optional(self.inner.db.reader())
+                .await?;
+        Ok(row.and_then(|(a,)| a).and_then(|a| parse_address(&a)))
+    }
+
+    /// Settles a mint transaction's tickets by reading the chain: a token that exists is
+    /// confirmed, one that does not waits for a new batch. `reverted`: the chain refused the
+    /// batch, which counts as an attempt for its tickets unless the chain showed why (some of
+    /// them were minted already). `None` when the chain could not be read.
+    async fn resolve_mint(
+        &self,
+        tx_id: i64,
+        event_id: &str,
+        tx_hash: Option<&str>,
+        reverted: bool,
+    ) -> Result<Option<usize>, PipelineError> {
+        let rows = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::submitted_of_tx(&mut conn, tx_id).await?
+        };
+        let mut found = Vec::with_capacity(rows.len());
+        if !rows.is_empty() {
+            let Some(collection) = self.collection_address(event_id).await? else {
+                return Ok(Some(0));
+            };
+            for (_, token_id, _, _) in &rows {
+                match self.inner.chain.owner_of(collection, u256(*token_id)).await {
+                    Ok(owner) => found.push(owner),
+                    Err(e) => {
+                        tracing::warn!(tx_id, error = %e, "cannot read the chain to resolve a mint");
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let explained = found.iter().any(Option::is_some);
+        let single = rows.len() == 1;
+        let now = self.now();
+        let mut tx = self.inner.db.begin().await?;
+        let mut confirmed = 0;
+        for ((ticket, _, _, attempts), owner) in rows.iter().zip(&found) {
+            match owner {
+                Some(a) => {
+                    store::token_found(&mut tx, ticket, &address_text(*a), tx_hash, now).await?;
+                    confirmed += 1;
+                }
+                None => {
+                    let count = reverted && !explained;
+                    let failed = count && single && attempts + 1 >= self.inner.cfg.max_attempts;
+                    let why = if reverted { "mint reverted" } else { "mint outcome unknown; not on chain" };
+                    let at = now + backoff_ms(if count { *attempts } else { 0 });
+                    store::token_not_found(&mut tx, ticket, count, failed, why, at, now).await?;
+                    if failed {
+                        tracing::error!(%ticket, "mint refused repeatedly; parked as failed");
+                    }
+                }
+            }
+        }
+        store::tx_closed(&mut tx, tx_id, "resolved", None, now).await?;
+        audit::record(
+            &mut tx,
+            now,
+            &Actor::System,
+            "chain.mint_resolved",
+            "chain_transaction",
+            &tx_id.to_string(),
+            json!({ "found": confirmed, "not_found": rows.len() - confirmed, "reverted": reverted }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(confirmed))
+    }
+
+    // ---- collections ----
+
+    async fn collections(&self, r: &mut StepReport) -> Result<(), PipelineError> {
+        let now = self.now();
+        let due = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::due_collections(&mut conn, now).await?
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.inner.chain.ensure_factory().await {
+            tracing::warn!(error = %e, "ticket factory unavailable");
+            r.chain_unavailable = true;
+            return Ok(());
+        }
+        for c in due {
+            let Ok(key) = B256::from_str(&c.event_key) else {
+                tracing::error!(event = %c.event_id, "malformed event key");
+                continue;
+            };
+            match self.inner.chain.collection_of(key).await {
+                Ok(Some(addr)) => {
+                    self.collection_created(&c.event_id, addr, None).await?;
+                    r.progress += 1;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.collection_retry(&c, &e.to_string()).await?;
+                    r.chain_unavailable = true;
+                    return Ok(());
+                }
+            }
+            let facts = {
+                let mut conn = self.inner.db.reader().acquire().await?;
+                store::event_facts(&mut conn, &c.event_id).await?
+            };
+            let Some(facts) = facts else {
+                self.collection_retry(&c, "event not found").await?;
+                continue;
+            };
+            let params =
+                collection_params(&c.event_id, &facts, &self.inner.cfg.public_url, self.inner.chain.roles().organizer);
+            match self.inner.chain.create_collection(key, &params).await {
+                Ok((addr, receipt)) => {
+                    self.collection_created(&c.event_id, addr, Some(&receipt)).await?;
+                    r.progress += 1;
+                }
+                Err(e) => match outcome(e) {
+                    Outcome::Reverted(reason) if reason == "CollectionExists" => {
+                        // An earlier creation landed and its answer was lost.
+                        if let Ok(Some(addr)) = self.inner.chain.collection_of(key).await {
+                            self.collection_created(&c.event_id, addr, None).await?;
+                            r.progress += 1;
+                        }
+                    }
+                    Outcome::Unavailable(m) => {
+                        self.collection_retry(&c, &m).await?;
+                        r.chain_unavailable = true;
+                        return Ok(());
+                    }
+                    Outcome::Reverted(m) | Outcome::Unknown(m) => self.collection_retry(&c, &m).await?,
+                },
+            }
+        }
+        Ok(())
+    }
+
+    async fn collection_created(
+        &self,
+        event_id: &str,
+        addr: Address,
+        receipt: Option<&Receipt>,
+    ) -> Result<(), PipelineError> {
+        let now = self.now();
+        let hash = receipt.map(|r| format!("{:#x}", r.tx_hash));
+        let block = receipt.map(|r| i64::try_from(r.block_number).unwrap_or(i64::MAX));
+        let mut tx = self.inner.db.begin().await?;
+        if store::confirm_collection(&mut tx, event_id, &address_text(addr), hash.as_deref(), block, now).await? {
+            audit::record(
+                &mut tx,
+                now,
+                &Actor::System,
+                "chain.collection_created",
+                "event",
+                event_id,
+                json!({ "address": address_text(addr), "tx_hash": hash }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(event = %event_id, collection = %addr, "event collection on chain");
+        Ok(())
+    }
+
+    async fn collection_retry(&self, c: &store::CollectionRow, error: &str) -> Result<(), PipelineError> {
+        let now = self.now();
+        let mut conn = self.inner.db.writer().acquire().await?;
+        store::collection_retry(&mut conn, &c.event_id, error, now + backoff_ms(c.attempts), now).await?;
+        Ok(())
+    }
+
+    // ---- mints ----
+
+    async fn mints(&self, flush: bool, r: &mut StepReport) -> Result<(), PipelineError> {
+        let now = self.now();
+        let events = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::pending_by_event(&mut conn, now).await?
+        };
+        let cfg = &self.inner.cfg;
+        for (event_id, collection, count, oldest) in events {
+            let count = usize::try_from(count).unwrap_or(0);
+            if !batch_due(count, oldest, now, cfg, flush) {
+                continue;
+            }
+            let Some(collection) = parse_address(&collection) else { continue };
+            let time_due = flush || now.saturating_sub(oldest) >= cfg.batch_window_ms;
+            let limit = i64::try_from(cfg.batch_size.saturating_mul(10).min(5_000)).unwrap_or(1_000);
+            let due = {
+                let mut conn = self.inner.db.reader().acquire().await?;
+                store::due_tokens(&mut conn, &event_id, now, limit).await?
+            };
+            let flagged: Vec<(PendingToken, bool)> = due
+                .into_iter()
+                .map(|t| {
+                    let retried = t.attempts > 0;
+                    (t, retried)
+                })
+                .collect();
+            for batch in plan_batches(&flagged, cfg.batch_size) {
+                let retried = batch.first().is_some_and(|t| t.attempts > 0);
+                if !retried && batch.len() < cfg.batch_size && !time_due {
+                    continue;
+                }
+                if !self.send_mint(&event_id, collection, batch, r).await? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The address a token should go to: the exported address, or the holder's custodial one.
+    async fn intended(
+        &self,
+        holder: Option<&str>,
+        external: Option<&str>,
+        cache: &mut HashMap<String, Address>,
+    ) -> Result<Address, String> {
+        if let Some(ext) = external {
+            return parse_address(ext).ok_or_else(|| format!("malformed address {ext}"));
+        }
+        let holder = holder.ok_or("no holder")?;
+        if let Some(a) = cache.get(holder) {
+            return Ok(*a);
+        }
+        let user = entrada_primitives::ids::UserId::from_db(holder).map_err(|e| e.to_string())?;
+        let a = self.inner.book.custodial_address(user).await?;
+        cache.insert(holder.to_owned(), a);
+        Ok(a)
+    }
+
+    /// Sends one mint transaction. False when the chain is unavailable (stop this round).
+    async fn send_mint(
+        &self,
+        event_id: &str,
+        collection: Address,
+        batch: Vec<PendingToken>,
+        r: &mut StepReport,
+    ) -> Result<bool, PipelineError> {
+        let mut cache = HashMap::new();
+        let mut resolved = Vec::with_capacity(batch.len());
+        for t in batch {
+            match self.intended(t.holder_id.as_deref(), t.external_address.as_deref(), &mut cache).await {
+                Ok(a) => resolved.push((t, a)),
+                Err(e) => {
+                    tracing::warn!(ticket = %t.ticket_id, error = %e, "no address for a token's holder yet");
+                    let now = self.now();
+                    let mut conn = self.inner.db.writer().acquire().await?;
+                    store::token_retry(&mut conn, &t.ticket_id, &e, now + backoff_ms(t.attempts), now).await?;
+                }
+            }
+        }
+        if resolved.is_empty() {
+            return Ok(true);
+        }
+        let now = self.now();
+        let lease = now + self.inner.cfg.send_lease_ms;
+        let n = i64::try_from(resolved.len()).unwrap_or(i64::MAX);
+        let mut tx = self.inner.db.begin().await?;
+        let tx_id = store::open_tx(&mut tx, "mint_batch", event_id, &self.inner.instance, lease, n, now).await?;
+        let mut mints = Vec::with_capacity(resolved.len());
+        for (t, a) in &resolved {
+            if store::claim_token(&mut tx, t, tx_id, &address_text(*a), now).await? {
+                mints.push(Mint { to: *a, token_id: u256(t.token_id) });
+            }
+        }
+        if mints.is_empty() {
+            tx.rollback().await?;
+            return Ok(true);
+        }
+        store::set_tx_items(&mut tx, tx_id, i64::try_from(mints.len()).unwrap_or(i64::MAX)).await?;
+        tx.commit().await?;
+
+        r.transactions += 1;
+        match self.inner.chain.mint_batch(collection, &mints).await {
+            Ok(receipt) => {
+                let now = self.now();
+                let hash = format!("{:#x}", receipt.tx_hash);
+                let block = i64::try_from(receipt.block_number).unwrap_or(i64::MAX);
+                let gas = i64::try_from(receipt.gas_used).unwrap_or(i64::MAX);
+                let mut tx = self.inner.db.begin().await?;
+                store::tx_confirmed(&mut tx, tx_id, &hash, block, gas, now).await?;
+                let n = store::mint_confirmed(&mut tx, tx_id, &hash, block, now).await?;
+                audit::record(
+                    &mut tx,
+                    now,
+                    &Actor::System,
+                    "chain.minted",
+                    "chain_transaction",
+                    &tx_id.to_string(),
+                    json!({ "event_id": event_id, "tokens": n, "tx_hash": hash, "block": block, "gas_used": gas }),
+                )
+                .await?;
+                tx.commit().await?;
+                r.progress += usize::try_from(n).unwrap_or(0);
+                Ok(true)
+            }
+            Err(e) => match outcome(e) {
+                Outcome::Reverted(reason) => {
+                    tracing::warn!(tx_id, %reason, "mint batch reverted; reading the chain");
+                    self.close_tx(tx_id, "reverted", &reason).await?;
+                    match self.resolve_mint(tx_id, event_id, None, true).await? {
+                        Some(n) => {
+                            r.progress += n;
+                            Ok(true)
+                        }
+                        None => {
+                            r.chain_unavailable = true;
+                            Ok(false)
+                        }
+                    }
+                }
+                Outcome::Unavailable(m) => {
+                    tracing::warn!(tx_id, error = %m, "chain unavailable during a mint; its outcome is unknown");
+                    self.close_tx(tx_id, "unknown", &m).await?;
+                    r.chain_unavailable = true;
+                    Ok(false)
+                }
+                Outcome::Unknown(m) => {
+                    tracing::warn!(tx_id, error = %m, "mint failed; its outcome is unknown");
+                    self.close_tx(tx_id, "unknown", &m).await?;
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    async fn close_tx(&self, tx_id: i64, state: &str, error: &str) -> Result<(), PipelineError> {
+        let now = self.now();
+        let mut conn = self.inner.db.writer().acquire().await?;
+        store::tx_closed(&mut conn, tx_id, state, Some(error), now).await?;
+        Ok(())
+    }
+
+    // ---- attended marks ----
+
+    /// Queues an attended mark for every minted token whose ticket has been admitted. Polls
+    /// check-in's `admissions` table rather than hearing an event, so a scan writes nothing
+    /// for the chain.
+    async fn attended(&self, r: &mut StepReport) -> Result<(), PipelineError> {
+        let rows = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::newly_admitted(&mut conn, 500).await?
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut tx = self.inner.db.begin().await?;
+        for (ticket, event) in &rows {
+            let source = format!("attend:{ticket}");
+            store::insert_op(&mut tx, ticket, event, OpKind::Attend.as_str(), None, None, &source, now).await?;
+            store::set_attended_queued(&mut tx, ticket, now).await?;
+        }
+        tx.commit().await?;
+        r.progress += rows.len();
+        Ok(())
+    }
+
+    // ---- operations ----
+
+    async fn ops(&self, r: &mut StepReport) -> Result<(), PipelineError> {
+        let now = self.now();
+        let due = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::due_ops(&mut conn, now, 200).await?
+        };
+        let mut cache = HashMap::new();
+        for op in due {
+            if !self.apply_op(&op, &mut cache, r).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one operation. False when the chain is unavailable.
+    async fn apply_op(
+        &self,
+        op: &OpRow,
+        cache: &mut HashMap<String, Address>,
+        r: &mut StepReport,
+    ) -> Result<bool, PipelineError> {
+        let Some(kind) = OpKind::parse(&op.kind) else { return Ok(true) };
+        let Some(collection) = parse_address(&op.collection) else { return Ok(true) };
+        let token = u256(op.token_id);
+        let mut target = None;
+        if kind == OpKind::Transfer {
+            let to = match self.intended(op.to_user.as_deref(), op.to_address.as_deref(), cache).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.op_retry(op, false, &e).await?;
+                    return Ok(true);
+                }
+            };
+            let from = op.owner_address.as_deref().and_then(parse_address);
+            if from == Some(to) {
+                let now = self.now();
+                let mut conn = self.inner.db.writer().acquire().await?;
+                store::op_done(&mut conn, op, Some(&address_text(to)), None, now).await?;
+                r.progress += 1;
+                return Ok(true);
+            }
+            target = Some(to);
+        }
+        let now = self.now();
+        let lease = now + self.inner.cfg.send_lease_ms;
+        let mut tx = self.inner.db.begin().await?;
+        let tx_id = store::open_tx(&mut tx, kind.as_str(), &op.event_id, &self.inner.instance, lease, 1, now).await?;
+        if !store::claim_op(&mut tx, op.id, tx_id, now).await? {
+            tx.rollback().await?;
+            return Ok(true);
+        }
+        tx.commit().await?;
+
+        let chain = &self.inner.chain;
+        let sent = match (kind, target) {
+            (OpKind::Transfer, Some(to)) => {
+                // The recorded owner, or the chain's word for it when the record has none.
+                let from = match op.owner_address.as_deref().and_then(parse_address) {
+                    Some(a) => Ok(a),
+                    None => chain
+                        .owner_of(collection, token)
+                        .await
+                        .and_then(|o| o.ok_or_else(|| ChainError::Invalid("token not on chain".into()))),
+                };
+                match from {
+                    Ok(from) => chain.transfer(collection, from, to, token).await,
+                    Err(e) => Err(e),
+                }
+            }
+            (OpKind::Burn, _) => chain.burn(collection, token).await,
+            (OpKind::Attend, _) => chain.mark_attended(collection, token).await,
+            (OpKind::Transfer, None) => return Ok(true),
+        };
+        match sent {
+            Ok(receipt) => {
+                let now = self.now();
+                let hash = format!("{:#x}", receipt.tx_hash);
+                let block = i64::try_from(receipt.block_number).unwrap_or(i64::MAX);
+                let gas = i64::try_from(receipt.gas_used).unwrap_or(i64::MAX);
+                let to = target.map(address_text);
+                let mut tx = self.inner.db.begin().await?;
+                store::tx_confirmed(&mut tx, tx_id, &hash, block, gas, now).await?;
+                store::op_done(&mut tx, op, to.as_deref(), Some(&hash), now).await?;
+                audit::record(
+                    &mut tx,
+                    now,
+                    &Actor::System,
+                    &format!("chain.{}", kind.as_str()),
+                    "ticket",
+                    &op.ticket_id,
+                    json!({ "tx_hash": hash, "to": to, "token_id": op.token_id }),
+                )
+                .await?;
+                tx.commit().await?;
+                r.progress += 1;
+                Ok(true)
+            }
+            Err(e) => match outcome(e) {
+                Outcome::Reverted(reason) => {
+                    tracing::warn!(op = op.id, %reason, "token operation reverted; reading the chain");
+                    self.close_tx(tx_id, "reverted", &reason).await?;
+                    match self.resolve_op(tx_id, true).await? {
+                        Some(n) => {
+                            r.progress += n;
+                            Ok(true)
+                        }
+                        None => {
+                            r.chain_unavailable = true;
+                            Ok(false)
+                        }
+                    }
+                }
+                Outcome::Unavailable(m) => {
+                    self.close_tx(tx_id, "unknown", &m).await?;
+                    r.chain_unavailable = true;
+                    Ok(false)
+                }
+                Outcome::Unknown(m) => {
+                    self.close_tx(tx_id, "unknown", &m).await?;
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    async fn op_retry(&self, op: &OpRow, counted: bool, error: &str) -> Result<(), PipelineError> {
+        let now = self.now();
+        let failed = counted && op.attempts + 1 >= self.inner.cfg.max_attempts;
+        let at = now + backoff_ms(op.attempts);
+        let mut conn = self.inner.db.writer().acquire().await?;
+        store::op_retry(&mut conn, op.id, failed, error, at, now).await?;
+        if failed {
+            tracing::error!(op = op.id, ticket = %op.ticket_id, kind = %op.kind, "token operation parked as failed");
+        }
+        Ok(())
+    }
+
+    /// Settles an operation whose send failed or whose answer was lost, by reading the chain:
+    /// done if the chain shows its effect, queued again otherwise. `None` when the chain could
+    /// not be read.
+    async fn resolve_op(&self, tx_id: i64, reverted: bool) -> Result<Option<usize>, PipelineError> {
+        let op = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::op_by_tx(&mut conn, tx_id).await?
+        };
+        let Some(op) = op else {
+            self.close_tx(tx_id, "resolved", "nothing in flight").await?;
+            return Ok(Some(0));
+        };
+        let Some(collection) = parse_address(&op.collection) else { return Ok(Some(0)) };
+        let token = u256(op.token_id);
+        let owner = match self.inner.chain.owner_of(collection, token).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(tx_id, error = %e, "cannot read the chain to resolve an operation");
+                return Ok(None);
+            }
+        };
+        let mut effect = false;
+        let mut to = None;
+        match OpKind::parse(&op.kind) {
+            Some(OpKind::Burn) => effect = owner.is_none(),
+            Some(OpKind::Transfer) => {
+                let mut cache = HashMap::new();
+                if let Ok(target) = self.intended(op.to_user.as_deref(), op.to_address.as_deref(), &mut cache).await {
+                    effect = owner == Some(target);
+                    to = Some(address_text(target));
+                }
+                if !effect && let Some(actual) = owner {
+                    // Retry from where the token really is.
+                    let now = self.now();
+                    let mut conn = self.inner.db.writer().acquire().await?;
+                    store::set_owner_address(&mut conn, &op.ticket_id, &address_text(actual), now).await?;
+                }
+            }
+            Some(OpKind::Attend) => {
+                effect = match self.inner.chain.token_uri(collection, token).await {
+                    Ok(uri) => uri.ends_with("/attended"),
+                    Err(ChainError::Unavailable(_)) => return Ok(None),
+                    Err(_) => false,
+                };
+            }
+            None => {}
+        }
+        let now = self.now();
+        let mut tx = self.inner.db.begin().await?;
+        if effect {
+            store::op_done(&mut tx, &op, to.as_deref(), None, now).await?;
+        } else {
+            let failed = (reverted && op.attempts + 1 >= self.inner.cfg.max_attempts)
+                || (owner.is_none() && op.kind != "burn" && reverted);
+            let why = if reverted { "reverted" } else { "outcome unknown; not on chain" };
+            store::op_retry(&mut tx, op.id, failed, why, now + backoff_ms(op.attempts), now).await?;
+        }
+        store::tx_closed(&mut tx, tx_id, "resolved", None, now).await?;
+        tx.commit().await?;
+        Ok(Some(usize::from(effect)))
+    }
+
+    // ---- reconciliation ----
+
+    /// Compares one page of minted and burned tokens with the chain and queues repairs: a
+    /// token the chain lost is minted again, a custodial token at the wrong address is moved
+    /// back by the custodian, a burned token still on chain is burned again. Tokens with work
+    /// in flight are skipped this pass.
+    pub async fn reconcile_step(&self) -> Result<ReconcileReport, PipelineError> {
+        let mut cursor = self.inner.round.lock().await;
+        let mut rep = ReconcileReport::default();
+        let chain = &self.inner.chain;
+        if cursor.is_empty() {
+            let cols = {
+                let mut conn = self.inner.db.reader().acquire().await?;
+                store::confirmed_collections(&mut conn).await?
+            };
+            for (event_id, key, _) in cols {
+                let Ok(key) = B256::from_str(&key) else { continue };
+                match chain.collection_of(key).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let now = self.now();
+                        let mut tx = self.inner.db.begin().await?;
+                        let n = store::collection_lost(&mut tx, &event_id, now).await?;
+                        audit::record(
+                            &mut tx,
+                            now,
+                            &Actor::System,
+                            "chain.collection_missing",
+                            "event",
+                            &event_id,
+                            json!({ "tokens_to_mint_again": n }),
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        tracing::warn!(event = %event_id, tokens = n, "collection missing on chain; creating it again");
+                        rep.repaired += usize::try_from(n).unwrap_or(0).max(1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconciliation cannot read the chain");
+                        rep.chain_unavailable = true;
+                        return Ok(rep);
+                    }
+                }
+            }
+        }
+        let page = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::settled_tokens(&mut conn, &cursor, self.inner.cfg.reconcile_page).await?
+        };
+        let Some(last) = page.last().map(|t| t.ticket_id.clone()) else {
+            cursor.clear();
+            rep.pass_complete = true;
+            return Ok(rep);
+        };
+        let mut cache = HashMap::new();
+        for t in &page {
+            if t.open_ops > 0 {
+                continue;
+            }
+            let Some(collection) = parse_address(&t.collection) else { continue };
+            let owner = match chain.owner_of(collection, u256(t.token_id)).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation cannot read the chain");
+                    rep.chain_unavailable = true;
+                    return Ok(rep);
+                }
+            };
+            rep.checked += 1;
+            let now = self.now();
+            match (t.state.as_str(), owner) {
+                ("confirmed", None) => {
+                    let mut tx = self.inner.db.begin().await?;
+                    if store::token_missing(&mut tx, &t.ticket_id, now).await? {
+                        audit::record(
+                            &mut tx,
+                            now,
+                            &Actor::System,
+                            "chain.token_missing",
+                            "ticket",
+                            &t.ticket_id,
+                            json!({ "token_id": t.token_id }),
+                        )
+                        .await?;
+                        rep.repaired += 1;
+                    }
+                    tx.commit().await?;
+                    tracing::warn!(ticket = %t.ticket_id, token = t.token_id, "minted token missing on chain; minting it again");
+                }
+                ("confirmed", Some(actual)) => {
+                    if t.external_address.is_some() {
+                        // Exported: once out of custody the chain is the record of who has it.
+                        if t.owner_address.as_deref().and_then(parse_address) != Some(actual) {
+                            let mut conn = self.inner.db.writer().acquire().await?;
+                            store::set_owner_address(&mut conn, &t.ticket_id, &address_text(actual), now).await?;
+                        }
+                        continue;
+                    }
+                    let expected = match self.intended(t.holder_id.as_deref(), None, &mut cache).await {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    };
+                    if actual != expected {
+                        let mut tx = self.inner.db.begin().await?;
+                        store::set_owner_address(&mut tx, &t.ticket_id, &address_text(actual), now).await?;
+                        let source = format!("reconcile:{}:{now}:{}", t.ticket_id, address_text(actual));
+                        store::insert_op(
+                            &mut tx,
+                            &t.ticket_id,
+                            &t.event_id,
+                            OpKind::Transfer.as_str(),
+                            t.holder_id.as_deref(),
+                            None,
+                            &source,
+                            now,
+                        )
+                        .await?;
+                        audit::record(
+                            &mut tx,
+                            now,
+                            &Actor::System,
+                            "chain.owner_mismatch",
+                            "ticket",
+                            &t.ticket_id,
+                            json!({ "on_chain": address_text(actual), "expected": address_text(expected) }),
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        tracing::warn!(ticket = %t.ticket_id, "token at the wrong address; moving it back");
+                        rep.repaired += 1;
+                    }
+                }
+                ("burned", Some(_)) => {
+                    let mut tx = self.inner.db.begin().await?;
+                    let source = format!("reconcile-burn:{}:{now}", t.ticket_id);
+                    store::insert_op(
+                        &mut tx,
+                        &t.ticket_id,
+                        &t.event_id,
+                        OpKind::Burn.as_str(),
+                        None,
+                        None,
+                        &source,
+                        now,
+                    )
+                    .await?;
+                    // The burn waits for a confirmed token, as every operation does.
+                    sqlx::query("UPDATE chain_tokens SET state = 'confirmed', updated_at = $1 WHERE ticket_id = $2")
+                        .bind(now)
+                        .bind(t.ticket_id.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    rep.repaired += 1;
+                }
+                _ => {}
+            }
+        }
+        *cursor = last;
+        Ok(rep)
+    }
+
+    /// A whole reconciliation pass, page by page.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, PipelineError> {
+        let mut total = ReconcileReport::default();
+        loop {
+            let r = self.reconcile_step().await?;
+            total.checked += r.checked;
+            total.repaired += r.repaired;
+            if r.chain_unavailable {
+                total.chain_unavailable = true;
+                return Ok(total);
+            }
+            if r.pass_complete {
+                total.pass_complete = true;
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Counts of tokens per state, for readiness pages and tests.
+    pub async fn token_counts(&self) -> Result<HashMap<String, i64>, PipelineError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT state, COUNT(*) FROM chain_tokens GROUP BY state")
+            .fetch_all(self.inner.db.reader())
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+}

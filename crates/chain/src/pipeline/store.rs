@@ -1,0 +1,698 @@
+//! SQL of the chain pipeline (tables of migration `0007_chain`), written once for SQLite and
+//! PostgreSQL.
+//!
+//! Two reads reach into other contexts' tables, read only: `tickets` (a ticket's serial, current
+//! holder and status when its issue is first seen, so an event replayed late still mints to
+//! the right holder, or not at all) and `events` (the facts a collection is created with), the
+//! way check-in reads ticket rows. `admissions` is polled for attended marks so that scans
+//! write nothing extra.
+
+use entrada_primitives::ids::TicketId;
+use sqlx::AnyConnection;
+
+use super::domain::EventFacts;
+
+type Conn = AnyConnection;
+pub type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// A ticket as the issue event's consumer reads it.
+#[derive(Debug, Clone)]
+pub struct IssuedTicket {
+    pub ticket_id: String,
+    pub event_id: String,
+    pub serial: i64,
+    pub holder_id: String,
+    pub valid: bool,
+}
+
+pub async fn issued_tickets(conn: &mut Conn, ids: &[TicketId]) -> Result<Vec<IssuedTicket>> {
+    let mut out = Vec::with_capacity(ids.len());
+    // One statement per ticket keeps the SQL static; an order has at most 100 tickets.
+    for id in ids {
+        let row: Option<(String, String, i64, String, String)> =
+            sqlx::query_as("SELECT id, event_id, serial, holder_id, status FROM tickets WHERE id = $1")
+                .bind(id.to_db())
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some((ticket_id, event_id, serial, holder_id, status)) = row {
+            out.push(IssuedTicket { ticket_id, event_id, serial, holder_id, valid: status == "valid" });
+        }
+    }
+    Ok(out)
+}
+
+pub async fn ensure_collection_row(
+    conn: &mut Conn,
+    event_id: &str,
+    network: &str,
+    chain_id: u64,
+    event_key: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO chain_collections (event_id, network, chain_id, event_key, state, available_at, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id.to_owned())
+    .bind(network.to_owned())
+    .bind(i64::try_from(chain_id).unwrap_or(i64::MAX))
+    .bind(event_key.to_owned())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a ticket's token row; a second insert for the same ticket changes nothing.
+pub async fn insert_token(conn: &mut Conn, t: &IssuedTicket, now: i64) -> Result<bool> {
+    let state = if t.valid { "pending" } else { "burned" };
+    let done = sqlx::query(
+        "INSERT INTO chain_tokens (ticket_id, event_id, token_id, holder_id, state, available_at, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (ticket_id) DO NOTHING",
+    )
+    .bind(t.ticket_id.clone())
+    .bind(t.event_id.clone())
+    .bind(t.serial)
+    .bind(t.holder_id.clone())
+    .bind(state)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn token_state(conn: &mut Conn, ticket: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT state FROM chain_tokens WHERE ticket_id = $1")
+        .bind(ticket.to_owned())
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(s,)| s))
+}
+
+/// Records who should own the token now (a custodial holder, or an external address).
+pub async fn set_intended_owner(
+    conn: &mut Conn,
+    ticket: &str,
+    holder: Option<&str>,
+    external: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE chain_tokens SET holder_id = $1, external_address = $2, updated_at = $3 WHERE ticket_id = $4")
+        .bind(holder.map(str::to_owned))
+        .bind(external.map(str::to_owned))
+        .bind(now)
+        .bind(ticket.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A ticket cancelled before its mint was sent: it is never minted.
+pub async fn burn_unminted(conn: &mut Conn, ticket: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_tokens SET state = 'burned', updated_at = $1 WHERE ticket_id = $2 AND state = 'pending'",
+    )
+    .bind(now)
+    .bind(ticket.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Queues an operation; a second insert with the same `source` changes nothing.
+#[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
+pub async fn insert_op(
+    conn: &mut Conn,
+    ticket: &str,
+    event: &str,
+    kind: &str,
+    to_user: Option<&str>,
+    to_address: Option<&str>,
+    source: &str,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO chain_ops (ticket_id, event_id, kind, to_user, to_address, source, state, available_at, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (source) DO NOTHING",
+    )
+    .bind(ticket.to_owned())
+    .bind(event.to_owned())
+    .bind(kind.to_owned())
+    .bind(to_user.map(str::to_owned))
+    .bind(to_address.map(str::to_owned))
+    .bind(source.to_owned())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+// ---- collections ----
+
+#[derive(Debug, Clone)]
+pub struct CollectionRow {
+    pub event_id: String,
+    pub event_key: String,
+    pub attempts: i64,
+}
+
+pub async fn due_collections(conn: &mut Conn, now: i64) -> Result<Vec<CollectionRow>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT event_id, event_key, attempts FROM chain_collections WHERE state = 'pending' AND available_at <= $1 \
+         ORDER BY created_at LIMIT 50",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, event_key, attempts)| CollectionRow { event_id, event_key, attempts })
+        .collect())
+}
+
+pub async fn confirmed_collections(conn: &mut Conn) -> Result<Vec<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT event_id, event_key, address FROM chain_collections WHERE state = 'confirmed' AND address IS NOT NULL \
+         ORDER BY event_id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+}
+
+pub async fn event_facts(conn: &mut Conn, event_id: &str) -> Result<Option<EventFacts>> {
+    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT name, ends_at, resale_royalty_bps, CASE WHEN export_allowed THEN 1 ELSE 0 END FROM events WHERE id = $1",
+    )
+    .bind(event_id.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|(name, ends_at_ms, royalty_bps, export)| EventFacts {
+        name,
+        ends_at_ms,
+        royalty_bps,
+        export_allowed: export == 1,
+    }))
+}
+
+pub async fn confirm_collection(
+    conn: &mut Conn,
+    event_id: &str,
+    address: &str,
+    tx_hash: Option<&str>,
+    block: Option<i64>,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_collections SET state = 'confirmed', address = $1, tx_hash = COALESCE($2, tx_hash), \
+         block_number = COALESCE($3, block_number), last_error = NULL, updated_at = $4 \
+         WHERE event_id = $5 AND state = 'pending'",
+    )
+    .bind(address.to_owned())
+    .bind(tx_hash.map(str::to_owned))
+    .bind(block)
+    .bind(now)
+    .bind(event_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn collection_retry(conn: &mut Conn, event_id: &str, error: &str, available_at: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_collections SET attempts = attempts + 1, last_error = $1, available_at = $2, updated_at = $3 \
+         WHERE event_id = $4",
+    )
+    .bind(truncate(error))
+    .bind(available_at)
+    .bind(now)
+    .bind(event_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The chain lost a collection it had (a reset development chain, a reorg): create it again
+/// and mint its tokens again.
+pub async fn collection_lost(conn: &mut Conn, event_id: &str, now: i64) -> Result<u64> {
+    sqlx::query(
+        "UPDATE chain_collections SET state = 'pending', tx_hash = NULL, block_number = NULL, \
+         last_error = 'missing on chain', available_at = $1, updated_at = $1 WHERE event_id = $2",
+    )
+    .bind(now)
+    .bind(event_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE chain_tokens SET state = 'pending', tx_id = NULL, tx_hash = NULL, block_number = NULL, \
+         owner_address = NULL, last_error = 'missing on chain', available_at = $1, updated_at = $1 \
+         WHERE event_id = $2 AND state = 'confirmed'",
+    )
+    .bind(now)
+    .bind(event_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+// ---- mints ----
+
+/// Per event with a confirmed collection: pending tickets due now, and the oldest one's age.
+pub async fn pending_by_event(conn: &mut Conn, now: i64) -> Result<Vec<(String, String, i64, i64)>> {
+    sqlx::query_as(
+        "SELECT t.event_id, c.address, COUNT(*), MIN(t.created_at) FROM chain_tokens t \
+         JOIN chain_collections c ON c.event_id = t.event_id AND c.state = 'confirmed' \
+         WHERE t.state = 'pending' AND t.available_at <= $1 GROUP BY t.event_id, c.address ORDER BY MIN(t.created_at)",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingToken {
+    pub ticket_id: String,
+    pub token_id: i64,
+    pub holder_id: Option<String>,
+    pub external_address: Option<String>,
+    pub attempts: i64,
+}
+
+pub async fn due_tokens(conn: &mut Conn, event_id: &str, now: i64, limit: i64) -> Result<Vec<PendingToken>> {
+    type Row = (String, i64, Option<String>, Option<String>, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT ticket_id, token_id, holder_id, external_address, attempts FROM chain_tokens \
+         WHERE event_id = $1 AND state = 'pending' AND available_at <= $2 ORDER BY attempts, token_id LIMIT $3",
+    )
+    .bind(event_id.to_owned())
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(ticket_id, token_id, holder_id, external_address, attempts)| PendingToken {
+            ticket_id,
+            token_id,
+            holder_id,
+            external_address,
+            attempts,
+        })
+        .collect())
+}
+
+/// Writes a transaction's record before it is sent.
+pub async fn open_tx(
+    conn: &mut Conn,
+    kind: &str,
+    event_id: &str,
+    instance: &str,
+    lease_until: i64,
+    items: i64,
+    now: i64,
+) -> Result<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO chain_transactions (kind, event_id, state, instance, lease_until, items, created_at, updated_at) \
+         VALUES ($1, $2, 'sending', $3, $4, $5, $6, $6) RETURNING id",
+    )
+    .bind(kind.to_owned())
+    .bind(event_id.to_owned())
+    .bind(instance.to_owned())
+    .bind(lease_until)
+    .bind(items)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn set_tx_items(conn: &mut Conn, tx_id: i64, items: i64) -> Result<()> {
+    sqlx::query("UPDATE chain_transactions SET items = $1 WHERE id = $2")
+        .bind(items)
+        .bind(tx_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// pending → submitted, only if the ticket still waits and still goes to the owner that was
+/// resolved for it (a gift or export in between makes the claim fail; the next round mints
+/// to the new owner).
+pub async fn claim_token(conn: &mut Conn, t: &PendingToken, tx_id: i64, owner: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_tokens SET state = 'submitted', tx_id = $1, owner_address = $2, updated_at = $3 \
+         WHERE ticket_id = $4 AND state = 'pending' AND COALESCE(holder_id, '') = $5 \
+         AND COALESCE(external_address, '') = $6",
+    )
+    .bind(tx_id)
+    .bind(owner.to_owned())
+    .bind(now)
+    .bind(t.ticket_id.clone())
+    .bind(t.holder_id.clone().unwrap_or_default())
+    .bind(t.external_address.clone().unwrap_or_default())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn token_retry(conn: &mut Conn, ticket: &str, error: &str, available_at: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_tokens SET attempts = attempts + 1, last_error = $1, available_at = $2, updated_at = $3 \
+         WHERE ticket_id = $4",
+    )
+    .bind(truncate(error))
+    .bind(available_at)
+    .bind(now)
+    .bind(ticket.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A transaction landed: record it and move what it carried forward.
+pub async fn tx_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64, gas: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_transactions SET state = 'confirmed', tx_hash = $1, block_number = $2, gas_used = $3, \
+         updated_at = $4 WHERE id = $5",
+    )
+    .bind(hash.to_owned())
+    .bind(block)
+    .bind(gas)
+    .bind(now)
+    .bind(tx_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn tx_closed(conn: &mut Conn, tx_id: i64, state: &str, error: Option<&str>, now: i64) -> Result<()> {
+    sqlx::query("UPDATE chain_transactions SET state = $1, error = COALESCE($2, error), updated_at = $3 WHERE id = $4")
+        .bind(state.to_owned())
+        .bind(error.map(truncate))
+        .bind(now)
+        .bind(tx_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn mint_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64, now: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE chain_tokens SET state = 'confirmed', tx_hash = $1, block_number = $2, last_error = NULL, \
+         updated_at = $3 WHERE tx_id = $4 AND state = 'submitted'",
+    )
+    .bind(hash.to_owned())
+    .bind(block)
+    .bind(now)
+    .bind(tx_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The submitted tickets of a mint transaction: (ticket, token id, owner, attempts).
+pub async fn submitted_of_tx(conn: &mut Conn, tx_id: i64) -> Result<Vec<(String, i64, Option<String>, i64)>> {
+    sqlx::query_as(
+        "SELECT ticket_id, token_id, owner_address, attempts FROM chain_tokens WHERE tx_id = $1 AND state = 'submitted' \
+         ORDER BY token_id",
+    )
+    .bind(tx_id)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Reading the chain found the token: it is minted, by this transaction or an earlier one
+/// whose answer was lost.
+pub async fn token_found(conn: &mut Conn, ticket: &str, owner: &str, tx_hash: Option<&str>, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_tokens SET state = 'confirmed', owner_address = $1, tx_hash = $2, last_error = NULL, \
+         updated_at = $3 WHERE ticket_id = $4 AND state = 'submitted'",
+    )
+    .bind(owner.to_owned())
+    .bind(tx_hash.map(str::to_owned))
+    .bind(now)
+    .bind(ticket.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Reading the chain did not find the token: it waits for a new batch. `failed` parks it.
+pub async fn token_not_found(
+    conn: &mut Conn,
+    ticket: &str,
+    count_attempt: bool,
+    failed: bool,
+    error: &str,
+    available_at: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_tokens SET state = $1, tx_id = NULL, attempts = attempts + $2, last_error = $3, \
+         available_at = $4, updated_at = $5 WHERE ticket_id = $6 AND state = 'submitted'",
+    )
+    .bind(if failed { "failed" } else { "pending" })
+    .bind(i64::from(count_attempt))
+    .bind(truncate(error))
+    .bind(available_at)
+    .bind(now)
+    .bind(ticket.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Sends left open: `unknown` ones, and `sending` ones whose lease ran out or whose process
+/// is gone (`foreign_dead`: any other instance, when only one process can use the chain).
+pub async fn open_txs(
+    conn: &mut Conn,
+    instance: &str,
+    now: i64,
+    foreign_dead: bool,
+) -> Result<Vec<(i64, String, String)>> {
+    sqlx::query_as(
+        "SELECT id, kind, event_id FROM chain_transactions WHERE state = 'unknown' \
+         OR (state = 'sending' AND (lease_until <= $1 OR ($2 = 1 AND instance <> $3))) ORDER BY id LIMIT 100",
+    )
+    .bind(now)
+    .bind(i64::from(foreign_dead))
+    .bind(instance.to_owned())
+    .fetch_all(&mut *conn)
+    .await
+}
+
+// ---- operations ----
+
+#[derive(Debug, Clone)]
+pub struct OpRow {
+    pub id: i64,
+    pub ticket_id: String,
+    pub event_id: String,
+    pub kind: String,
+    pub to_user: Option<String>,
+    pub to_address: Option<String>,
+    pub attempts: i64,
+    pub token_id: i64,
+    pub owner_address: Option<String>,
+    pub collection: String,
+}
+
+const OP_COLUMNS: &str = "o.id, o.ticket_id, o.event_id, o.kind, o.to_user, o.to_address, o.attempts, t.token_id, \
+     t.owner_address, c.address";
+
+type OpTuple = (i64, String, String, String, Option<String>, Option<String>, i64, i64, Option<String>, String);
+
+fn op_from(r: OpTuple) -> OpRow {
+    OpRow {
+        id: r.0,
+        ticket_id: r.1,
+        event_id: r.2,
+        kind: r.3,
+        to_user: r.4,
+        to_address: r.5,
+        attempts: r.6,
+        token_id: r.7,
+        owner_address: r.8,
+        collection: r.9,
+    }
+}
+
+/// Operations due now whose token is minted and which are first in line for their ticket.
+pub async fn due_ops(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<OpRow>> {
+    let sql = format!(
+        "SELECT {OP_COLUMNS} FROM chain_ops o JOIN chain_tokens t ON t.ticket_id = o.ticket_id \
+         JOIN chain_collections c ON c.event_id = o.event_id \
+         WHERE o.state = 'pending' AND o.available_at <= $1 AND t.state = 'confirmed' AND c.address IS NOT NULL \
+         AND NOT EXISTS (SELECT 1 FROM chain_ops p WHERE p.ticket_id = o.ticket_id AND p.id < o.id \
+                         AND p.state IN ('pending', 'submitted')) \
+         ORDER BY o.id LIMIT $2"
+    );
+    let rows: Vec<OpTuple> =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(op_from).collect())
+}
+
+pub async fn op_by_tx(conn: &mut Conn, tx_id: i64) -> Result<Option<OpRow>> {
+    let sql = format!(
+        "SELECT {OP_COLUMNS} FROM chain_ops o JOIN chain_tokens t ON t.ticket_id = o.ticket_id \
+         JOIN chain_collections c ON c.event_id = o.event_id WHERE o.tx_id = $1 AND o.state = 'submitted'"
+    );
+    let row: Option<OpTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tx_id).fetch_optional(&mut *conn).await?;
+    Ok(row.map(op_from))
+}
+
+pub async fn claim_op(conn: &mut Conn, op: i64, tx_id: i64, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_ops SET state = 'submitted', tx_id = $1, updated_at = $2 WHERE id = $3 AND state = 'pending'",
+    )
+    .bind(tx_id)
+    .bind(now)
+    .bind(op)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// An operation took effect (or needed none): record it and its effect on the token.
+pub async fn op_done(conn: &mut Conn, op: &OpRow, to: Option<&str>, tx_hash: Option<&str>, now: i64) -> Result<()> {
+    sqlx::query("UPDATE chain_ops SET state = 'done', tx_hash = $1, last_error = NULL, updated_at = $2 WHERE id = $3")
+        .bind(tx_hash.map(str::to_owned))
+        .bind(now)
+        .bind(op.id)
+        .execute(&mut *conn)
+        .await?;
+    match op.kind.as_str() {
+        "transfer" => {
+            sqlx::query("UPDATE chain_tokens SET owner_address = $1, updated_at = $2 WHERE ticket_id = $3")
+                .bind(to.map(str::to_owned))
+                .bind(now)
+                .bind(op.ticket_id.clone())
+                .execute(&mut *conn)
+                .await?;
+        }
+        "burn" => {
+            sqlx::query(
+                "UPDATE chain_tokens SET state = 'burned', tx_hash = COALESCE($1, tx_hash), updated_at = $2 \
+                 WHERE ticket_id = $3",
+            )
+            .bind(tx_hash.map(str::to_owned))
+            .bind(now)
+            .bind(op.ticket_id.clone())
+            .execute(&mut *conn)
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// An operation goes back to the queue (`failed` parks it for an operator).
+pub async fn op_retry(conn: &mut Conn, op: i64, failed: bool, error: &str, available_at: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_ops SET state = $1, tx_id = NULL, attempts = attempts + 1, last_error = $2, available_at = $3, \
+         updated_at = $4 WHERE id = $5",
+    )
+    .bind(if failed { "failed" } else { "pending" })
+    .bind(truncate(error))
+    .bind(available_at)
+    .bind(now)
+    .bind(op)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_owner_address(conn: &mut Conn, ticket: &str, owner: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE chain_tokens SET owner_address = $1, updated_at = $2 WHERE ticket_id = $3")
+        .bind(owner.to_owned())
+        .bind(now)
+        .bind(ticket.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+// ---- attended ----
+
+/// Minted tokens of admitted tickets that have no attended mark queued yet.
+pub async fn newly_admitted(conn: &mut Conn, limit: i64) -> Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT t.ticket_id, t.event_id FROM chain_tokens t WHERE t.state = 'confirmed' AND t.attended = FALSE \
+         AND EXISTS (SELECT 1 FROM admissions a WHERE a.ticket_id = t.ticket_id) ORDER BY t.ticket_id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+pub async fn set_attended_queued(conn: &mut Conn, ticket: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE chain_tokens SET attended = TRUE, updated_at = $1 WHERE ticket_id = $2")
+        .bind(now)
+        .bind(ticket.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+// ---- reconciliation ----
+
+#[derive(Debug, Clone)]
+pub struct SettledToken {
+    pub ticket_id: String,
+    pub event_id: String,
+    pub token_id: i64,
+    pub state: String,
+    pub holder_id: Option<String>,
+    pub external_address: Option<String>,
+    pub owner_address: Option<String>,
+    pub collection: String,
+    /// Operations still queued or in flight for this ticket.
+    pub open_ops: i64,
+}
+
+/// Confirmed and burned tokens after `after` (ticket id order), a page at a time.
+pub async fn settled_tokens(conn: &mut Conn, after: &str, limit: i64) -> Result<Vec<SettledToken>> {
+    type Row = (String, String, i64, String, Option<String>, Option<String>, Option<String>, String, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT t.ticket_id, t.event_id, t.token_id, t.state, t.holder_id, t.external_address, t.owner_address, \
+         c.address, (SELECT COUNT(*) FROM chain_ops o WHERE o.ticket_id = t.ticket_id \
+                     AND o.state IN ('pending', 'submitted')) \
+         FROM chain_tokens t JOIN chain_collections c ON c.event_id = t.event_id AND c.state = 'confirmed' \
+         WHERE t.ticket_id > $1 AND t.state IN ('confirmed', 'burned') ORDER BY t.ticket_id LIMIT $2",
+    )
+    .bind(after.to_owned())
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| SettledToken {
+            ticket_id: r.0,
+            event_id: r.1,
+            token_id: r.2,
+            state: r.3,
+            holder_id: r.4,
+            external_address: r.5,
+            owner_address: r.6,
+            collection: r.7,
+            open_ops: r.8,
+        })
+        .collect())
+}
+
+/// A confirmed token the chain does not have: mint it again.
+pub async fn token_missing(conn: &mut Conn, ticket: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_tokens SET state = 'pending', tx_id = NULL, tx_hash = NULL, block_number = NULL, \
+         owner_address = NULL, last_error = 'missing on chain', available_at = $1, updated_at = $1 \
+         WHERE ticket_id = $2 AND state = 'confirmed'",
+    )
+    .bind(now)
+    .bind(ticket.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(500).collect()
+}
