@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use entrada_checkin::{Checkin, CheckinConfig};
 use entrada_identity::{Identity, IdentityConfig, PasswordCost};
+use entrada_market::{Market, MarketConfig};
 use entrada_notify::{MailConsumer, MailboxMailer, Mailer, SmtpMailer};
 use entrada_payments::{Payments, PaymentsConfig, ProviderConfig, SandboxConfig, StripeConfig};
 use entrada_primitives::auth::Principal;
@@ -52,6 +53,7 @@ pub struct App {
     pub sales: Sales,
     pub payments: Payments,
     pub checkin: Checkin,
+    pub market: Market,
     pub dispatcher: Dispatcher,
     limits: Arc<RateLimits>,
     router: Router,
@@ -161,6 +163,12 @@ impl App {
                 public_base_url: public_url.clone(),
             },
         );
+        let market = Market::new(
+            db.clone(),
+            clock.clone(),
+            payments.clone(),
+            MarketConfig { public_base_url: public_url.clone(), ..MarketConfig::default() },
+        );
 
         let mailer: Arc<dyn Mailer> = match (config.mail.transport.as_str(), &config.mail.smtp) {
             ("smtp", Some(smtp)) => Arc::new(
@@ -172,7 +180,12 @@ impl App {
         let dispatcher = Dispatcher::new(
             db.clone(),
             clock.clone(),
-            vec![sales.consumer(), payments.consumer(), MailConsumer::new(mailer, clock.clone(), public_url.clone())],
+            vec![
+                sales.consumer(),
+                payments.consumer(),
+                market.consumer(),
+                MailConsumer::new(mailer, clock.clone(), public_url.clone()),
+            ],
         );
 
         let limits = Arc::new(RateLimits::new(
@@ -196,6 +209,9 @@ impl App {
         }
         if config.runs("checkin") {
             api = api.merge(entrada_checkin::router(checkin.clone()));
+        }
+        if config.runs("market") {
+            api = api.merge(entrada_market::http::router(market.clone()));
         }
         let (api, mut openapi) = api.split_for_parts();
         crate::openapi::complete(&mut openapi);
@@ -238,7 +254,7 @@ impl App {
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
 
-        Ok(App { config, db, clock, identity, catalog, sales, payments, checkin, dispatcher, limits, router })
+        Ok(App { config, db, clock, identity, catalog, sales, payments, checkin, market, dispatcher, limits, router })
     }
 
     /// The complete HTTP router.
@@ -255,6 +271,7 @@ impl App {
             let mut round = self.payments.deliver_sandbox_webhooks().await.map_err(|e| e.to_string())?;
             round += self.dispatcher.drain().await.map_err(|e| e.to_string())?;
             round += self.payments.process_refund_requests().await.map_err(|e| e.to_string())?;
+            round += self.market.sweep().await.map_err(|e| e.to_string())?;
             total += round;
             if round == 0 {
                 return Ok(total);
@@ -284,6 +301,7 @@ impl App {
             workers.push(tokio::spawn(self.dispatcher.clone().run(Duration::from_millis(20), stopped())));
             workers.push(tokio::spawn(self.sales.clone().run_expiry(Duration::from_secs(1), stopped())));
             workers.push(tokio::spawn(self.payments.clone().run_background(stopped())));
+            workers.push(tokio::spawn(self.market.clone().run_sweeper(Duration::from_secs(1), stopped())));
         }
         let limits = self.limits.clone();
         let prune = stopped();

@@ -22,8 +22,8 @@ pub struct Config {
     pub mail: MailSettings,
     pub rate_limit: RateLimitSettings,
     /// Which components this process runs: `all`, or any of `identity`,
-    /// `ticketing`, `payments`, `checkin`, `workers` (outbox, expiry, webhook
-    /// delivery).
+    /// `ticketing`, `payments`, `checkin`, `market`, `workers` (outbox, expiry,
+    /// webhook delivery, market sweep).
     pub components: Vec<String>,
 }
 
@@ -176,7 +176,7 @@ impl Config {
     /// Checks values that serde cannot: known names and sane ranges.
     pub fn validate(&self) -> Result<(), String> {
         for c in &self.components {
-            if !matches!(c.as_str(), "all" | "identity" | "ticketing" | "payments" | "checkin" | "workers") {
+            if !matches!(c.as_str(), "all" | "identity" | "ticketing" | "payments" | "checkin" | "market" | "workers") {
                 return Err(format!("unknown component `{c}`"));
             }
         }

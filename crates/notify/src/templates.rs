@@ -63,6 +63,39 @@ pub fn render(event: &DomainEvent, public_url: &str) -> Option<OutgoingMail> {
                 ),
             })
         }
+        DomainEvent::GiftOffered {
+            gift_id,
+            event_name,
+            sender_name,
+            recipient_email,
+            has_account,
+            claim_token,
+            expires_at_ms,
+            ..
+        } => {
+            let until = time::OffsetDateTime::from_unix_timestamp(expires_at_ms / 1000)
+                .ok()
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                .unwrap_or_default();
+            let how = if *has_account {
+                format!("Open your Entrada wallet to accept or decline it:\n{base}/gifts/{gift_id}?token={claim_token}")
+            } else {
+                format!(
+                    "Create your free Entrada account with this email address ({recipient_email}), then accept it \
+                     here:\n{base}/gifts/{gift_id}?token={claim_token}"
+                )
+            };
+            Some(OutgoingMail {
+                template: if *has_account { "gift_offered" } else { "gift_invitation" },
+                to: recipient_email.clone(),
+                subject: format!("{sender_name} sent you a ticket for {event_name} · Te han regalado una entrada"),
+                body: format!(
+                    "{sender_name} wants to give you a ticket for {event_name}.\n\n{how}\n\n\
+                     Claim code: {claim_token}\nThe offer is open until {until}.\n\n\
+                     {sender_name} quiere regalarte una entrada para {event_name}.\n"
+                ),
+            })
+        }
         _ => None,
     }
 }

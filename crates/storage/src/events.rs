@@ -22,6 +22,8 @@ pub mod consumers {
     pub const PAYMENTS_REFUNDS: &str = "payments.refunds";
     /// The chain pipeline mints, moves and burns tokens to follow the tickets.
     pub const CHAIN_TOKENS: &str = "chain.tokens";
+    /// The market settles resale purchases from their payment outcomes.
+    pub const MARKET_PAYMENTS: &str = "market.payments";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +105,21 @@ pub enum DomainEvent {
         generation: i64,
     },
 
+    /// A holder offered a ticket to `recipient_email`. Carries the one-time
+    /// claim token for the recipient's mail (an invitation when
+    /// `has_account` is false); the outbox row is pruned once delivered.
+    #[serde(rename = "gift.offered")]
+    GiftOffered {
+        gift_id: String,
+        ticket_id: TicketId,
+        event_name: String,
+        sender_name: String,
+        recipient_email: String,
+        has_account: bool,
+        claim_token: String,
+        expires_at_ms: i64,
+    },
+
     /// The holder took the token out to a linked external wallet
     /// (`to_address`, 0x-hex); the chain pipeline transfers it there.
     #[serde(rename = "ticket.exported")]
@@ -130,6 +147,7 @@ impl DomainEvent {
             Self::TicketsCancelled { .. } => "tickets.cancelled",
             Self::TicketHolderChanged { .. } => "ticket.holder_changed",
             Self::TicketExported { .. } => "ticket.exported",
+            Self::GiftOffered { .. } => "gift.offered",
         }
     }
 
@@ -137,11 +155,12 @@ impl DomainEvent {
     pub fn subscribers(&self) -> &'static [&'static str] {
         use consumers::*;
         match self {
-            Self::PaymentSucceeded { .. } | Self::PaymentFailed { .. } => &[TICKETING_PAYMENTS],
+            Self::PaymentSucceeded { .. } | Self::PaymentFailed { .. } => &[TICKETING_PAYMENTS, MARKET_PAYMENTS],
             Self::EmailVerificationRequested { .. }
             | Self::PasswordResetRequested { .. }
             | Self::OrderPaid { .. }
-            | Self::OrderRefunded { .. } => &[NOTIFY_MAIL],
+            | Self::OrderRefunded { .. }
+            | Self::GiftOffered { .. } => &[NOTIFY_MAIL],
             Self::RefundRequested { .. } => &[PAYMENTS_REFUNDS],
             Self::TicketsIssued { .. }
             | Self::TicketsCancelled { .. }

@@ -11,5 +11,6 @@ mod auth;
 mod checkin;
 mod cli;
 mod crash;
+mod market;
 mod robustness;
 mod sale;

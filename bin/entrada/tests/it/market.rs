@@ -1,0 +1,728 @@
+//! Gifts and resale through the whole app: ownership moves under the
+//! organizer's rules, the old holder's QR stops admitting at the real
+//! scanner API while the new holder's admits, money settles to the cent in
+//! a balanced ledger, and one listing is sold exactly once.
+
+use crate::helpers::*;
+use base64::Engine as _;
+use entrada_primitives::Clock as _;
+use serde_json::{Value, json};
+
+struct Gate {
+    id: String,
+    device_token: String,
+}
+
+/// A zone "floor", a gate in it and an enrolled scanner device.
+async fn gate(app: &TestApp, organizer: &User, event: &str) -> Gate {
+    let zone = app
+        .post(&format!("/api/v1/events/{event}/zones"), Some(&organizer.token), json!({"name": "floor"}))
+        .await
+        .expect(201);
+    let gate = app
+        .post(
+            &format!("/api/v1/events/{event}/gates"),
+            Some(&organizer.token),
+            json!({"name": "Puerta 1", "zone_id": zone["id"]}),
+        )
+        .await
+        .expect(201);
+    let device = app
+        .post(
+            &format!("/api/v1/events/{event}/devices"),
+            Some(&organizer.token),
+            json!({"name": "Scanner 1", "gate_ids": [gate["id"]]}),
+        )
+        .await
+        .expect(201);
+    let enrolled = app.post("/api/v1/scanner/enrol", None, json!({"code": device["enrolment_code"]})).await.expect(201);
+    Gate {
+        id: gate["id"].as_str().unwrap().to_owned(),
+        device_token: enrolled["device_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The holder's phone: a device key and the credential for the current generation.
+struct Phone {
+    key: ed25519_dalek::SigningKey,
+    credential: Vec<u8>,
+}
+
+async fn phone(app: &TestApp, fan: &User, ticket: &str) -> Phone {
+    let key = ed25519_dalek::SigningKey::from_bytes(&entrada_primitives::token::random_bytes::<32>());
+    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+    let r = app
+        .post(&format!("/api/v1/tickets/{ticket}/device-key"), Some(&fan.token), json!({"public_key": public}))
+        .await;
+    assert_eq!(r.status, 204, "{:#}", r.body);
+    let c = app.get(&format!("/api/v1/tickets/{ticket}/credential"), Some(&fan.token)).await.expect(200);
+    let credential =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c["credential"].as_str().unwrap()).unwrap();
+    Phone { key, credential }
+}
+
+impl Phone {
+    fn qr(&self, unix: i64) -> String {
+        let step = entrada_credential::time_step(unix);
+        let proof = entrada_credential::prove(&self.credential, &self.key, step);
+        entrada_credential::encode_rotating(&self.credential, step, &proof)
+    }
+}
+
+async fn scan(app: &TestApp, g: &Gate, p: &Phone) -> Value {
+    let payload = p.qr(app.clock.now().unix_timestamp());
+    let nonce = uuid::Uuid::now_v7().to_string();
+    let r = app
+        .send(
+            app.http
+                .post(app.url("/api/v1/scanner/scan"))
+                .header("authorization", format!("Device {}", g.device_token))
+                .json(&json!({"payload": payload, "gate_id": g.id, "nonce": nonce})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:#}", r.body);
+    r.body
+}
+
+/// An event on sale (25.00 EUR tickets) with its organizer, a gate, and a fan
+/// holding one ticket.
+struct World {
+    org: User,
+    event: String,
+    tt: String,
+    gate: Gate,
+    fan: User,
+    ticket: String,
+}
+
+async fn world(app: &TestApp) -> World {
+    let (org, org_id) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org, &org_id, 100).await;
+    let gate = gate(app, &org, &event).await;
+    let fan = app.register("fan@example.com").await;
+    let ticket = buy_one(app, &fan, &event, &tt).await;
+    World { org, event, tt, gate, fan, ticket }
+}
+
+/// Buys one ticket and returns its id.
+async fn buy_one(app: &TestApp, fan: &User, event: &str, tt: &str) -> String {
+    let order = app.buy(fan, event, tt, 1).await;
+    assert_eq!(order["status"], "paid", "{order:#}");
+    let tickets = app.get(&format!("/api/v1/orders/{}/tickets", order["id"].as_str().unwrap()), Some(&fan.token)).await;
+    tickets.expect(200)[0]["id"].as_str().unwrap().to_owned()
+}
+
+async fn set_policy(app: &TestApp, w: &World, policy: Value) {
+    app.patch(&format!("/api/v1/events/{}", w.event), Some(&w.org.token), json!({ "resale_policy": policy }))
+        .await
+        .expect(200);
+}
+
+async fn holds(app: &TestApp, fan: &User, ticket: &str) -> bool {
+    let mine = app.get("/api/v1/me/tickets", Some(&fan.token)).await.expect(200);
+    mine["items"].as_array().unwrap().iter().any(|t| t["id"] == ticket)
+}
+
+/// A fresh access token after the clock moved past the old one's lifetime.
+async fn login(app: &TestApp, u: &mut User) {
+    let r = app
+        .post("/api/v1/auth/login", None, json!({"email": u.email, "password": "correct horse battery"}))
+        .await
+        .expect(200);
+    u.token = r["access_token"].as_str().unwrap().to_owned();
+}
+
+fn eur(minor: i64) -> Value {
+    json!({"amount_minor": minor, "currency": "EUR"})
+}
+
+async fn list(app: &TestApp, fan: &User, ticket: &str, minor: i64) -> Resp {
+    app.post(&format!("/api/v1/tickets/{ticket}/listings"), Some(&fan.token), json!({ "price": eur(minor) })).await
+}
+
+async fn offer(app: &TestApp, from: &User, ticket: &str, to: &str) -> Resp {
+    app.post(&format!("/api/v1/tickets/{ticket}/gifts"), Some(&from.token), json!({ "recipient_email": to })).await
+}
+
+/// Offers the world's ticket and returns the gift id.
+async fn gift_id(app: &TestApp, w: &World, to: &str) -> String {
+    let r = offer(app, &w.fan, &w.ticket, to).await.expect(201);
+    r["id"].as_str().unwrap().to_owned()
+}
+
+async fn purchase(app: &TestApp, buyer: &User, listing: &str) -> Resp {
+    app.post(&format!("/api/v1/listings/{listing}/purchase"), Some(&buyer.token), json!({})).await
+}
+
+/// Every ledger transaction balances: the entries of each currency sum to zero.
+async fn ledger_sums(app: &TestApp) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT currency, CAST(SUM(amount_minor) AS BIGINT) FROM ledger_entries GROUP BY currency")
+        .fetch_all(app.app.db.reader())
+        .await
+        .unwrap()
+}
+
+async fn balance(app: &TestApp, account: &str) -> i64 {
+    app.app.payments.balance(account, entrada_primitives::Currency::parse("EUR").unwrap()).await.unwrap()
+}
+
+async fn holder_events(app: &TestApp, ticket: &str) -> Vec<Value> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT payload FROM outbox WHERE event_type = 'ticket.holder_changed' ORDER BY id")
+            .fetch_all(app.app.db.reader())
+            .await
+            .unwrap();
+    rows.iter().map(|r| serde_json::from_str::<Value>(&r.0).unwrap()).filter(|v| v["ticket_id"] == ticket).collect()
+}
+
+/// A gift accepted by a fan with an account: the ticket is theirs, the
+/// sender's QR is rejected as `superseded_generation`, the recipient's QR
+/// admits, `ticket.holder_changed {reason: gift}` is out, and the public
+/// history shows the gift between pseudonymous holders.
+#[tokio::test]
+async fn an_accepted_gift_moves_the_ticket_and_revokes_the_old_qr() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let friend = app.register("friend@example.com").await;
+    let old = phone(&app, &w.fan, &w.ticket).await;
+
+    let gift = app
+        .post(
+            &format!("/api/v1/tickets/{}/gifts", w.ticket),
+            Some(&w.fan.token),
+            json!({"recipient_email": "Friend@Example.com"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(gift["status"], "pending");
+    app.settle().await;
+    let mails = app.mailbox();
+    let mail = mails
+        .iter()
+        .find(|(_, m)| m.to_lowercase().contains("to: friend@example.com") && m.contains("wants to give you"));
+    assert!(mail.is_some(), "the recipient is told: {mails:?}");
+
+    let mine = app.get("/api/v1/me/gifts", Some(&friend.token)).await.expect(200);
+    assert_eq!(mine["incoming"][0]["id"], gift["id"]);
+    let gid = gift["id"].as_str().unwrap();
+    let accepted = app.post(&format!("/api/v1/gifts/{gid}/accept"), Some(&friend.token), json!({})).await.expect(200);
+    assert_eq!(accepted["status"], "accepted");
+    assert!(holds(&app, &friend, &w.ticket).await);
+    assert!(!holds(&app, &w.fan, &w.ticket).await);
+
+    let v = scan(&app, &w.gate, &old).await;
+    assert_eq!((v["ok"].clone(), v["reason"].clone()), (json!(false), json!("superseded_generation")), "{v:#}");
+    // the sender cannot fetch a credential for the ticket any more
+    app.get(&format!("/api/v1/tickets/{}/credential", w.ticket), Some(&w.fan.token))
+        .await
+        .expect_problem(404, "not_found");
+    let new = phone(&app, &friend, &w.ticket).await;
+    let v = scan(&app, &w.gate, &new).await;
+    assert_eq!(v["ok"], true, "{v:#}");
+
+    let ev = holder_events(&app, &w.ticket).await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0]["reason"].as_str(), ev[0]["generation"].as_i64()), (Some("gift"), Some(2)));
+    assert_eq!((ev[0]["from"].as_str(), ev[0]["to"].as_str()), (Some(w.fan.id.as_str()), Some(friend.id.as_str())));
+
+    let h = app.get(&format!("/api/v1/tickets/{}/history", w.ticket), None).await.expect(200);
+    let kinds: Vec<&str> = h["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["issued", "gift", "checked_in"]);
+    assert_eq!(h["entries"][1]["from"], "holder 1");
+    assert_eq!(h["entries"][1]["to"], "holder 2");
+    let text = h.to_string();
+    assert!(!text.contains("example.com") && !text.contains(&w.fan.id), "no personal data: {text}");
+
+    // a used ticket cannot be given again
+    let again = app
+        .post(
+            &format!("/api/v1/tickets/{}/gifts", w.ticket),
+            Some(&friend.token),
+            json!({"recipient_email": "third@example.com"}),
+        )
+        .await;
+    again.expect_problem(409, "ticket_checked_in");
+}
+
+/// Declined and cancelled offers leave the ticket where it was; an offer
+/// runs out after its time (the sweep marks it expired, and accepting an
+/// overdue offer before the sweep is `gift_expired`).
+#[tokio::test]
+async fn gifts_can_be_declined_cancelled_and_expire() {
+    let app = spawn_app().await;
+    let mut w = world(&app).await;
+    let friend = app.register("friend@example.com").await;
+    let g1 = gift_id(&app, &w, "friend@example.com").await;
+    // one pending offer per ticket
+    app.post(
+        &format!("/api/v1/tickets/{}/gifts", w.ticket),
+        Some(&w.fan.token),
+        json!({"recipient_email": "other@example.com"}),
+    )
+    .await
+    .expect_problem(409, "gift_pending");
+    let d = app.post(&format!("/api/v1/gifts/{g1}/decline"), Some(&friend.token), json!({})).await.expect(200);
+    assert_eq!(d["status"], "declined");
+    app.post(&format!("/api/v1/gifts/{g1}/accept"), Some(&friend.token), json!({}))
+        .await
+        .expect_problem(409, "gift_not_pending");
+    assert!(holds(&app, &w.fan, &w.ticket).await);
+
+    let g2 = gift_id(&app, &w, "friend@example.com").await;
+    // the recipient cannot cancel, only the sender
+    app.post(&format!("/api/v1/gifts/{g2}/cancel"), Some(&friend.token), json!({}))
+        .await
+        .expect_problem(404, "not_found");
+    let c = app.post(&format!("/api/v1/gifts/{g2}/cancel"), Some(&w.fan.token), json!({})).await.expect(200);
+    assert_eq!(c["status"], "cancelled");
+    app.post(&format!("/api/v1/gifts/{g2}/accept"), Some(&friend.token), json!({}))
+        .await
+        .expect_problem(409, "gift_not_pending");
+
+    let g3 = gift_id(&app, &w, "friend@example.com").await;
+    app.clock.advance(time::Duration::days(8));
+    let mut friend = friend;
+    login(&app, &mut friend).await;
+    login(&app, &mut w.fan).await;
+    app.post(&format!("/api/v1/gifts/{g3}/accept"), Some(&friend.token), json!({}))
+        .await
+        .expect_problem(410, "gift_expired");
+    let g4 = gift_id(&app, &w, "friend@example.com").await;
+    app.clock.advance(time::Duration::days(8));
+    app.settle().await;
+    login(&app, &mut friend).await;
+    login(&app, &mut w.fan).await;
+    let g = app.get(&format!("/api/v1/gifts/{g4}"), Some(&w.fan.token)).await.expect(200);
+    assert_eq!(g["status"], "expired");
+    assert!(holds(&app, &w.fan, &w.ticket).await);
+    assert!(!holds(&app, &friend, &w.ticket).await);
+    assert!(holder_events(&app, &w.ticket).await.is_empty());
+}
+
+/// A friend without an account gets an invitation mail; after signing up
+/// with that address they accept with the mailed claim token (without it,
+/// `claim_token_invalid`) and the ticket is theirs.
+#[tokio::test]
+async fn an_invitation_is_claimed_after_sign_up() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let gift = app
+        .post(
+            &format!("/api/v1/tickets/{}/gifts", w.ticket),
+            Some(&w.fan.token),
+            json!({"recipient_email": "newcomer@example.com"}),
+        )
+        .await
+        .expect(201);
+    let gid = gift["id"].as_str().unwrap();
+    app.settle().await;
+    let mails = app.mailbox();
+    let (_, mail) = mails
+        .iter()
+        .find(|(_, m)| m.contains("newcomer@example.com") && m.contains("Create your free Entrada account"))
+        .expect("an invitation mail");
+    let token = mail
+        .lines()
+        .find_map(|l| l.strip_prefix("Claim code: "))
+        .map(|t| t.trim().to_owned())
+        .expect("the mail carries the claim code");
+
+    let newcomer = app.register("newcomer@example.com").await;
+    let mine = app.get("/api/v1/me/gifts", Some(&newcomer.token)).await.expect(200);
+    assert_eq!(mine["incoming"][0]["id"], gift["id"]);
+    app.post(&format!("/api/v1/gifts/{gid}/accept"), Some(&newcomer.token), json!({}))
+        .await
+        .expect_problem(403, "claim_token_invalid");
+    app.post(&format!("/api/v1/gifts/{gid}/accept"), Some(&newcomer.token), json!({"claim_token": "wrong"}))
+        .await
+        .expect_problem(403, "claim_token_invalid");
+    // someone else who learnt the token still cannot claim: it is not addressed to them
+    let stranger = app.register("stranger@example.com").await;
+    app.post(&format!("/api/v1/gifts/{gid}/accept"), Some(&stranger.token), json!({"claim_token": token}))
+        .await
+        .expect_problem(404, "not_found");
+    let ok = app
+        .post(&format!("/api/v1/gifts/{gid}/accept"), Some(&newcomer.token), json!({"claim_token": token}))
+        .await
+        .expect(200);
+    assert_eq!(ok["status"], "accepted");
+    assert!(holds(&app, &newcomer, &w.ticket).await);
+    let old = app.get(&format!("/api/v1/tickets/{}/credential", w.ticket), Some(&w.fan.token)).await;
+    old.expect_problem(404, "not_found");
+    let p = phone(&app, &newcomer, &w.ticket).await;
+    assert_eq!(scan(&app, &w.gate, &p).await["ok"], true);
+}
+
+/// The whole resale: a price above the cap is refused with the cap in the
+/// problem; list, reprice, withdraw, list again; the public event page shows
+/// the offer; a buyer pays the listing's price (not one it sends); on
+/// settlement the ticket is the buyer's, the seller's QR is superseded, the
+/// buyer's admits, and the ledger splits the price exactly into seller
+/// proceeds, royalty and fee, with a payout for the seller.
+#[tokio::test]
+async fn a_listing_is_listed_repriced_withdrawn_and_bought() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    set_policy(&app, &w, json!({"price_cap_bps": 12000, "royalty_bps": 500, "fee_bps": 250})).await;
+    let seller_qr = phone(&app, &w.fan, &w.ticket).await;
+
+    let terms = app.get(&format!("/api/v1/tickets/{}/resale-terms", w.ticket), Some(&w.fan.token)).await.expect(200);
+    assert_eq!(terms["cap"], eur(3000));
+    assert_eq!(terms["resale_refusal"], Value::Null);
+
+    let above = list(&app, &w.fan, &w.ticket, 3001).await;
+    above.expect_problem(422, "price_above_cap");
+    assert_eq!(above.body["cap"], eur(3000));
+    app.post(
+        &format!("/api/v1/tickets/{}/listings", w.ticket),
+        Some(&w.fan.token),
+        json!({"price": {"amount_minor": 2500, "currency": "USD"}}),
+    )
+    .await
+    .expect_problem(422, "currency_mismatch");
+
+    let l = list(&app, &w.fan, &w.ticket, 2600).await.expect(201);
+    assert_eq!(
+        (l["status"].as_str(), l["cap"].clone(), l["face_value"].clone()),
+        (Some("active"), eur(3000), eur(2500))
+    );
+    let lid = l["id"].as_str().unwrap().to_owned();
+    list(&app, &w.fan, &w.ticket, 2600).await.expect_problem(409, "ticket_listed");
+    app.patch(&format!("/api/v1/listings/{lid}"), Some(&w.fan.token), json!({"price": eur(3100)}))
+        .await
+        .expect_problem(422, "price_above_cap");
+    let r = app.patch(&format!("/api/v1/listings/{lid}"), Some(&w.fan.token), json!({"price": eur(2900)})).await;
+    assert_eq!(r.expect(200)["price"], eur(2900));
+    let wd = app.post(&format!("/api/v1/listings/{lid}/withdraw"), Some(&w.fan.token), json!({})).await.expect(200);
+    assert_eq!((wd["status"].as_str(), wd["withdraw_reason"].as_str()), (Some("withdrawn"), Some("seller")));
+    let shown = app.get(&format!("/api/v1/events/{}/listings", w.event), None).await.expect(200);
+    assert!(shown["items"].as_array().unwrap().is_empty());
+
+    let l = list(&app, &w.fan, &w.ticket, 2750).await.expect(201);
+    let lid = l["id"].as_str().unwrap().to_owned();
+    let shown = app.get(&format!("/api/v1/events/{}/listings", w.event), None).await.expect(200);
+    assert_eq!(shown["items"][0]["id"], lid.as_str());
+    assert_eq!(shown["items"][0]["price"], eur(2750));
+    assert!(!shown.to_string().contains(&w.fan.id), "the public list does not name the seller");
+
+    let buyer = app.register("buyer@example.com").await;
+    // a price sent by the buyer is not read
+    let p = app
+        .post(&format!("/api/v1/listings/{lid}/purchase"), Some(&buyer.token), json!({"price": eur(1)}))
+        .await
+        .expect(201);
+    assert_eq!(p["price"], eur(2750));
+    // 2750 × 5 % = 137.5 → 137 royalty; × 2.5 % = 68.75 → 68 fee; the seller gets the rest
+    assert_eq!((p["seller_proceeds"].clone(), p["royalty"].clone(), p["fee"].clone()), (eur(2545), eur(137), eur(68)));
+    // held for the buyer: off the public list, and the seller cannot withdraw it now
+    let shown = app.get(&format!("/api/v1/events/{}/listings", w.event), None).await.expect(200);
+    assert!(shown["items"].as_array().unwrap().is_empty());
+    app.post(&format!("/api/v1/listings/{lid}/withdraw"), Some(&w.fan.token), json!({}))
+        .await
+        .expect_problem(409, "listing_not_active");
+
+    app.pay(p["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    app.settle().await;
+    let done = app.get(&format!("/api/v1/resale-purchases/{}", p["id"].as_str().unwrap()), Some(&buyer.token)).await;
+    assert_eq!(done.expect(200)["status"], "completed");
+    assert!(holds(&app, &buyer, &w.ticket).await);
+    assert!(!holds(&app, &w.fan, &w.ticket).await);
+    let sold = app.get(&format!("/api/v1/listings/{lid}"), None).await.expect(200);
+    assert_eq!(sold["status"], "sold");
+
+    let v = scan(&app, &w.gate, &seller_qr).await;
+    assert_eq!(v["reason"], "superseded_generation", "{v:#}");
+    let buyer_qr = phone(&app, &buyer, &w.ticket).await;
+    assert_eq!(scan(&app, &w.gate, &buyer_qr).await["ok"], true);
+
+    let ev = holder_events(&app, &w.ticket).await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0]["reason"].as_str(), ev[0]["to"].as_str()), (Some("resale"), Some(buyer.id.as_str())));
+
+    // money: buyer paid 2750 = seller 2545 + royalty 137 + fee 68
+    assert!(ledger_sums(&app).await.iter().all(|(_, s)| *s == 0), "{:?}", ledger_sums(&app).await);
+    let org_id: (String,) = sqlx::query_as("SELECT organization_id FROM events WHERE id = $1")
+        .bind(&w.event)
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+    assert_eq!(balance(&app, "provider:sandbox").await, 2500 + 2750);
+    assert_eq!(balance(&app, &format!("organizer:{}", org_id.0)).await, -(2500 + 137));
+    assert_eq!(balance(&app, &format!("seller:{}", w.fan.id)).await, -2545);
+    assert_eq!(balance(&app, "platform:fees").await, -68);
+    let payouts: Vec<(String, i64, String)> = sqlx::query_as("SELECT seller_id, amount_minor, currency FROM payouts")
+        .fetch_all(app.app.db.reader())
+        .await
+        .unwrap();
+    assert_eq!(payouts, vec![(w.fan.id.clone(), 2545, "EUR".to_owned())]);
+
+    let h = app.get(&format!("/api/v1/tickets/{}/history", w.ticket), None).await.expect(200);
+    let resale = &h["entries"][1];
+    assert_eq!(
+        (resale["kind"].as_str(), resale["price"].clone(), resale["cap"].clone()),
+        (Some("resale"), eur(2750), eur(3000))
+    );
+
+    // the new holder may resell; the old one can no longer touch the ticket
+    list(&app, &w.fan, &w.ticket, 2500).await.expect_problem(404, "not_found");
+    let _ = w.tt;
+}
+
+/// Fifty buyers press "buy" on one listing at once: exactly one gets it,
+/// every other one is told `listing_unavailable` (409), and only one payment
+/// is ever captured.
+#[tokio::test]
+async fn fifty_buyers_one_listing_exactly_one_wins() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let l = list(&app, &w.fan, &w.ticket, 2500).await.expect(201);
+    let lid = l["id"].as_str().unwrap().to_owned();
+    let mut buyers = Vec::new();
+    for i in 0..50 {
+        buyers.push(app.register(&format!("buyer{i}@example.com")).await);
+    }
+    let results = futures::future::join_all(buyers.iter().map(|b| purchase(&app, b, &lid))).await;
+    let winners: Vec<&Resp> = results.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(winners.len(), 1, "exactly one purchase");
+    for r in results.iter().filter(|r| r.status != 201) {
+        r.expect_problem(409, "listing_unavailable");
+    }
+    let winner = winners[0];
+    app.pay(winner.body["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    app.settle().await;
+    let (captures,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM ledger_transactions x JOIN payments p ON p.id = x.payment_id \
+         WHERE x.kind = 'capture' AND p.reference LIKE 'resale:%'",
+    )
+    .fetch_one(app.app.db.reader())
+    .await
+    .unwrap();
+    assert_eq!(captures, 1);
+    let (payments,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM payments WHERE reference LIKE 'resale:%'")
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+    assert_eq!(payments, 1, "losers never reached the provider");
+    assert_eq!(balance(&app, "provider:sandbox").await, 2500 + 2500);
+    assert!(ledger_sums(&app).await.iter().all(|(_, s)| *s == 0));
+    let winner_index = results.iter().position(|r| r.status == 201).unwrap();
+    assert!(holds(&app, &buyers[winner_index], &w.ticket).await, "the ticket went to the one buyer who won");
+}
+
+/// A buyer whose hold ran out pays after the listing was sold to someone
+/// else: their money is refunded through the refund path, the ticket stays
+/// with the second buyer, and the ledger still balances.
+#[tokio::test]
+async fn a_late_payment_for_a_resold_listing_is_refunded() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let lid = list(&app, &w.fan, &w.ticket, 2400).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let slow = app.register("slow@example.com").await;
+    let fast = app.register("fast@example.com").await;
+    let p1 = purchase(&app, &slow, &lid).await.expect(201);
+    purchase(&app, &fast, &lid).await.expect_problem(409, "listing_unavailable");
+    app.clock.advance(time::Duration::minutes(11));
+    app.settle().await;
+    let expired = app.get(&format!("/api/v1/resale-purchases/{}", p1["id"].as_str().unwrap()), Some(&slow.token)).await;
+    assert_eq!(expired.expect(200)["status"], "expired");
+    let p2 = purchase(&app, &fast, &lid).await.expect(201);
+    app.pay(p2["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    app.settle().await;
+    assert!(holds(&app, &fast, &w.ticket).await);
+
+    app.pay(p1["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    app.settle().await;
+    let late = app.get(&format!("/api/v1/resale-purchases/{}", p1["id"].as_str().unwrap()), Some(&slow.token)).await;
+    assert_eq!(late.expect(200)["status"], "refunded");
+    assert!(holds(&app, &fast, &w.ticket).await);
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT reference, status FROM payments WHERE reference LIKE 'resale:%' ORDER BY created_at")
+            .fetch_all(app.app.db.reader())
+            .await
+            .unwrap();
+    assert_eq!(statuses.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), ["refunded", "succeeded"]);
+    assert!(ledger_sums(&app).await.iter().all(|(_, s)| *s == 0));
+    assert_eq!(balance(&app, "provider:sandbox").await, 2500 + 2400);
+    assert_eq!(balance(&app, &format!("seller:{}", w.fan.id)).await, -2400);
+}
+
+/// Nobody acts on another fan's ticket, gift, listing or purchase: each is
+/// answered 404 `not_found`, exactly like an id that does not exist; a
+/// seller cannot buy their own listing.
+#[tokio::test]
+async fn cross_user_attempts_are_refused() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let mallory = app.register("mallory@example.com").await;
+    let friend = app.register("friend@example.com").await;
+    let t = &w.ticket;
+    let unknown = uuid::Uuid::now_v7();
+
+    offer(&app, &mallory, t, "m@example.com").await.expect_problem(404, "not_found");
+    list(&app, &mallory, t, 2000).await.expect_problem(404, "not_found");
+    list(&app, &mallory, &unknown.to_string(), 2000).await.expect_problem(404, "not_found");
+    app.get(&format!("/api/v1/tickets/{t}/resale-terms"), Some(&mallory.token)).await.expect_problem(404, "not_found");
+
+    let g = app
+        .post(
+            &format!("/api/v1/tickets/{t}/gifts"),
+            Some(&w.fan.token),
+            json!({"recipient_email": "friend@example.com"}),
+        )
+        .await
+        .expect(201);
+    let gid = g["id"].as_str().unwrap();
+    for action in ["accept", "decline", "cancel"] {
+        app.post(&format!("/api/v1/gifts/{gid}/{action}"), Some(&mallory.token), json!({}))
+            .await
+            .expect_problem(404, "not_found");
+        app.post(&format!("/api/v1/gifts/{unknown}/{action}"), Some(&mallory.token), json!({}))
+            .await
+            .expect_problem(404, "not_found");
+    }
+    app.get(&format!("/api/v1/gifts/{gid}"), Some(&mallory.token)).await.expect_problem(404, "not_found");
+    // a pending gift blocks listing until cancelled
+    list(&app, &w.fan, t, 2000).await.expect_problem(409, "gift_pending");
+    app.post(&format!("/api/v1/gifts/{gid}/cancel"), Some(&w.fan.token), json!({})).await.expect(200);
+
+    let lid = list(&app, &w.fan, t, 2000).await.expect(201)["id"].as_str().unwrap().to_owned();
+    app.patch(&format!("/api/v1/listings/{lid}"), Some(&mallory.token), json!({"price": eur(1)}))
+        .await
+        .expect_problem(404, "not_found");
+    app.post(&format!("/api/v1/listings/{lid}/withdraw"), Some(&mallory.token), json!({}))
+        .await
+        .expect_problem(404, "not_found");
+    purchase(&app, &w.fan, &lid).await.expect_problem(409, "own_listing");
+    purchase(&app, &mallory, &unknown.to_string()).await.expect_problem(404, "not_found");
+    let p = purchase(&app, &friend, &lid).await.expect(201);
+    app.get(&format!("/api/v1/resale-purchases/{}", p["id"].as_str().unwrap()), Some(&mallory.token))
+        .await
+        .expect_problem(404, "not_found");
+    // without a token: 401
+    app.post(&format!("/api/v1/tickets/{t}/listings"), None, json!({"price": eur(1)}))
+        .await
+        .expect_problem(401, "unauthenticated");
+    // garbage in: 422 naming the field
+    app.post(&format!("/api/v1/tickets/{t}/gifts"), Some(&w.fan.token), json!({"recipient_email": "not-an-address"}))
+        .await
+        .expect_problem(422, "validation_failed");
+    app.post(&format!("/api/v1/tickets/{t}/gifts"), Some(&w.fan.token), json!({"recipient_email": "fan@example.com"}))
+        .await
+        .expect_problem(422, "self_gift");
+}
+
+/// Every resale rule answers with its own code: resale disabled, transfers
+/// disabled, window not open, too many resales, freeze; open listings are
+/// withdrawn by the sweep when the window closes or the freeze starts (and
+/// refused at purchase time before the sweep runs); a refunded ticket cannot
+/// move and its listing is taken down.
+#[tokio::test]
+async fn every_policy_rule_is_enforced_with_its_code() {
+    let app = spawn_app().await;
+    let mut w = world(&app).await;
+    let t = w.ticket.clone();
+
+    // a refunded ticket cannot move, and its open listing is taken down
+    let mut buyer = app.register("buyer@example.com").await;
+    let other = buy_one(&app, &buyer, &w.event, &w.tt).await;
+    let stale = list(&app, &buyer, &other, 2000).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let orders = app.get("/api/v1/me/orders", Some(&buyer.token)).await.expect(200);
+    let order = orders["items"][0]["id"].as_str().unwrap().to_owned();
+    app.post(&format!("/api/v1/orders/{order}/refund"), Some(&w.org.token), json!({})).await.expect(200);
+    app.settle().await;
+    let l = app.get(&format!("/api/v1/listings/{stale}"), None).await.expect(200);
+    assert_eq!((l["status"].as_str(), l["withdraw_reason"].as_str()), (Some("withdrawn"), Some("ticket_changed")));
+    app.post(
+        &format!("/api/v1/tickets/{other}/gifts"),
+        Some(&buyer.token),
+        json!({"recipient_email": "x@example.com"}),
+    )
+    .await
+    .expect_problem(409, "ticket_not_transferable");
+    list(&app, &buyer, &other, 2000).await.expect_problem(409, "ticket_not_transferable");
+
+    set_policy(&app, &w, json!({"resale_allowed": false})).await;
+    list(&app, &w.fan, &t, 2000).await.expect_problem(409, "resale_not_allowed");
+    set_policy(&app, &w, json!({"resale_allowed": true, "transfers_allowed": false})).await;
+    offer(&app, &w.fan, &t, "friend@example.com").await.expect_problem(409, "transfers_not_allowed");
+    list(&app, &w.fan, &t, 2000).await.expect_problem(409, "transfers_not_allowed");
+    set_policy(&app, &w, json!({"transfers_allowed": true, "resale_opens_at": "2030-03-10T00:00:00Z"})).await;
+    list(&app, &w.fan, &t, 2000).await.expect_problem(409, "resale_window_not_open");
+    set_policy(&app, &w, json!({"resale_opens_at": null, "max_resales_per_ticket": 0})).await;
+    list(&app, &w.fan, &t, 2000).await.expect_problem(409, "resale_limit_reached");
+
+    // the window closes: the sweep takes the listing down
+    set_policy(&app, &w, json!({"max_resales_per_ticket": null, "resale_closes_at": "2030-03-05T00:00:00Z"})).await;
+    let lid = list(&app, &w.fan, &t, 2000).await.expect(201)["id"].as_str().unwrap().to_owned();
+    app.clock.advance(time::Duration::days(5));
+    app.settle().await;
+    login(&app, &mut w.fan).await;
+    login(&app, &mut w.org).await;
+    let l = app.get(&format!("/api/v1/listings/{lid}"), None).await.expect(200);
+    assert_eq!((l["status"].as_str(), l["withdraw_reason"].as_str()), (Some("withdrawn"), Some("window_closed")));
+    list(&app, &w.fan, &t, 2000).await.expect_problem(409, "resale_window_closed");
+
+    // the freeze before doors (19:00 on 1 April; 2 hours): listed before,
+    // withdrawn by the sweep once it starts, refused after
+    set_policy(&app, &w, json!({"resale_closes_at": null, "freeze_minutes_before_doors": 120})).await;
+    let lid = list(&app, &w.fan, &t, 2000).await.expect(201)["id"].as_str().unwrap().to_owned();
+    app.clock.set(time::macros::datetime!(2030-04-01 17:00 UTC));
+    login(&app, &mut w.fan).await;
+    login(&app, &mut buyer).await;
+    // checked at purchase time even before the sweep runs
+    purchase(&app, &buyer, &lid).await.expect_problem(409, "resale_frozen");
+    let l = app.get(&format!("/api/v1/listings/{lid}"), None).await.expect(200);
+    assert_eq!((l["status"].as_str(), l["withdraw_reason"].as_str()), (Some("withdrawn"), Some("freeze")));
+    list(&app, &w.fan, &t, 2000).await.expect_problem(409, "resale_frozen");
+    // gifts are not frozen
+    offer(&app, &w.fan, &t, "friend@example.com").await.expect(201);
+}
+
+/// A listing blocks a gift until withdrawn; a gift and then a resale move the
+/// ticket twice (generations 2 and 3), and the history labels each holder
+/// once, in order.
+#[tokio::test]
+async fn gift_then_resale_counts_generations_and_labels_holders() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let lid = list(&app, &w.fan, &w.ticket, 2000).await.expect(201)["id"].as_str().unwrap().to_owned();
+    app.post(
+        &format!("/api/v1/tickets/{}/gifts", w.ticket),
+        Some(&w.fan.token),
+        json!({"recipient_email": "friend@example.com"}),
+    )
+    .await
+    .expect_problem(409, "ticket_listed");
+    app.post(&format!("/api/v1/listings/{lid}/withdraw"), Some(&w.fan.token), json!({})).await.expect(200);
+    let friend = app.register("friend@example.com").await;
+    let g = app
+        .post(
+            &format!("/api/v1/tickets/{}/gifts", w.ticket),
+            Some(&w.fan.token),
+            json!({"recipient_email": "friend@example.com"}),
+        )
+        .await
+        .expect(201);
+    app.post(&format!("/api/v1/gifts/{}/accept", g["id"].as_str().unwrap()), Some(&friend.token), json!({}))
+        .await
+        .expect(200);
+    // the friend resells, then gives it back: two moves, generation 3
+    let lid = list(&app, &friend, &w.ticket, 2500).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let buyer = app.register("buyer@example.com").await;
+    let p = purchase(&app, &buyer, &lid).await.expect(201);
+    app.pay(p["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    app.settle().await;
+    let ev = holder_events(&app, &w.ticket).await;
+    let reasons: Vec<(&str, i64)> =
+        ev.iter().map(|e| (e["reason"].as_str().unwrap(), e["generation"].as_i64().unwrap())).collect();
+    assert_eq!(reasons, [("gift", 2), ("resale", 3)]);
+    let h = app.get(&format!("/api/v1/tickets/{}/history", w.ticket), None).await.expect(200);
+    let labels: Vec<(String, String)> = h["entries"].as_array().unwrap()[1..]
+        .iter()
+        .map(|e| (e["from"].as_str().unwrap().to_owned(), e["to"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        labels,
+        [("holder 1".to_owned(), "holder 2".to_owned()), ("holder 2".to_owned(), "holder 3".to_owned())]
+    );
+}
