@@ -8,6 +8,8 @@ use axum::Router;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use entrada_chain::pipeline::{KeylessAddressBook, Pipeline, PipelineConfig, WorkerConfig};
+use entrada_chain::{AddressBook, ChainClient, EmbeddedChain};
 use entrada_checkin::{Checkin, CheckinConfig};
 use entrada_identity::{Identity, IdentityConfig, PasswordCost};
 use entrada_market::{Market, MarketConfig};
@@ -53,6 +55,8 @@ pub struct App {
     pub sales: Sales,
     pub payments: Payments,
     pub checkin: Checkin,
+    /// The mint pipeline over the configured chain.
+    pub chain: Pipeline,
     pub market: Market,
     pub dispatcher: Dispatcher,
     limits: Arc<RateLimits>,
@@ -107,6 +111,16 @@ fn prometheus() -> PrometheusHandle {
 
 impl App {
     pub async fn build(config: Config, clock: SharedClock) -> Result<App, BuildError> {
+        Self::build_with_chain(config, clock, None).await
+    }
+
+    /// Builds the app over `chain` instead of the configured one (tools and tests that wrap
+    /// the real chain, e.g. to cut it off).
+    pub async fn build_with_chain(
+        config: Config,
+        clock: SharedClock,
+        chain: Option<Arc<dyn ChainClient>>,
+    ) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
         let db =
             Db::connect(&DbConfig { url: config.database_url(), max_connections: config.database.max_connections })
@@ -170,6 +184,31 @@ impl App {
             MarketConfig { public_base_url: public_url.clone(), ..MarketConfig::default() },
         );
 
+        let chain: Arc<dyn ChainClient> = match (chain, config.chain.mode.as_str()) {
+            (Some(chain), _) => chain,
+            (None, "embedded") => Arc::new(
+                EmbeddedChain::open(&config.data_dir, clock.clone())
+                    .map_err(|e| BuildError::Component(format!("chain: {e}")))?,
+            ),
+            (None, other) => return Err(BuildError::Config(format!("chain.mode `{other}` is not available"))),
+        };
+        // Without a custodial wallet, holders get keyless deterministic addresses (see
+        // `KeylessAddressBook`); the reconciler moves tokens once real addresses exist.
+        let address_book: Arc<dyn AddressBook> = Arc::new(KeylessAddressBook);
+        let chain = Pipeline::new(
+            db.clone(),
+            clock.clone(),
+            chain,
+            address_book,
+            PipelineConfig {
+                batch_size: config.chain.batch_size,
+                batch_window_ms: config.chain.batch_window_ms,
+                send_lease_ms: config.chain.send_lease_seconds.saturating_mul(1000),
+                single_process: config.chain.mode == "embedded",
+                ..PipelineConfig::new(config.chain.mode.clone(), public_url.clone())
+            },
+        );
+
         let mailer: Arc<dyn Mailer> = match (config.mail.transport.as_str(), &config.mail.smtp) {
             ("smtp", Some(smtp)) => Arc::new(
                 SmtpMailer::new(smtp, config.mail.from.clone())
@@ -183,6 +222,7 @@ impl App {
             vec![
                 sales.consumer(),
                 payments.consumer(),
+                chain.consumer(),
                 market.consumer(),
                 MailConsumer::new(mailer, clock.clone(), public_url.clone()),
             ],
@@ -254,7 +294,21 @@ impl App {
             .layer(PropagateRequestIdLayer::new(request_id.clone()))
             .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
 
-        Ok(App { config, db, clock, identity, catalog, sales, payments, checkin, market, dispatcher, limits, router })
+        Ok(App {
+            config,
+            db,
+            clock,
+            identity,
+            catalog,
+            sales,
+            payments,
+            checkin,
+            market,
+            chain,
+            dispatcher,
+            limits,
+            router,
+        })
     }
 
     /// The complete HTTP router.
@@ -271,6 +325,9 @@ impl App {
             let mut round = self.payments.deliver_sandbox_webhooks().await.map_err(|e| e.to_string())?;
             round += self.dispatcher.drain().await.map_err(|e| e.to_string())?;
             round += self.payments.process_refund_requests().await.map_err(|e| e.to_string())?;
+            // Every pending mint is flushed regardless of the batching window; a chain outage
+            // is not an error here, it only means nothing moved on chain.
+            round += self.chain.run_once(true).await.map_err(|e| e.to_string())?.progress;
             round += self.market.sweep().await.map_err(|e| e.to_string())?;
             total += round;
             if round == 0 {
@@ -301,6 +358,11 @@ impl App {
             workers.push(tokio::spawn(self.dispatcher.clone().run(Duration::from_millis(20), stopped())));
             workers.push(tokio::spawn(self.sales.clone().run_expiry(Duration::from_secs(1), stopped())));
             workers.push(tokio::spawn(self.payments.clone().run_background(stopped())));
+            let chain_worker = WorkerConfig {
+                reconcile_every: Duration::from_secs(self.config.chain.reconcile_every_seconds.max(1)),
+                ..WorkerConfig::default()
+            };
+            workers.push(tokio::spawn(self.chain.clone().run(chain_worker, stopped())));
             workers.push(tokio::spawn(self.market.clone().run_sweeper(Duration::from_secs(1), stopped())));
         }
         let limits = self.limits.clone();

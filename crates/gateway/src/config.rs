@@ -21,6 +21,7 @@ pub struct Config {
     pub payments: PaymentsSettings,
     pub mail: MailSettings,
     pub rate_limit: RateLimitSettings,
+    pub chain: ChainSettings,
     /// Which components this process runs: `all`, or any of `identity`,
     /// `ticketing`, `payments`, `checkin`, `market`, `workers` (outbox, expiry,
     /// webhook delivery, market sweep).
@@ -97,6 +98,55 @@ pub struct RateLimitSettings {
     pub auth_per_ip_per_minute: u32,
 }
 
+/// Where tickets become tokens. `embedded` (the default) runs the contracts in this process
+/// with the chain's state in the data directory; `rpc` sends them to an EVM node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainSettings {
+    /// `embedded` or `rpc`.
+    pub mode: String,
+    /// Most tickets in one mint transaction.
+    pub batch_size: usize,
+    /// A smaller batch is sent once its oldest ticket has waited this long.
+    pub batch_window_ms: i64,
+    /// How long a send may stay unanswered before another process reads the chain to learn
+    /// its outcome.
+    pub send_lease_seconds: i64,
+    /// Pause between reconciliation pages (each compares up to 200 tokens with the chain).
+    pub reconcile_every_seconds: u64,
+    /// `rpc`: the node's HTTP(S) endpoint.
+    pub rpc_url: String,
+    /// `rpc`: the EIP-155 chain id the node must report.
+    pub chain_id: u64,
+    /// `rpc`: blocks that must follow a transaction's block before it counts.
+    pub confirmations: u64,
+    /// `rpc`: hex private keys of the platform accounts. Only `minter_key` is required; the
+    /// other roles use it when left empty.
+    pub minter_key: Secret<String>,
+    pub admin_key: Secret<String>,
+    pub custodian_key: Secret<String>,
+    pub organizer_key: Secret<String>,
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        Self {
+            mode: "embedded".into(),
+            batch_size: 100,
+            batch_window_ms: 2_000,
+            send_lease_seconds: 60,
+            reconcile_every_seconds: 5,
+            rpc_url: String::new(),
+            chain_id: 0,
+            confirmations: 1,
+            minter_key: Secret::new(String::new()),
+            admin_key: Secret::new(String::new()),
+            custodian_key: Secret::new(String::new()),
+            organizer_key: Secret::new(String::new()),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -108,6 +158,7 @@ impl Default for Config {
             payments: PaymentsSettings::default(),
             mail: MailSettings::default(),
             rate_limit: RateLimitSettings::default(),
+            chain: ChainSettings::default(),
             components: vec!["all".into()],
         }
     }
@@ -197,6 +248,15 @@ impl Config {
         }
         if !matches!(self.identity.password_cost.as_str(), "standard" | "fast") {
             return Err("identity.password_cost must be standard or fast".into());
+        }
+        match self.chain.mode.as_str() {
+            "embedded" => {}
+            "rpc" if !self.chain.rpc_url.is_empty() && !self.chain.minter_key.expose().is_empty() => {}
+            "rpc" => return Err("chain.rpc_url and chain.minter_key are required when chain.mode = rpc".into()),
+            other => return Err(format!("chain.mode must be embedded or rpc, not `{other}`")),
+        }
+        if !(1..=500).contains(&self.chain.batch_size) || self.chain.batch_window_ms < 0 {
+            return Err("chain.batch_size must be 1 to 500 and chain.batch_window_ms ≥ 0".into());
         }
         if self.sales.hold_ttl_seconds < 30 || self.sales.payment_window_seconds < 60 {
             return Err("sales.hold_ttl_seconds must be ≥ 30 and sales.payment_window_seconds ≥ 60".into());

@@ -7,13 +7,13 @@ use base64::Engine as _;
 use entrada_primitives::Clock as _;
 use serde_json::{Value, json};
 
-struct Gate {
-    id: String,
-    device_token: String,
+pub(crate) struct Gate {
+    pub(crate) id: String,
+    pub(crate) device_token: String,
 }
 
 /// A zone "floor", a gate in it and an enrolled scanner device.
-async fn gate(app: &TestApp, organizer: &User, event: &str) -> Gate {
+pub(crate) async fn gate(app: &TestApp, organizer: &User, event: &str) -> Gate {
     let zone =
         app.post(&format!("/api/v1/events/{event}/zones"), Some(&organizer.token), json!({"name": "floor"})).await;
     let zone = zone.expect(201);
@@ -42,12 +42,12 @@ async fn gate(app: &TestApp, organizer: &User, event: &str) -> Gate {
 
 /// What the fan app does: a device key, the credential, and the QR text
 /// with a proof for the current 15-second step.
-struct Phone {
+pub(crate) struct Phone {
     key: ed25519_dalek::SigningKey,
     credential: Vec<u8>,
 }
 
-async fn phone(app: &TestApp, fan: &User, ticket: &str) -> Phone {
+pub(crate) async fn phone(app: &TestApp, fan: &User, ticket: &str) -> Phone {
     let key = ed25519_dalek::SigningKey::from_bytes(&entrada_primitives::token::random_bytes::<32>());
     let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
     let r = app
@@ -62,14 +62,14 @@ async fn phone(app: &TestApp, fan: &User, ticket: &str) -> Phone {
 }
 
 impl Phone {
-    fn qr(&self, unix: i64) -> String {
+    pub(crate) fn qr(&self, unix: i64) -> String {
         let step = entrada_credential::time_step(unix);
         let proof = entrada_credential::prove(&self.credential, &self.key, step);
         entrada_credential::encode_rotating(&self.credential, step, &proof)
     }
 }
 
-async fn scan(app: &TestApp, g: &Gate, payload: &str) -> Value {
+pub(crate) async fn scan(app: &TestApp, g: &Gate, payload: &str) -> Value {
     let nonce = uuid::Uuid::now_v7().to_string();
     let r = app
         .send(

@@ -41,6 +41,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on_chain(tweak, |_, _| None).await
+}
+
+/// The app over the chain `chain` returns (given the data directory and the test clock), or
+/// over the configured one when it returns `None`.
+pub async fn spawn_app_on_chain(
+    tweak: impl FnOnce(&mut Config),
+    chain: impl FnOnce(&std::path::Path, SharedClock) -> Option<Arc<dyn entrada_chain::ChainClient>>,
+) -> TestApp {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (db_url, db_dir) = entrada_storage::testing::fresh_url().await;
     let data_dir = tempfile::tempdir().unwrap();
@@ -51,7 +60,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     let clock = ManualClock::new(t0());
     let shared: SharedClock = Arc::new(clock.clone());
-    let app = App::build(config, shared).await.expect("app builds");
+    let chain = chain(data_dir.path(), shared.clone());
+    let app = App::build_with_chain(config, shared, chain).await.expect("app builds");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let served = app.clone();
     tokio::spawn(async move {

@@ -8,6 +8,7 @@ mod helpers;
 
 mod api;
 mod auth;
+mod chain;
 mod checkin;
 mod cli;
 mod crash;

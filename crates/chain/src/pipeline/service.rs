@@ -129,6 +129,11 @@ impl Pipeline {
         &self.inner.chain
     }
 
+    /// The address `user`'s tokens go to, from the configured address book.
+    pub async fn custodial_address(&self, user: entrada_primitives::ids::UserId) -> Result<Address, String> {
+        self.inner.book.custodial_address(user).await
+    }
+
     pub fn config(&self) -> &PipelineConfig {
         &self.inner.cfg
     }
@@ -237,6 +242,7 @@ impl Pipeline {
                     let why = if reverted { "mint reverted" } else { "mint outcome unknown; not on chain" };
                     let at = now + backoff_ms(if count { *attempts } else { 0 });
                     store::token_not_found(&mut tx, ticket, count, failed, why, at, now).await?;
+                    store::burn_if_cancelled(&mut tx, ticket, now).await?;
                     if failed {
                         tracing::error!(%ticket, "mint refused repeatedly; parked as failed");
                     }

@@ -461,6 +461,30 @@ pub async fn token_not_found(
     Ok(())
 }
 
+/// A token found not minted whose ticket has been cancelled meanwhile (a burn is queued):
+/// it is never minted, and the operations queued for it have nothing left to act on.
+pub async fn burn_if_cancelled(conn: &mut Conn, ticket: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE chain_tokens SET state = 'burned', updated_at = $1 WHERE ticket_id = $2 AND state = 'pending' \
+         AND EXISTS (SELECT 1 FROM chain_ops o WHERE o.ticket_id = $2 AND o.kind = 'burn' AND o.state = 'pending')",
+    )
+    .bind(now)
+    .bind(ticket.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        sqlx::query(
+            "UPDATE chain_ops SET state = 'done', last_error = 'never minted', updated_at = $1 \
+             WHERE ticket_id = $2 AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(ticket.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(done.rows_affected() == 1)
+}
+
 /// Sends left open: `unknown` ones, and `sending` ones whose lease ran out or whose process
 /// is gone (`foreign_dead`: any other instance, when only one process can use the chain).
 pub async fn open_txs(

@@ -357,6 +357,28 @@ pub struct Ticket {
     pub status: TicketStatus,
     pub generation: i64,
     pub issued_at_ms: i64,
+    /// The ticket's token, once the chain pipeline has recorded it.
+    pub token: Option<TicketToken>,
+}
+
+/// A ticket's ERC-721 token as the chain pipeline records it. Read from the chain context's
+/// `chain_tokens` and `chain_collections` tables (read only, documented in `docs/chain.md`),
+/// so ticketing shows the token without depending on the chain crate or calling a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketToken {
+    /// `embedded` or `rpc`.
+    pub network: String,
+    pub chain_id: i64,
+    /// The event's collection, once it exists on chain.
+    pub contract: Option<String>,
+    /// The ticket's serial.
+    pub token_id: i64,
+    /// `pending | submitted | confirmed | burned | failed`.
+    pub status: String,
+    /// The address the token was minted or last moved to.
+    pub owner: Option<String>,
+    /// The mint (or, once burned, the burn) transaction.
+    pub tx_hash: Option<String>,
 }
 
 /// What one expiry sweep did.

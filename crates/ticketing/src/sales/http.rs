@@ -6,7 +6,7 @@
 //! by a client is never read, the server prices every position from its
 //! ticket types, and clients built against a newer schema keep working.
 
-use super::domain::{Hold, HoldRequest, Order, SalesError, Ticket};
+use super::domain::{Hold, HoldRequest, Order, SalesError, Ticket, TicketToken};
 use super::service::Sales;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -35,6 +35,7 @@ pub fn router(sales: Sales) -> OpenApiRouter {
         .routes(routes!(order_tickets))
         .routes(routes!(my_orders))
         .routes(routes!(my_tickets))
+        .routes(routes!(my_ticket))
         .with_state(sales)
 }
 
@@ -205,6 +206,45 @@ pub struct TicketView {
     /// Bumped when the ticket changes holder; old credentials stop admitting.
     pub generation: i64,
     pub issued_at: String,
+    /// The ticket's ERC-721 token; absent until the chain pipeline has seen the ticket
+    /// (moments after issue). The ticket admits whatever this says.
+    pub chain: Option<TokenView>,
+}
+
+/// Where a ticket's token is on its way to the chain.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenView {
+    /// `embedded` (the chain inside this deployment) or `rpc` (an EVM network).
+    pub network: String,
+    /// EIP-155 chain id.
+    pub chain_id: i64,
+    /// The event's ERC-721 collection; absent until it exists on chain.
+    pub contract: Option<String>,
+    /// The token id: the ticket's serial, as a decimal string.
+    pub token_id: String,
+    /// `pending` (waiting for its batch), `submitted` (in a transaction), `confirmed` (on
+    /// chain), `burned` (refunded or cancelled; never minted if it had not been yet), or
+    /// `failed` (refused by the chain; an operator looks at it).
+    pub status: String,
+    /// The address the token was minted or last moved to.
+    pub owner: Option<String>,
+    /// The mint transaction, or the burn once burned; absent while pending, or when the
+    /// outcome was learned by reading the chain after a lost answer.
+    pub tx_hash: Option<String>,
+}
+
+impl From<&TicketToken> for TokenView {
+    fn from(t: &TicketToken) -> Self {
+        Self {
+            network: t.network.clone(),
+            chain_id: t.chain_id,
+            contract: t.contract.clone(),
+            token_id: t.token_id.to_string(),
+            status: t.status.clone(),
+            owner: t.owner.clone(),
+            tx_hash: t.tx_hash.clone(),
+        }
+    }
 }
 
 impl From<&Ticket> for TicketView {
@@ -218,6 +258,7 @@ impl From<&Ticket> for TicketView {
             status: t.status.as_str().to_owned(),
             generation: t.generation,
             issued_at: rfc3339(from_ms(t.issued_at_ms)),
+            chain: t.token.as_ref().map(TokenView::from),
         }
     }
 }
@@ -424,6 +465,18 @@ async fn my_tickets(
 ) -> Result<Json<TicketPage>, Problem> {
     let page: Page<Ticket> = sales.my_tickets(&who, &params.parse()?).await?;
     Ok(Json(TicketPage { items: page.items.iter().map(TicketView::from).collect(), next_cursor: page.next_cursor }))
+}
+
+/// One ticket the caller holds, with its token.
+#[utoipa::path(get, path = "/api/v1/me/tickets/{id}", tag = "sales",
+    params(("id" = TicketId, Path, description = "Ticket id")),
+    responses((status = 200, body = TicketView), (status = 404, description = "`not_found`: unknown, or someone else's")))]
+async fn my_ticket(
+    State(sales): State<Sales>,
+    AuthUser(who): AuthUser,
+    Path(id): Path<TicketId>,
+) -> Result<Json<TicketView>, Problem> {
+    Ok(Json(TicketView::from(&sales.my_ticket(&who, id).await?)))
 }
 
 #[cfg(test)]

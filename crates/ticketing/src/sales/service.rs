@@ -10,7 +10,7 @@ use super::domain::{
 use super::store;
 use entrada_identity::membership::{self, OrgRole};
 use entrada_payments::{Checkout, NewPayment, Payments};
-use entrada_primitives::ids::{EventId, HoldId, OrderId, PaymentId, QuotaId, TicketTypeId};
+use entrada_primitives::ids::{EventId, HoldId, OrderId, PaymentId, QuotaId, TicketId, TicketTypeId};
 use entrada_primitives::page::{Page, PageRequest};
 use entrada_primitives::{Principal, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
@@ -365,14 +365,26 @@ impl Sales {
     pub async fn my_tickets(&self, who: &Principal, page: &PageRequest) -> Result<Page<Ticket>, SalesError> {
         let mut conn = self.inner.db.reader().acquire().await?;
         let rows = store::tickets_of(&mut conn, who.user_id, page).await?;
-        Ok(Page::from_rows(rows, page.limit, |t| t.id.to_db()))
+        let mut page = Page::from_rows(rows, page.limit, |t| t.id.to_db());
+        store::attach_tokens(&mut conn, &mut page.items).await?;
+        Ok(page)
+    }
+
+    /// One ticket the caller holds, with its token.
+    pub async fn my_ticket(&self, who: &Principal, id: TicketId) -> Result<Ticket, SalesError> {
+        let mut conn = self.inner.db.reader().acquire().await?;
+        let mut ticket = store::ticket_of_holder(&mut conn, id, who.user_id).await?.ok_or(SalesError::NotFound)?;
+        store::attach_tokens(&mut conn, std::slice::from_mut(&mut ticket)).await?;
+        Ok(ticket)
     }
 
     /// The tickets of one order (for the buyer, the organization or support).
     pub async fn order_tickets(&self, who: &Principal, id: OrderId) -> Result<Vec<Ticket>, SalesError> {
         self.get_order(who, id).await?;
         let mut conn = self.inner.db.reader().acquire().await?;
-        store::tickets_of_order(&mut conn, id).await
+        let mut tickets = store::tickets_of_order(&mut conn, id).await?;
+        store::attach_tokens(&mut conn, &mut tickets).await?;
+        Ok(tickets)
     }
 
     /// Refunds a paid order: the money first (outside a transaction), then
@@ -398,6 +410,19 @@ impl Sales {
         let mut tx = self.inner.db.begin().await?;
         if store::close_order(&mut tx, id, OrderStatus::Paid, OrderStatus::Refunded, now).await? {
             let cancelled = store::cancel_tickets(&mut tx, id).await?;
+            if !cancelled.is_empty() {
+                // The chain pipeline burns their tokens (or never mints them).
+                outbox::append(
+                    &mut tx,
+                    now,
+                    &DomainEvent::TicketsCancelled {
+                        event_id: order.event_id,
+                        tickets: cancelled.clone(),
+                        reason: "refund".to_owned(),
+                    },
+                )
+                .await?;
+            }
             release_lines(&mut tx, order.event_id, &lines_of(&order.positions)).await?;
             let buyer_email = store::user_email(&mut tx, order.buyer_id).await?;
             let event_name = store::load_event(&mut tx, order.event_id).await?.map(|e| e.name).unwrap_or_default();
@@ -420,7 +445,7 @@ impl Sales {
                 "order.refunded",
                 "order",
                 &id.to_db(),
-                json!({ "reason": reason, "payment_id": payment_id, "tickets_cancelled": cancelled }),
+                json!({ "reason": reason, "payment_id": payment_id, "tickets_cancelled": cancelled.len() }),
             )
             .await?;
         }

@@ -7,7 +7,7 @@
 
 use super::domain::{
     EventForSale, Hold, HoldLine, HoldStatus, Order, OrderStatus, Position, QuotaNeed, SalesError, Ticket,
-    TicketStatus, TypeForSale,
+    TicketStatus, TicketToken, TypeForSale,
 };
 use entrada_primitives::ids::{
     EventId, HoldId, OrderId, OrganizationId, PaymentId, QuotaId, TicketId, TicketTypeId, UserId,
@@ -375,7 +375,47 @@ fn ticket_from_row(r: &AnyRow) -> Result<Ticket, SalesError> {
         status: TicketStatus::parse(&r.try_get::<String, _>("status")?)?,
         generation: r.try_get("generation")?,
         issued_at_ms: r.try_get("issued_at")?,
+        token: None,
     })
+}
+
+/// Fills in the tokens of `tickets` from the chain pipeline's tables, in one query.
+pub async fn attach_tokens(conn: &mut Conn, tickets: &mut [Ticket]) -> Result<(), SalesError> {
+    if tickets.is_empty() {
+        return Ok(());
+    }
+    let marks: Vec<String> = (1..=tickets.len()).map(|i| format!("${i}")).collect();
+    // Only placeholders are spliced in; the values are bound.
+    let sql = format!(
+        "SELECT ct.ticket_id, cc.network, cc.chain_id, cc.address, ct.token_id, ct.state, ct.owner_address, ct.tx_hash \
+         FROM chain_tokens ct JOIN chain_collections cc ON cc.event_id = ct.event_id WHERE ct.ticket_id IN ({})",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql));
+    for t in tickets.iter() {
+        q = q.bind(t.id.to_db());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    let mut by_ticket: HashMap<String, TicketToken> = rows
+        .into_iter()
+        .map(|(ticket, network, chain_id, contract, token_id, status, owner, tx_hash)| {
+            (ticket, TicketToken { network, chain_id, contract, token_id, status, owner, tx_hash })
+        })
+        .collect();
+    for t in tickets.iter_mut() {
+        t.token = by_ticket.remove(&t.id.to_db());
+    }
+    Ok(())
+}
+
+type TokenRow = (String, String, i64, Option<String>, i64, String, Option<String>, Option<String>);
+
+/// One ticket, if `holder` holds it.
+pub async fn ticket_of_holder(conn: &mut Conn, id: TicketId, holder: UserId) -> Result<Option<Ticket>, SalesError> {
+    let sql = format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1 AND holder_id = $2");
+    let row =
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_db()).bind(holder.to_db()).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(ticket_from_row).transpose()
 }
 
 /// The holder's tickets, newest first, `limit + 1` rows.
@@ -529,12 +569,14 @@ pub async fn issue_tickets(conn: &mut Conn, order: &Order, now_ms: i64) -> Resul
     Ok(ids)
 }
 
-pub async fn cancel_tickets(conn: &mut Conn, order: OrderId) -> Result<u64, SalesError> {
-    let done = sqlx::query("UPDATE tickets SET status = 'cancelled' WHERE order_id = $1 AND status = 'valid'")
-        .bind(order.to_db())
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected())
+/// Cancels the order's valid tickets and names them.
+pub async fn cancel_tickets(conn: &mut Conn, order: OrderId) -> Result<Vec<TicketId>, SalesError> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("UPDATE tickets SET status = 'cancelled' WHERE order_id = $1 AND status = 'valid' RETURNING id")
+            .bind(order.to_db())
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter().map(|(id,)| Ok(TicketId::from_db(id)?)).collect()
 }
 
 pub async fn count_tickets(conn: &mut Conn, order: OrderId) -> Result<i64, SalesError> {

@@ -1,0 +1,349 @@
+//! Tickets as tokens, through the whole app on the embedded chain: a bought ticket is minted
+//! to its holder's address, many purchases share few transactions, a refund burns, the
+//! reconciler repairs what the chain lost, and a chain outage stops neither sales nor entry.
+
+use crate::checkin::{gate, phone, scan};
+use crate::helpers::*;
+use entrada_chain::{
+    Address, B256, ChainClient, ChainError, CollectionParams, EmbeddedChain, Mint, PlatformRoles, Receipt, U256,
+};
+use entrada_gateway::App;
+use entrada_primitives::Clock as _;
+use entrada_primitives::ids::UserId;
+use serde_json::{Value, json};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The real embedded chain behind a switch: while `down` is set every call fails as an
+/// unreachable node would (`Unavailable`), and nothing reaches the chain.
+struct Outage {
+    inner: Arc<dyn ChainClient>,
+    down: Arc<AtomicBool>,
+}
+
+impl Outage {
+    fn check(&self) -> Result<(), ChainError> {
+        if self.down.load(Ordering::SeqCst) { Err(ChainError::Unavailable("injected outage".into())) } else { Ok(()) }
+    }
+}
+
+#[async_trait::async_trait]
+impl ChainClient for Outage {
+    fn chain_id(&self) -> u64 {
+        self.inner.chain_id()
+    }
+    fn roles(&self) -> PlatformRoles {
+        self.inner.roles()
+    }
+    async fn ensure_factory(&self) -> Result<Address, ChainError> {
+        self.check()?;
+        self.inner.ensure_factory().await
+    }
+    async fn block_number(&self) -> Result<u64, ChainError> {
+        self.check()?;
+        self.inner.block_number().await
+    }
+    async fn predict_collection(&self, key: B256) -> Result<Address, ChainError> {
+        self.check()?;
+        self.inner.predict_collection(key).await
+    }
+    async fn collection_of(&self, key: B256) -> Result<Option<Address>, ChainError> {
+        self.check()?;
+        self.inner.collection_of(key).await
+    }
+    async fn create_collection(&self, key: B256, p: &CollectionParams) -> Result<(Address, Receipt), ChainError> {
+        self.check()?;
+        self.inner.create_collection(key, p).await
+    }
+    async fn mint_batch(&self, c: Address, mints: &[Mint]) -> Result<Receipt, ChainError> {
+        self.check()?;
+        self.inner.mint_batch(c, mints).await
+    }
+    async fn transfer(&self, c: Address, from: Address, to: Address, id: U256) -> Result<Receipt, ChainError> {
+        self.check()?;
+        self.inner.transfer(c, from, to, id).await
+    }
+    async fn burn(&self, c: Address, id: U256) -> Result<Receipt, ChainError> {
+        self.check()?;
+        self.inner.burn(c, id).await
+    }
+    async fn mark_attended(&self, c: Address, id: U256) -> Result<Receipt, ChainError> {
+        self.check()?;
+        self.inner.mark_attended(c, id).await
+    }
+    async fn set_transfer_policy(&self, c: Address, locked: bool, end: u64) -> Result<Receipt, ChainError> {
+        self.check()?;
+        self.inner.set_transfer_policy(c, locked, end).await
+    }
+    async fn owner_of(&self, c: Address, id: U256) -> Result<Option<Address>, ChainError> {
+        self.check()?;
+        self.inner.owner_of(c, id).await
+    }
+    async fn balance_of(&self, c: Address, holder: Address) -> Result<u64, ChainError> {
+        self.check()?;
+        self.inner.balance_of(c, holder).await
+    }
+    async fn total_supply(&self, c: Address) -> Result<u64, ChainError> {
+        self.check()?;
+        self.inner.total_supply(c).await
+    }
+    async fn token_uri(&self, c: Address, id: U256) -> Result<String, ChainError> {
+        self.check()?;
+        self.inner.token_uri(c, id).await
+    }
+    async fn transfers_locked(&self, c: Address) -> Result<bool, ChainError> {
+        self.check()?;
+        self.inner.transfers_locked(c).await
+    }
+    async fn receipt(&self, h: B256) -> Result<Option<Receipt>, ChainError> {
+        self.check()?;
+        self.inner.receipt(h).await
+    }
+}
+
+/// The caller's tickets as the API shows them.
+async fn my_tickets(app: &TestApp, fan: &User) -> Vec<Value> {
+    let page = app.get("/api/v1/me/tickets?limit=200", Some(&fan.token)).await.expect(200);
+    page["items"].as_array().unwrap().clone()
+}
+
+fn addr(v: &Value) -> Address {
+    Address::from_str(v.as_str().unwrap()).unwrap()
+}
+
+fn token(v: &Value) -> U256 {
+    U256::from_str(v["chain"]["token_id"].as_str().unwrap()).unwrap()
+}
+
+async fn holder_address(app: &TestApp, fan: &User) -> Address {
+    app.app.chain.custodial_address(UserId::from_str(&fan.id).unwrap()).await.unwrap()
+}
+
+/// Pays without settling: hold, order, sandbox payment.
+async fn pay_only(app: &TestApp, fan: &User, event: &str, tt: &str, qty: i64) -> String {
+    let hold = app.hold(fan, event, tt, qty).await.expect(201);
+    let order = app.order(fan, hold["id"].as_str().unwrap(), None).await.expect(201);
+    app.pay(order["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    order["id"].as_str().unwrap().to_owned()
+}
+
+/// A bought ticket becomes a token on the embedded chain, owned by the holder's custodial
+/// address; the ticket API shows network, contract, token id and transaction, and the token
+/// points at the deployment's metadata.
+#[tokio::test]
+async fn a_bought_ticket_is_minted_to_its_holder() {
+    let app = spawn_app().await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let fan = app.register("fan@example.com").await;
+    app.buy(&fan, &event, &tt, 2).await;
+
+    let tickets = my_tickets(&app, &fan).await;
+    assert_eq!(tickets.len(), 2);
+    let owner = holder_address(&app, &fan).await;
+    let chain = app.app.chain.chain();
+    let contract = addr(&tickets[0]["chain"]["contract"]);
+    for t in &tickets {
+        let c = &t["chain"];
+        assert_eq!(c["network"], "embedded", "{t:#}");
+        assert_eq!(c["chain_id"], 1337);
+        assert_eq!(c["status"], "confirmed", "{t:#}");
+        assert_eq!(c["token_id"], t["serial"].as_i64().unwrap().to_string());
+        assert!(c["tx_hash"].as_str().unwrap().starts_with("0x"));
+        assert_eq!(addr(&c["owner"]), owner);
+        assert_eq!(chain.owner_of(contract, token(t)).await.unwrap(), Some(owner));
+        let uri = chain.token_uri(contract, token(t)).await.unwrap();
+        assert_eq!(uri, format!("{}/api/v1/nft/{event}/{}", app.base, token(t)));
+    }
+    assert_eq!(chain.total_supply(contract).await.unwrap(), 2);
+    assert_eq!(tickets[0]["chain"]["tx_hash"], tickets[1]["chain"]["tx_hash"], "one order, one transaction");
+    // Transfers stay with the platform's custodian while the event is upcoming.
+    assert!(chain.transfers_locked(contract).await.unwrap());
+
+    // The single-ticket view says the same; another fan sees nothing.
+    let id = tickets[0]["id"].as_str().unwrap();
+    let one = app.get(&format!("/api/v1/me/tickets/{id}"), Some(&fan.token)).await.expect(200);
+    assert_eq!(one["chain"], tickets[0]["chain"]);
+    let other = app.register("other@example.com").await;
+    app.get(&format!("/api/v1/me/tickets/{id}"), Some(&other.token)).await.expect_problem(404, "not_found");
+    app.get("/api/v1/me/tickets/not-a-uuid", Some(&fan.token)).await.expect_problem(404, "not_found");
+}
+
+/// Thirty buyers paying before the pipeline runs share one transaction; with batches of ten,
+/// twenty-five tickets take three. Every ticket is minted once.
+#[tokio::test]
+async fn many_purchases_share_few_transactions() {
+    let app = spawn_app_with(|c| c.chain.batch_size = 10).await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 100).await;
+    let mut fans = Vec::new();
+    for i in 0..25 {
+        let fan = app.register(&format!("fan{i}@example.com")).await;
+        pay_only(&app, &fan, &event, &tt, 1).await;
+        fans.push(fan);
+    }
+    app.settle().await;
+    let mut hashes = std::collections::BTreeSet::new();
+    let mut contract = None;
+    for fan in &fans {
+        let t = &my_tickets(&app, fan).await[0];
+        assert_eq!(t["chain"]["status"], "confirmed", "{t:#}");
+        assert_eq!(addr(&t["chain"]["owner"]), holder_address(&app, fan).await);
+        hashes.insert(t["chain"]["tx_hash"].as_str().unwrap().to_owned());
+        contract = Some(addr(&t["chain"]["contract"]));
+    }
+    assert_eq!(hashes.len(), 3, "25 tickets in batches of 10");
+    assert_eq!(app.app.chain.chain().total_supply(contract.unwrap()).await.unwrap(), 25);
+}
+
+/// A refund burns a minted token; a ticket refunded before its mint was sent is never
+/// minted at all.
+#[tokio::test]
+async fn a_refund_burns_the_token() {
+    let down = Arc::new(AtomicBool::new(false));
+    let d = down.clone();
+    let app = spawn_app_on_chain(
+        |_| {},
+        move |dir, clock| {
+            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
+            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
+        },
+    )
+    .await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let fan = app.register("fan@example.com").await;
+    let order = app.buy(&fan, &event, &tt, 1).await;
+    let t = my_tickets(&app, &fan).await[0].clone();
+    let contract = addr(&t["chain"]["contract"]);
+    let chain = app.app.chain.chain().clone();
+    assert_eq!(chain.owner_of(contract, token(&t)).await.unwrap(), Some(holder_address(&app, &fan).await));
+
+    let refund = format!("/api/v1/orders/{}/refund", order["id"].as_str().unwrap());
+    app.post(&refund, Some(&org_user.token), json!({})).await.expect(200);
+    app.settle().await;
+    let burned = my_tickets(&app, &fan).await[0].clone();
+    assert_eq!(burned["status"], "cancelled");
+    assert_eq!(burned["chain"]["status"], "burned", "{burned:#}");
+    assert_ne!(burned["chain"]["tx_hash"], t["chain"]["tx_hash"], "the burn's transaction is shown");
+    assert_eq!(chain.owner_of(contract, token(&t)).await.unwrap(), None);
+
+    // Bought and refunded while the chain is unreachable: nothing is ever minted for it.
+    down.store(true, Ordering::SeqCst);
+    let late = app.buy(&fan, &event, &tt, 1).await;
+    app.post(&format!("/api/v1/orders/{}/refund", late["id"].as_str().unwrap()), Some(&org_user.token), json!({}))
+        .await
+        .expect(200);
+    app.settle().await;
+    down.store(false, Ordering::SeqCst);
+    app.clock.advance(time::Duration::minutes(10));
+    app.settle().await;
+    let tickets = my_tickets(&app, &fan).await;
+    let never = tickets.iter().find(|x| x["order_id"] == late["id"]).unwrap();
+    assert_eq!(never["chain"]["status"], "burned", "{never:#}");
+    assert_eq!(never["chain"]["tx_hash"], Value::Null);
+    assert_eq!(chain.owner_of(contract, token(never)).await.unwrap(), None);
+    assert_eq!(chain.total_supply(contract).await.unwrap(), 0);
+}
+
+/// While the chain is unreachable, fans still buy and get in; the tokens wait, then are
+/// minted once the chain is back, and an admitted ticket's token is marked attended.
+#[tokio::test]
+async fn a_chain_outage_stops_neither_sales_nor_entry() {
+    let down = Arc::new(AtomicBool::new(true));
+    let d = down.clone();
+    let app = spawn_app_on_chain(
+        |_| {},
+        move |dir, clock| {
+            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
+            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
+        },
+    )
+    .await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let g = gate(&app, &org_user, &event).await;
+    let fan = app.register("fan@example.com").await;
+    let order = app.buy(&fan, &event, &tt, 3).await;
+    assert_eq!(order["status"], "paid", "the sale does not wait for the chain");
+    let tickets = my_tickets(&app, &fan).await;
+    assert_eq!(tickets.len(), 3);
+    for t in &tickets {
+        assert_eq!(t["status"], "valid");
+        assert_eq!(t["chain"]["status"], "pending", "{t:#}");
+        assert_eq!(t["chain"]["tx_hash"], Value::Null);
+    }
+    // Entry does not wait either.
+    let ticket = tickets[0]["id"].as_str().unwrap().to_owned();
+    let p = phone(&app, &fan, &ticket).await;
+    let v = scan(&app, &g, &p.qr(app.clock.now().unix_timestamp())).await;
+    assert_eq!(v["ok"], true, "{v:#}");
+
+    // The chain comes back; after the backoff the tokens are minted, the admitted one marked.
+    down.store(false, Ordering::SeqCst);
+    app.clock.advance(time::Duration::minutes(10));
+    app.settle().await;
+    let owner = holder_address(&app, &fan).await;
+    let chain = app.app.chain.chain().clone();
+    let after = my_tickets(&app, &fan).await;
+    let contract = addr(&after[0]["chain"]["contract"]);
+    for t in &after {
+        assert_eq!(t["chain"]["status"], "confirmed", "{t:#}");
+        assert_eq!(chain.owner_of(contract, token(t)).await.unwrap(), Some(owner));
+        let uri = chain.token_uri(contract, token(t)).await.unwrap();
+        assert_eq!(uri.ends_with("/attended"), t["id"] == ticket.as_str(), "{uri}");
+    }
+    assert_eq!(chain.total_supply(contract).await.unwrap(), 3);
+}
+
+/// The reconciler finds what the chain lost and what moved behind the platform's back: the
+/// chain's state is rolled back past a mint (a reset development chain, a reorg), and a token
+/// is moved away from its holder; a pass queues the repairs and the next rounds make them.
+#[tokio::test]
+async fn the_reconciler_repairs_a_lost_mint_and_a_wrong_owner() {
+    let app = spawn_app().await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let fan = app.register("fan@example.com").await;
+    let other = app.register("other@example.com").await;
+    app.buy(&fan, &event, &tt, 1).await;
+    let state = app.data_dir.path().join("chain-state.json");
+    let before_second = std::fs::read(&state).unwrap();
+    app.buy(&other, &event, &tt, 1).await;
+    let second = my_tickets(&app, &other).await[0].clone();
+    assert_eq!(second["chain"]["status"], "confirmed");
+
+    // A second process over the same database, whose chain lost the second mint.
+    std::fs::write(&state, before_second).unwrap();
+    let shared: entrada_primitives::SharedClock = Arc::new(app.clock.clone());
+    let embedded = EmbeddedChain::open(app.data_dir.path(), shared.clone()).unwrap();
+    let restarted =
+        App::build_with_chain(app.app.config.clone(), shared, Some(Arc::new(embedded.clone()))).await.unwrap();
+    let contract = addr(&second["chain"]["contract"]);
+    assert_eq!(embedded.owner_of(contract, token(&second)).await.unwrap(), None, "the chain lost it");
+    let found = restarted.chain.reconcile().await.unwrap();
+    assert_eq!(found.repaired, 1, "{found:?}");
+    restarted.settle().await.unwrap();
+    let other_addr = holder_address(&app, &other).await;
+    assert_eq!(embedded.owner_of(contract, token(&second)).await.unwrap(), Some(other_addr));
+    assert_eq!(embedded.total_supply(contract).await.unwrap(), 2);
+
+    // The first fan's token is moved to a stranger by the custodian key, outside the pipeline.
+    let first = my_tickets(&app, &fan).await[0].clone();
+    let fan_addr = holder_address(&app, &fan).await;
+    let custodian = EmbeddedChain::platform_roles().custodian;
+    let stranger = Address::repeat_byte(0x77);
+    let call = entrada_chain::contracts::EventTickets::transferFromCall {
+        from: fan_addr,
+        to: stranger,
+        tokenId: token(&first),
+    };
+    embedded.send(custodian, contract, call).await.unwrap();
+    let found = restarted.chain.reconcile().await.unwrap();
+    assert_eq!(found.repaired, 1, "{found:?}");
+    restarted.settle().await.unwrap();
+    assert_eq!(embedded.owner_of(contract, token(&first)).await.unwrap(), Some(fan_addr));
+    let clean = restarted.chain.reconcile().await.unwrap();
+    assert_eq!((clean.repaired, clean.checked), (0, 2), "nothing left to repair");
+}
