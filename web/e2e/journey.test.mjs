@@ -38,6 +38,14 @@ async function json(method, path, token, body, headers = {}) {
   return text ? JSON.parse(text) : null;
 }
 
+/** Waits for the scanner's full-screen verdict and checks its reason. */
+async function verdict(page, reason) {
+  const v = page.getByTestId('verdict');
+  await v.waitFor();
+  assert.equal(await v.getAttribute('data-reason'), reason, await v.innerText());
+  return v;
+}
+
 const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
 
 async function fitsScreen(page) {
@@ -113,6 +121,13 @@ test('a fan signs up, buys two demo tickets through the sandbox page and sees th
   const cards = fan.getByTestId('ticket-card');
   await cards.nth(1).waitFor();
   assert.equal(await cards.count(), 2);
+  // Once the chain pipeline reports a ticket's token, its card shows the token id.
+  const access = await fan.evaluate(() => JSON.parse(localStorage.getItem('entrada.session')).access);
+  const mine = await json('GET', '/api/v1/me/tickets', access);
+  for (const ticket of mine.items.filter((x) => x.chain?.token_id != null)) {
+    const card = fan.locator(`[data-testid=ticket-card][data-ticket="${ticket.id}"]`);
+    assert.equal(await card.getByTestId('token-id').innerText(), String(ticket.chain.token_id));
+  }
   await fitsScreen(fan);
   await shot(fan, '04-wallet');
 });
@@ -156,6 +171,8 @@ test('a scanner enrols with its one-time code, admits the QR once and refuses it
   });
   scannerContext = await browser.newContext({ viewport: VIEWPORT, locale: 'en-US' });
   scanner = await scannerContext.newPage();
+  scanner.on('pageerror', (e) => console.error('scanner page error:', e));
+  scanner.on('console', (m) => m.type() === 'error' && console.error('scanner console:', m.text()));
   await scanner.goto(server.base + '/scan/');
   await scanner.getByLabel('One-time code').fill('not-a-code');
   await scanner.getByRole('button', { name: 'Enrol', exact: true }).click();
@@ -171,14 +188,14 @@ test('a scanner enrols with its one-time code, admits the QR once and refuses it
   const wedge = scanner.getByLabel(/Scanner input/);
   await wedge.fill(firstQr);
   await wedge.press('Enter');
-  await scanner.locator('[data-testid=verdict][data-reason=ok]').waitFor();
+  await verdict(scanner, 'ok');
   await shot(scanner, '07-scanner-admit');
   // Ready for the next scan in under a second.
   await scanner.getByTestId('verdict').waitFor({ state: 'detached', timeout: 1000 });
 
   await wedge.fill(firstQr);
   await wedge.press('Enter');
-  await scanner.locator('[data-testid=verdict][data-reason=already_used]').waitFor();
+  await verdict(scanner, 'already_used');
   assert.match(await scanner.getByTestId('verdict').innerText(), /Already used/);
   await shot(scanner, '08-scanner-already-used');
   assert.equal(await scanner.getByTestId('admitted').innerText(), '1');
@@ -199,14 +216,14 @@ test('offline, the scanner verifies in the browser, queues the admission and upl
   const wedge = scanner.getByLabel(/Scanner input/);
   await wedge.fill(secondQr);
   await wedge.press('Enter');
-  await scanner.locator('[data-testid=verdict][data-reason=ok]').waitFor();
+  await verdict(scanner, 'ok');
   assert.match(await scanner.getByTestId('verdict').innerText(), /Offline/);
   await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
   assert.equal(await scanner.getByTestId('queued').innerText(), '1');
   // The same code again, still offline: this device remembers it admitted the ticket.
   await wedge.fill(secondQr);
   await wedge.press('Enter');
-  await scanner.locator('[data-testid=verdict][data-reason=already_used]').waitFor();
+  await verdict(scanner, 'already_used');
   await shot(scanner, '09-scanner-offline');
 
   await scannerContext.setOffline(false);
