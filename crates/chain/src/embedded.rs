@@ -492,7 +492,7 @@ impl ChainClient for EmbeddedChain {
 }
 
 /// The contract's initialisation struct for `params`, with the platform's roles.
-fn init_params(
+pub(crate) fn init_params(
     p: &CollectionParams,
     roles: PlatformRoles,
 ) -> crate::contracts::ticket_factory::EventTickets::InitParams {

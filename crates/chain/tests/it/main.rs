@@ -1,9 +1,29 @@
-//! Integration tests of the ticket contracts on the embedded chain: the real compiled bytecode,
-//! run by revm, through `ChainClient` and as arbitrary senders.
+//! Integration tests of the ticket contracts through `ChainClient` and as arbitrary senders:
+//! the real compiled bytecode on the embedded chain (revm) and, through the same test bodies,
+//! on an anvil node over JSON-RPC (`harness`), plus tests of the JSON-RPC client itself (`rpc`).
+
+// Test bodies shared by both chains are plain async functions, not `#[test]`s, so clippy's
+// allowance for unwrap in tests does not reach them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod gas;
+mod harness;
 mod policy;
 mod props;
+mod rpc;
+
+use harness::TestChain;
+
+on_both_chains!(
+    factory_creates_one_collection_per_event,
+    batch_mint_to_many_holders,
+    double_mint_reverts_and_batches_are_all_or_nothing,
+    every_privileged_function_rejects_everyone_else,
+    royalty_info_follows_erc2981,
+    burn_removes_the_token,
+    attended_mark_changes_metadata,
+    reentrancy_through_on_erc721_received_cannot_break_invariants,
+);
 
 use std::sync::Arc;
 
@@ -50,7 +70,7 @@ pub fn params(locked: bool) -> CollectionParams {
     }
 }
 
-pub async fn collection(chain: &EmbeddedChain, locked: bool) -> Address {
+pub async fn collection(chain: &dyn ChainClient, locked: bool) -> Address {
     let (c, _) = chain.create_collection(event_key("night"), &params(locked)).await.expect("create collection");
     c
 }
@@ -64,9 +84,7 @@ pub fn reason(r: Result<impl std::fmt::Debug, ChainError>) -> String {
 
 /// A fresh chain has the factory, and a collection lands at the predicted address with its
 /// name, symbol and contract metadata; a second collection for the same event is refused.
-#[tokio::test]
-async fn factory_creates_one_collection_per_event() {
-    let (chain, _) = chain();
+async fn factory_creates_one_collection_per_event(chain: TestChain) {
     assert_ne!(chain.ensure_factory().await.unwrap(), Address::ZERO);
     let key = event_key("night");
     assert_eq!(chain.collection_of(key).await.unwrap(), None);
@@ -96,10 +114,8 @@ async fn factory_creates_one_collection_per_event() {
 
 /// One transaction mints tickets to many different holders, each token id owned by its holder,
 /// with one Transfer log per token and the receipt findable by hash.
-#[tokio::test]
-async fn batch_mint_to_many_holders() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn batch_mint_to_many_holders(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let mints: Vec<Mint> = (1..=40).map(|n| Mint { to: addr(&format!("fan-{}", n % 25)), token_id: id(n) }).collect();
     let before = chain.block_number().await.unwrap();
     let receipt = chain.mint_batch(c, &mints).await.unwrap();
@@ -119,10 +135,8 @@ async fn batch_mint_to_many_holders() {
 
 /// A token id can be minted once: a repeat in a later batch, a repeat inside one batch and a
 /// re-mint after a burn all revert, and a reverted batch mints none of its tokens.
-#[tokio::test]
-async fn double_mint_reverts_and_batches_are_all_or_nothing() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn double_mint_reverts_and_batches_are_all_or_nothing(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let alice = addr("alice");
     let bob = addr("bob");
     chain.mint_batch(c, &[Mint { to: alice, token_id: id(7) }]).await.unwrap();
@@ -151,10 +165,8 @@ async fn double_mint_reverts_and_batches_are_all_or_nothing() {
 
 /// Every state-changing function of the collection and the factory rejects a caller without
 /// the role, and each role can do only its own part.
-#[tokio::test]
-async fn every_privileged_function_rejects_everyone_else() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn every_privileged_function_rejects_everyone_else(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let roles = chain.roles();
     let holder = addr("holder");
     chain.mint_batch(c, &[Mint { to: holder, token_id: id(1) }]).await.unwrap();
@@ -250,10 +262,8 @@ async fn every_privileged_function_rejects_everyone_else() {
 
 /// ERC-2981: the default royalty set at creation is reported for every token, the organizer
 /// can change it, and the collection advertises ERC-721, ERC-2981 and ERC-4906.
-#[tokio::test]
-async fn royalty_info_follows_erc2981() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn royalty_info_follows_erc2981(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let r = chain
         .view(c, EventTickets::royaltyInfoCall { tokenId: id(3), salePrice: U256::from(10_000u64) })
         .await
@@ -292,10 +302,8 @@ async fn royalty_info_follows_erc2981() {
 
 /// A burn (refund) removes the token: no owner, lower balance and supply; the custodian may
 /// burn too; burning a token that does not exist reverts.
-#[tokio::test]
-async fn burn_removes_the_token() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn burn_removes_the_token(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let fan = addr("fan");
     chain.mint_batch(c, &[Mint { to: fan, token_id: id(1) }, Mint { to: fan, token_id: id(2) }]).await.unwrap();
     chain.burn(c, id(1)).await.unwrap();
@@ -314,10 +322,8 @@ async fn burn_removes_the_token() {
 
 /// Checking a ticket in switches its token URI to the attended variant and emits ERC-4906
 /// MetadataUpdate; other tokens keep the plain URI.
-#[tokio::test]
-async fn attended_mark_changes_metadata() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn attended_mark_changes_metadata(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let fan = addr("fan");
     chain.mint_batch(c, &[Mint { to: fan, token_id: id(5) }, Mint { to: fan, token_id: id(6) }]).await.unwrap();
     let base = "https://tickets.example/api/v1/tokens/1337/night/";
@@ -367,10 +373,8 @@ async fn state_survives_reopening_the_data_directory() {
 /// A hostile receiver that re-enters the collection from `onERC721Received` cannot mint,
 /// burn, or move a token while transfers are locked; once transfers are free it can only do
 /// what any holder may (move its own token), and the books stay consistent either way.
-#[tokio::test]
-async fn reentrancy_through_on_erc721_received_cannot_break_invariants() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn reentrancy_through_on_erc721_received_cannot_break_invariants(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let roles = chain.roles();
     let fan = addr("fan");
     let accomplice = addr("accomplice");

@@ -1,18 +1,20 @@
-//! The transfer policy: while the event is upcoming only the custodian moves tokens.
+//! The transfer policy: while the event is upcoming only the custodian moves tokens. On both
+//! chains; time moves with the manual clock or anvil's `evm_increaseTime`.
 
+use entrada_chain::Mint;
 use entrada_chain::contracts::EventTickets;
-use entrada_chain::{ChainClient, Mint};
 use time::Duration;
 
-use crate::{START, addr, chain, collection, id, reason};
+use crate::harness::TestChain;
+use crate::{START, addr, collection, id, reason};
+
+crate::on_both_chains!(holder_cannot_transfer_while_locked_custodian_can, transfers_are_free_after_the_event_ends);
 
 /// While transfers are locked a holder can neither transfer nor safe-transfer their own
 /// ticket, nor can an approved friend; the custodian can move it for them; once the organizer
 /// unlocks, the holder moves it freely.
-#[tokio::test]
-async fn holder_cannot_transfer_while_locked_custodian_can() {
-    let (chain, _) = chain();
-    let c = collection(&chain, true).await;
+async fn holder_cannot_transfer_while_locked_custodian_can(chain: TestChain) {
+    let c = collection(&*chain, true).await;
     let (alice, bob, carol) = (addr("alice"), addr("bob"), addr("carol"));
     chain.mint_batch(c, &[Mint { to: alice, token_id: id(1) }, Mint { to: alice, token_id: id(2) }]).await.unwrap();
     assert!(chain.transfers_locked(c).await.unwrap());
@@ -42,18 +44,16 @@ async fn holder_cannot_transfer_while_locked_custodian_can() {
 }
 
 /// After the event's end the lock no longer applies, without anyone changing the flag.
-#[tokio::test]
-async fn transfers_are_free_after_the_event_ends() {
-    let (chain, clock) = chain();
-    let c = collection(&chain, true).await; // ends at START + 1 day
+async fn transfers_are_free_after_the_event_ends(chain: TestChain) {
+    let c = collection(&*chain, true).await; // ends at START + 1 day
     let (alice, bob) = (addr("alice"), addr("bob"));
     chain.mint_batch(c, &[Mint { to: alice, token_id: id(1) }]).await.unwrap();
     let plain = EventTickets::transferFromCall { from: alice, to: bob, tokenId: id(1) };
     assert_eq!(reason(chain.send(alice, c, plain.clone()).await), "TransfersLocked");
 
-    clock.advance(Duration::hours(23));
+    chain.advance(Duration::hours(23)).await;
     assert!(chain.transfers_locked(c).await.unwrap());
-    clock.advance(Duration::hours(2));
+    chain.advance(Duration::hours(2)).await;
     assert!(!chain.transfers_locked(c).await.unwrap());
     chain.send(alice, c, plain).await.unwrap();
     assert_eq!(chain.owner_of(c, id(1)).await.unwrap(), Some(bob));
