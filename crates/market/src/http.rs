@@ -306,8 +306,7 @@ impl From<&ResaleTerms> for ResaleTermsView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryEntryView {
-    /// `issued | gift | resale | checked_in`. The on-chain `minted` line is
-    /// not shown yet.
+    /// `issued | minted | gift | resale | checked_in`, in time order.
     pub kind: String,
     pub at: String,
     /// Pseudonymous, per ticket: `holder 1`, `holder 2`, …
@@ -317,6 +316,17 @@ pub struct HistoryEntryView {
     pub price: Option<MoneyView>,
     /// The cap that applied to a resale.
     pub cap: Option<MoneyView>,
+    /// For `minted`: the token, its mint transaction and its collection.
+    pub token: Option<TokenView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenView {
+    /// The ERC-721 token id (the ticket's serial).
+    pub token_id: i64,
+    pub tx_hash: String,
+    /// The event's collection contract, 0x-hex.
+    pub contract: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -351,6 +361,11 @@ impl From<&History> for HistoryView {
                         (Some(c), Some(p)) => Some(Money::new(c, p.currency).into()),
                         _ => None,
                     },
+                    token: e.token.as_ref().map(|(token_id, tx_hash, contract)| TokenView {
+                        token_id: *token_id,
+                        tx_hash: tx_hash.clone(),
+                        contract: contract.clone(),
+                    }),
                 })
                 .collect(),
         }

@@ -72,13 +72,15 @@ pub const PLATFORM_FEES: &str = "platform:fees";
 /// What the public history shows for one step of a ticket's life.
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
-    /// `issued | gift | resale | checked_in`.
+    /// `issued | minted | gift | resale | checked_in`.
     pub kind: &'static str,
     pub at: i64,
     pub from: Option<String>,
     pub to: Option<String>,
     pub price: Option<Money>,
     pub cap_minor: Option<i64>,
+    /// For `minted`: the token id, the mint transaction and the collection.
+    pub token: Option<(i64, String, Option<String>)>,
 }
 
 /// A ticket's public history.
@@ -952,7 +954,19 @@ impl Market {
             to: Some(label(first)),
             price: Some(t.face),
             cap_minor: None,
+            token: None,
         }];
+        if let Some((token_id, tx_hash, at, contract)) = store::minted(&mut c, t.id).await? {
+            entries.push(HistoryEntry {
+                kind: "minted",
+                at,
+                from: None,
+                to: None,
+                price: None,
+                cap_minor: None,
+                token: Some((token_id, tx_hash, contract)),
+            });
+        }
         for x in &transfers {
             entries.push(HistoryEntry {
                 kind: if x.kind == "resale" { "resale" } else { "gift" },
@@ -961,11 +975,22 @@ impl Market {
                 to: Some(label(x.to)),
                 price: x.price,
                 cap_minor: x.cap_minor,
+                token: None,
             });
         }
         if let Some(at) = entered {
-            entries.push(HistoryEntry { kind: "checked_in", at, from: None, to: None, price: None, cap_minor: None });
+            entries.push(HistoryEntry {
+                kind: "checked_in",
+                at,
+                from: None,
+                to: None,
+                price: None,
+                cap_minor: None,
+                token: None,
+            });
         }
+        // In time order; a mint delayed by a chain outage may come after a gift.
+        entries[1..].sort_by_key(|e| e.at);
         Ok(History {
             ticket_id: t.id,
             event_id: t.event_id,

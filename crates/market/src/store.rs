@@ -261,6 +261,20 @@ pub async fn first_entry(conn: &mut Conn, ticket: TicketId) -> R<Option<i64>> {
     Ok(row.map(|r| r.0))
 }
 
+/// The token of a ticket once its mint is confirmed on chain: (token id,
+/// mint transaction hash, when the mint was confirmed, collection address).
+/// Read from the chain pipeline's tables (read only).
+pub async fn minted(conn: &mut Conn, ticket: TicketId) -> R<Option<(i64, String, i64, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT ct.token_id, ct.tx_hash, COALESCE(tx.updated_at, ct.updated_at), cc.address FROM chain_tokens ct \
+         LEFT JOIN chain_transactions tx ON tx.id = ct.tx_id LEFT JOIN chain_collections cc ON cc.event_id = ct.event_id \
+         WHERE ct.ticket_id = $1 AND ct.state IN ('confirmed', 'burned') AND ct.tx_hash IS NOT NULL",
+    )
+    .bind(ticket.to_db())
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
 // ---- gifts ----
 
 #[derive(Debug, Clone)]

@@ -227,9 +227,13 @@ async fn an_accepted_gift_moves_the_ticket_and_revokes_the_old_qr() {
 
     let h = app.get(&format!("/api/v1/tickets/{}/history", w.ticket), None).await.expect(200);
     let kinds: Vec<&str> = h["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["issued", "gift", "checked_in"]);
-    assert_eq!(h["entries"][1]["from"], "holder 1");
-    assert_eq!(h["entries"][1]["to"], "holder 2");
+    // the token was minted by the chain pipeline during `settle()` after the sale
+    assert_eq!(kinds, ["issued", "minted", "gift", "checked_in"]);
+    let minted = &h["entries"][1]["token"];
+    assert!(minted["tx_hash"].as_str().is_some_and(|x| x.starts_with("0x")), "{h:#}");
+    assert_eq!(minted["token_id"], h["serial"]);
+    assert_eq!(h["entries"][2]["from"], "holder 1");
+    assert_eq!(h["entries"][2]["to"], "holder 2");
     let text = h.to_string();
     assert!(!text.contains("example.com") && !text.contains(&w.fan.id), "no personal data: {text}");
 
@@ -457,7 +461,7 @@ async fn a_listing_is_listed_repriced_withdrawn_and_bought() {
     assert_eq!(payouts, vec![(w.fan.id.clone(), 2545, "EUR".to_owned())]);
 
     let h = app.get(&format!("/api/v1/tickets/{}/history", w.ticket), None).await.expect(200);
-    let resale = &h["entries"][1];
+    let resale = h["entries"].as_array().unwrap().iter().find(|e| e["kind"] == "resale").unwrap();
     assert_eq!(
         (resale["kind"].as_str(), resale["price"].clone(), resale["cap"].clone()),
         (Some("resale"), eur(2750), eur(3000))
@@ -717,12 +721,74 @@ async fn gift_then_resale_counts_generations_and_labels_holders() {
         ev.iter().map(|e| (e["reason"].as_str().unwrap(), e["generation"].as_i64().unwrap())).collect();
     assert_eq!(reasons, [("gift", 2), ("resale", 3)]);
     let h = app.get(&format!("/api/v1/tickets/{}/history", w.ticket), None).await.expect(200);
-    let labels: Vec<(String, String)> = h["entries"].as_array().unwrap()[1..]
+    let labels: Vec<(String, String)> = h["entries"]
+        .as_array()
+        .unwrap()
         .iter()
+        .filter(|e| e["kind"] == "gift" || e["kind"] == "resale")
         .map(|e| (e["from"].as_str().unwrap().to_owned(), e["to"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(
         labels,
         [("holder 1".to_owned(), "holder 2".to_owned()), ("holder 2".to_owned(), "holder 3".to_owned())]
     );
+}
+
+/// After a sequence of gifts and resales over several tickets and `settle()`,
+/// the chain follows the tickets: each token's on-chain owner is the
+/// custodial address of its ticket's current holder.
+#[tokio::test]
+async fn after_gifts_and_resales_each_token_is_owned_by_its_holders_address() {
+    use entrada_chain::{Address, U256};
+    use std::str::FromStr;
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let a = app.register("a@example.com").await;
+    let b = app.register("b@example.com").await;
+    let t2 = buy_one(&app, &w.fan, &w.event, &w.tt).await;
+    let t3 = buy_one(&app, &w.fan, &w.event, &w.tt).await;
+
+    let give = |from: &User, ticket: String, to: &User| {
+        let (app, from, to) = (&app, from.clone(), to.clone());
+        async move {
+            let g = offer(app, &from, &ticket, &to.email).await.expect(201);
+            app.post(&format!("/api/v1/gifts/{}/accept", g["id"].as_str().unwrap()), Some(&to.token), json!({}))
+                .await
+                .expect(200);
+        }
+    };
+    let sell = |from: &User, ticket: String, to: &User| {
+        let (app, from, to) = (&app, from.clone(), to.clone());
+        async move {
+            let l = list(app, &from, &ticket, 2400).await.expect(201);
+            let p = purchase(app, &to, l["id"].as_str().unwrap()).await.expect(201);
+            app.pay(p["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+            app.settle().await;
+        }
+    };
+    give(&w.fan, w.ticket.clone(), &a).await;
+    app.settle().await;
+    sell(&a, w.ticket.clone(), &b).await;
+    sell(&w.fan, t2.clone(), &a).await;
+    give(&a, t2.clone(), &w.fan).await;
+    give(&w.fan, t3.clone(), &b).await;
+    app.settle().await;
+
+    let db = app.app.db.reader();
+    let (address,): (String,) = sqlx::query_as("SELECT address FROM chain_collections WHERE event_id = $1")
+        .bind(&w.event)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let contract = Address::from_str(&address).unwrap();
+    let chain = app.app.chain.chain();
+    let expected = [(&w.ticket, &b), (&t2, &w.fan), (&t3, &b)];
+    for (ticket, holder) in expected {
+        assert!(holds(&app, holder, ticket).await);
+        let (serial,): (i64,) =
+            sqlx::query_as("SELECT serial FROM tickets WHERE id = $1").bind(ticket).fetch_one(db).await.unwrap();
+        let owner = chain.owner_of(contract, U256::from(serial as u64)).await.unwrap();
+        let custodial = app.app.chain.custodial_address(holder.id.parse().unwrap()).await.unwrap();
+        assert_eq!(owner, Some(custodial), "ticket {serial}");
+    }
 }
