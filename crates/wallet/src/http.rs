@@ -2,7 +2,7 @@
 //! [`WalletError`] to problem+json. Nothing here ever carries key material.
 
 use crate::domain::{MAX_IMAGE_BYTES, WalletError, parse_address};
-use crate::service::{ArtSubject, ContractMetadata, Link, TokenMetadata, Wallet};
+use crate::service::{ArtSubject, AssetTicket, ContractMetadata, Link, TokenMetadata, Wallet};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -110,6 +110,74 @@ impl From<&Link> for LinkOut {
     }
 }
 
+/// A ticket's token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NftOut {
+    /// `embedded` or `rpc`; absent until the collection is planned.
+    pub chain: Option<String>,
+    pub chain_id: Option<i64>,
+    /// The event's collection (EIP-55); absent until planned.
+    pub contract: Option<String>,
+    /// The token id (the ticket's serial), decimal.
+    pub token_id: String,
+    /// `pending`, `submitted`, `confirmed` or `burned`.
+    pub status: String,
+    /// Where the token is (or is being minted to).
+    pub owner: Option<String>,
+    /// The mint transaction.
+    pub tx_hash: Option<String>,
+    /// What the contract's `tokenURI` returns.
+    pub metadata_url: String,
+    /// A linked address the token was exported to.
+    pub exported_to: Option<String>,
+}
+
+/// A ticket in the wallet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetOut {
+    pub ticket_id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub starts_at: String,
+    pub venue: String,
+    pub ticket_type_id: String,
+    pub ticket_type: String,
+    /// The holder generation: credentials of older generations no longer admit.
+    pub generation: i64,
+    pub nft: NftOut,
+}
+
+fn checksummed(s: Option<String>) -> Option<String> {
+    s.map(|v| v.parse::<alloy::primitives::Address>().map_or(v, |a| a.to_checksum(None)))
+}
+
+impl From<AssetTicket> for AssetOut {
+    fn from(a: AssetTicket) -> Self {
+        let r = a.row;
+        Self {
+            nft: NftOut {
+                chain: r.network,
+                chain_id: r.chain_id,
+                contract: checksummed(r.contract),
+                token_id: r.serial.to_string(),
+                status: r.token_state.unwrap_or_else(|| "pending".into()),
+                owner: checksummed(r.owner_address),
+                tx_hash: r.tx_hash,
+                metadata_url: a.metadata_url,
+                exported_to: checksummed(r.exported_to),
+            },
+            ticket_id: r.ticket_id,
+            event_id: r.event_id,
+            event_name: r.event_name,
+            starts_at: ms(r.starts_at),
+            venue: r.venue_name,
+            ticket_type_id: r.ticket_type_id,
+            ticket_type: r.ticket_type_name,
+            generation: r.generation,
+        }
+    }
+}
+
 /// The fan's wallet: their custodial address, linked addresses and tickets.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WalletOut {
@@ -117,17 +185,19 @@ pub struct WalletOut {
     /// platform keeps its key and pays every fee.
     pub custodial_address: String,
     pub links: Vec<LinkOut>,
+    /// Valid tickets, soonest event first (at most 500).
+    pub tickets: Vec<AssetOut>,
 }
 
-/// The caller's wallet. The custodial address is created on first use.
+/// The caller's wallet with each ticket's token. The custodial address is created on first use.
 #[utoipa::path(get, path = "/api/v1/me/wallet", tag = "wallet",
     responses((status = 200, body = WalletOut), (status = 401, description = "unauthenticated")))]
 async fn my_wallet(State(w): State<Wallet>, AuthUser(p): AuthUser) -> Result<Json<WalletOut>, Problem> {
-    let address = w.custody().custodial_address(p.user_id).await.map_err(problem)?;
-    let links = w.links(p.user_id).await.map_err(problem)?;
+    let a = w.assets(p.user_id).await.map_err(problem)?;
     Ok(Json(WalletOut {
-        custodial_address: address.to_checksum(None),
-        links: links.iter().map(LinkOut::from).collect(),
+        custodial_address: a.custodial_address.to_checksum(None),
+        links: a.links.iter().map(LinkOut::from).collect(),
+        tickets: a.tickets.into_iter().map(AssetOut::from).collect(),
     }))
 }
 

@@ -82,6 +82,24 @@ impl std::fmt::Debug for Wallet {
     }
 }
 
+/// The most tickets the wallet view lists; a fan with more sees the soonest.
+const MAX_ASSETS: i64 = 500;
+
+/// The fan's wallet.
+#[derive(Debug, Clone)]
+pub struct Assets {
+    pub custodial_address: Address,
+    pub links: Vec<Link>,
+    pub tickets: Vec<AssetTicket>,
+}
+
+/// A ticket in the wallet with its token facts and its `tokenURI`.
+#[derive(Debug, Clone)]
+pub struct AssetTicket {
+    pub row: store::AssetRow,
+    pub metadata_url: String,
+}
+
 /// An address challenge: the exact EIP-4361 text to sign.
 #[derive(Debug, Clone)]
 pub struct Challenge {
@@ -168,6 +186,27 @@ impl Wallet {
 
     pub fn config(&self) -> &WalletConfig {
         &self.inner.config
+    }
+
+    // ------------------------------------------------------------------ assets
+
+    /// The fan's wallet: custodial address (created on first need), linked
+    /// addresses, and their valid tickets with each token's chain facts.
+    pub async fn assets(&self, user: UserId) -> Result<Assets> {
+        let custodial_address = self.inner.custody.custodial_address(user).await?;
+        let links = self.links(user).await?;
+        let rows = store::assets(&self.inner.db, &user.to_db(), MAX_ASSETS).await?;
+        let tickets = rows
+            .into_iter()
+            .map(|r| {
+                let mut metadata_url = format!("{}{}", self.inner.config.token_base(&r.event_id), r.serial);
+                if r.attended {
+                    metadata_url.push_str("/attended");
+                }
+                AssetTicket { metadata_url, row: r }
+            })
+            .collect();
+        Ok(Assets { custodial_address, links, tickets })
     }
 
     // ------------------------------------------------------------------ links

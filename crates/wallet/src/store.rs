@@ -459,3 +459,70 @@ pub async fn delete_image(tx: &mut Tx, event: &str, ticket_type: &str) -> R<bool
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+// ------------------------------------------------------------------ assets
+
+/// One of a holder's tickets with its token, as the wallet shows it. The
+/// token columns come from the chain pipeline's tables (read only; absent
+/// until the pipeline has seen the ticket).
+#[derive(Debug, Clone)]
+pub struct AssetRow {
+    pub ticket_id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub starts_at: i64,
+    pub venue_name: String,
+    pub ticket_type_id: String,
+    pub ticket_type_name: String,
+    pub serial: i64,
+    pub generation: i64,
+    pub network: Option<String>,
+    pub chain_id: Option<i64>,
+    pub contract: Option<String>,
+    pub token_state: Option<String>,
+    pub owner_address: Option<String>,
+    pub tx_hash: Option<String>,
+    pub attended: bool,
+    pub exported_to: Option<String>,
+}
+
+/// The holder's valid tickets, soonest event first, at most `limit`.
+pub async fn assets(db: &Db, user: &str, limit: i64) -> R<Vec<AssetRow>> {
+    use sqlx::Row as _;
+    let rows = sqlx::query(
+        "SELECT t.id, t.event_id, e.name AS event_name, e.starts_at, e.venue_name, t.ticket_type_id, \
+         tt.name AS tt_name, t.serial, t.generation, cc.network, cc.chain_id, cc.address, ct.state, \
+         ct.owner_address, ct.tx_hash, CASE WHEN ct.attended THEN 1 ELSE 0 END AS attended, x.to_address \
+         FROM tickets t JOIN events e ON e.id = t.event_id JOIN ticket_types tt ON tt.id = t.ticket_type_id \
+         LEFT JOIN chain_tokens ct ON ct.ticket_id = t.id LEFT JOIN chain_collections cc ON cc.event_id = t.event_id \
+         LEFT JOIN ticket_exports x ON x.ticket_id = t.id \
+         WHERE t.holder_id = $1 AND t.status = 'valid' ORDER BY e.starts_at, t.serial LIMIT $2",
+    )
+    .bind(user)
+    .bind(limit)
+    .fetch_all(db.reader())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AssetRow {
+                ticket_id: r.try_get(0)?,
+                event_id: r.try_get(1)?,
+                event_name: r.try_get(2)?,
+                starts_at: r.try_get(3)?,
+                venue_name: r.try_get(4)?,
+                ticket_type_id: r.try_get(5)?,
+                ticket_type_name: r.try_get(6)?,
+                serial: r.try_get(7)?,
+                generation: r.try_get(8)?,
+                network: r.try_get(9)?,
+                chain_id: r.try_get(10)?,
+                contract: r.try_get(11)?,
+                token_state: r.try_get(12)?,
+                owner_address: r.try_get(13)?,
+                tx_hash: r.try_get(14)?,
+                attended: r.try_get::<Option<i64>, _>(15)?.unwrap_or(0) != 0,
+                exported_to: r.try_get(16)?,
+            })
+        })
+        .collect()
+}
