@@ -40,14 +40,27 @@ enum Command {
     Demo,
     /// Give a user a platform role (fan, support, admin).
     GrantRole { email: String, role: String },
+    /// Custodial wallet maintenance.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
     /// Print the effective configuration, secrets redacted.
     Config,
+}
+
+#[derive(Subcommand)]
+enum WalletCommand {
+    /// Re-wrap every custodial key's data key under the active master key
+    /// (`wallet.active_key_id`). Idempotent and resumable: run it after making a new key
+    /// active, then remove the old key once no key is left under it.
+    Rewrap,
 }
 
 /// Top-level configuration keys; other `ENTRADA_*` variables (`ENTRADA_LOG`,
 /// test settings) are not configuration.
 const CONFIG_KEYS: &[&str] =
-    &["data_dir", "server", "database", "identity", "sales", "payments", "mail", "rate_limit", "components"];
+    &["data_dir", "server", "database", "identity", "sales", "payments", "mail", "rate_limit", "wallet", "components"];
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     // Defaults come from `#[serde(default)]` on the config types, not from a
@@ -143,6 +156,24 @@ async fn run(cli: Cli) -> Result<(), String> {
             demo::grant_role(&app, &email, &role).await?;
             println!("{email} is now {role}");
             app.db.close().await;
+            Ok(())
+        }
+        Command::Wallet { command: WalletCommand::Rewrap } => {
+            let app = App::build(config, clock).await.map_err(|e| e.to_string())?;
+            let report = app.wallet.custody().rewrap(500).await.map_err(|e| e.to_string());
+            app.db.close().await;
+            let report = report?;
+            let active = app.wallet.custody().active_master_key();
+            println!("re-wrapped {} key(s) under master key `{active}`", report.rewrapped);
+            for (kid, n) in &report.per_master_key {
+                println!("  {kid}: {n} key(s)");
+            }
+            if !report.failed.is_empty() {
+                return Err(format!(
+                    "{} key(s) could not be re-wrapped; is their master key still configured?",
+                    report.failed.len()
+                ));
+            }
             Ok(())
         }
         Command::Serve { demo, components } => {

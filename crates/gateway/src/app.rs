@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use entrada_chain::pipeline::{KeylessAddressBook, Pipeline, PipelineConfig, WorkerConfig};
+use entrada_chain::pipeline::{Pipeline, PipelineConfig, WorkerConfig};
 use entrada_chain::{AddressBook, ChainClient, EmbeddedChain};
 use entrada_checkin::{Checkin, CheckinConfig};
 use entrada_identity::{Identity, IdentityConfig, PasswordCost};
@@ -20,6 +20,7 @@ use entrada_primitives::{Problem, Secret, SharedClock};
 use entrada_storage::{Db, DbConfig, Dispatcher};
 use entrada_ticketing::catalog::Catalog;
 use entrada_ticketing::sales::{Sales, SalesConfig};
+use entrada_wallet::{Custody, MasterKeys, Wallet, WalletConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -58,6 +59,8 @@ pub struct App {
     /// The mint pipeline over the configured chain.
     pub chain: Pipeline,
     pub market: Market,
+    /// Custodial keys, the assets view, collectible metadata, linked wallets and export.
+    pub wallet: Wallet,
     pub dispatcher: Dispatcher,
     limits: Arc<RateLimits>,
     router: Router,
@@ -192,9 +195,9 @@ impl App {
             ),
             (None, other) => return Err(BuildError::Config(format!("chain.mode `{other}` is not available"))),
         };
-        // Without a custodial wallet, holders get keyless deterministic addresses (see
-        // `KeylessAddressBook`); the reconciler moves tokens once real addresses exist.
-        let address_book: Arc<dyn AddressBook> = Arc::new(KeylessAddressBook);
+        // Tokens go to each holder's custodial address, created (and its key sealed) on first need.
+        let custody = Custody::new(db.clone(), clock.clone(), wallet_keys(&config, &db)?);
+        let address_book: Arc<dyn AddressBook> = Arc::new(custody.clone());
         let chain = Pipeline::new(
             db.clone(),
             clock.clone(),
@@ -206,6 +209,16 @@ impl App {
                 send_lease_ms: config.chain.send_lease_seconds.saturating_mul(1000),
                 single_process: config.chain.mode == "embedded",
                 ..PipelineConfig::new(config.chain.mode.clone(), public_url.clone())
+            },
+        );
+
+        let wallet = Wallet::new(
+            db.clone(),
+            clock.clone(),
+            custody,
+            WalletConfig {
+                fee_recipient: Some(chain.chain().roles().organizer),
+                ..WalletConfig::new(&public_url, chain.chain().chain_id())
             },
         );
 
@@ -252,6 +265,9 @@ impl App {
         }
         if config.runs("market") {
             api = api.merge(entrada_market::http::router(market.clone()));
+        }
+        if config.runs("wallet") {
+            api = api.merge(entrada_wallet::router(wallet.clone()));
         }
         let (api, mut openapi) = api.split_for_parts();
         crate::openapi::complete(&mut openapi);
@@ -304,6 +320,7 @@ impl App {
             payments,
             checkin,
             market,
+            wallet,
             chain,
             dispatcher,
             limits,
@@ -386,4 +403,27 @@ impl App {
         self.db.close().await;
         result
     }
+}
+
+/// The custodial wallet's master keys: from `[wallet]`, or else the key file in the data
+/// directory, generated at first start. The log names the file and the key id, never the key.
+fn wallet_keys(config: &Config, db: &Db) -> Result<MasterKeys, BuildError> {
+    let w = &config.wallet;
+    if !w.master_keys.is_empty() {
+        return MasterKeys::from_config(&w.master_keys, &w.active_key_id)
+            .map_err(|e| BuildError::Config(format!("wallet: {e}")));
+    }
+    let (keys, created) =
+        MasterKeys::load_or_create_file(&config.data_dir).map_err(|e| BuildError::Component(format!("wallet: {e}")))?;
+    let file = MasterKeys::file_path(&config.data_dir);
+    if created {
+        tracing::warn!(file = %file.display(), key_id = keys.active_id(),
+            "generated the wallet master key; back up this file: without it no custodial key can be opened");
+    }
+    if db.backend() == entrada_storage::Backend::Postgres {
+        tracing::warn!(file = %file.display(),
+            "wallet.master_keys is not configured: using the data directory's key file; every process \
+             of a scaled deployment must share the same keys, so configure [wallet] instead");
+    }
+    Ok(keys)
 }

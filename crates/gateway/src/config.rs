@@ -22,8 +22,9 @@ pub struct Config {
     pub mail: MailSettings,
     pub rate_limit: RateLimitSettings,
     pub chain: ChainSettings,
+    pub wallet: WalletSettings,
     /// Which components this process runs: `all`, or any of `identity`,
-    /// `ticketing`, `payments`, `checkin`, `market`, `workers` (outbox, expiry,
+    /// `ticketing`, `payments`, `checkin`, `market`, `wallet`, `workers` (outbox, expiry,
     /// webhook delivery, market sweep).
     pub components: Vec<String>,
 }
@@ -147,6 +148,20 @@ impl Default for ChainSettings {
     }
 }
 
+/// The custodial wallet's master keys. Each fan's private key is sealed under its own data key,
+/// and the data key under the master key `active_key_id`. Rotation: add a new key, make it
+/// active, run `entrada wallet rewrap`, then remove the old key. With no keys configured, a key
+/// is generated at first start into `<data_dir>/wallet-master.key` (mode 0600): right for one
+/// embedded process; every process of a scaled deployment must be given the same keys here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalletSettings {
+    /// Key id → standard base64 of 32 random bytes (`openssl rand -base64 32`).
+    pub master_keys: std::collections::BTreeMap<String, Secret<String>>,
+    /// The key id that wraps new (and re-wrapped) data keys.
+    pub active_key_id: String,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -159,6 +174,7 @@ impl Default for Config {
             mail: MailSettings::default(),
             rate_limit: RateLimitSettings::default(),
             chain: ChainSettings::default(),
+            wallet: WalletSettings::default(),
             components: vec!["all".into()],
         }
     }
@@ -227,9 +243,15 @@ impl Config {
     /// Checks values that serde cannot: known names and sane ranges.
     pub fn validate(&self) -> Result<(), String> {
         for c in &self.components {
-            if !matches!(c.as_str(), "all" | "identity" | "ticketing" | "payments" | "checkin" | "market" | "workers") {
+            if !matches!(
+                c.as_str(),
+                "all" | "identity" | "ticketing" | "payments" | "checkin" | "market" | "wallet" | "workers"
+            ) {
                 return Err(format!("unknown component `{c}`"));
             }
+        }
+        if !self.wallet.master_keys.is_empty() && !self.wallet.master_keys.contains_key(&self.wallet.active_key_id) {
+            return Err("wallet.active_key_id must name one of wallet.master_keys".into());
         }
         if !matches!(self.payments.provider.as_str(), "sandbox" | "stripe") {
             return Err(format!("payments.provider must be sandbox or stripe, not `{}`", self.payments.provider));
