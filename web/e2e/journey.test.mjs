@@ -84,7 +84,7 @@ after(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-test('a fan signs up, buys two demo tickets through the sandbox page and sees them in the wallet', async () => {
+test('a fan signs up, buys three demo tickets through the sandbox page and sees them in the wallet', async () => {
   fanContext = await browser.newContext({ viewport: VIEWPORT, locale: 'en-US' });
   fan = await fanContext.newPage();
   await fan.goto(server.base + '/');
@@ -104,7 +104,7 @@ test('a fan signs up, buys two demo tickets through the sandbox page and sees th
 
   await fan.goto(`${server.base}/events/${org.eventId}`);
   const general = fan.getByTestId('ticket-type').filter({ hasText: 'General' });
-  await general.locator('select').selectOption('2');
+  await general.locator('select').selectOption('3');
   await fitsScreen(fan);
   await shot(fan, '02-event');
   await fan.getByRole('button', { name: 'Buy' }).click();
@@ -119,8 +119,8 @@ test('a fan signs up, buys two demo tickets through the sandbox page and sees th
 
   await fan.getByRole('link', { name: 'Go to wallet' }).click();
   const cards = fan.getByTestId('ticket-card');
-  await cards.nth(1).waitFor();
-  assert.equal(await cards.count(), 2);
+  await cards.nth(2).waitFor();
+  assert.equal(await cards.count(), 3);
   // Once the chain pipeline reports a ticket's token, its card shows the token id.
   const access = await fan.evaluate(() => JSON.parse(localStorage.getItem('entrada.session')).access);
   const mine = await json('GET', '/api/v1/me/tickets', access);
@@ -233,6 +233,58 @@ test('offline, the scanner verifies in the browser, queues the admission and upl
   assert.equal(await scanner.getByTestId('conflicts').innerText(), '0');
 });
 
+test('a gift moves a ticket to a second fan: the first fan\'s QR is refused, the new holder\'s admits', async () => {
+  await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
+  await fan.goto(server.base + '/wallet');
+  const card = fan.getByTestId('ticket-card').nth(2);
+  const ticketId = await card.getAttribute('data-ticket');
+  await card.getByRole('link', { name: 'Show QR' }).click();
+  const qr = fan.locator('[data-testid=qr][data-qr^="EN1:"]');
+  await qr.waitFor();
+  const oldQr = await qr.getAttribute('data-qr');
+
+  const bea = `bea-${Date.now()}@example.com`;
+  await json('POST', '/api/v1/auth/register', null, { email: bea, password: 'bea passphrase 123', display_name: 'Bea' });
+  await fan.goto(server.base + '/wallet');
+  const mine = fan.locator(`[data-testid=ticket-card][data-ticket="${ticketId}"]`);
+  await mine.getByRole('button', { name: 'Give' }).click();
+  await mine.getByLabel('Recipient email').fill(bea);
+  await mine.getByRole('button', { name: 'Send gift' }).click();
+  const answer = mine.locator('.ok, [role=alert]');
+  await answer.waitFor();
+  assert.match(await answer.innerText(), /Gift offered/);
+  await fan.getByTestId('gift-out').waitFor();
+  await shot(fan, '11-gift-offered');
+
+  const beaContext = await browser.newContext({ viewport: VIEWPORT, locale: 'es-ES' });
+  const beaPage = await beaContext.newPage();
+  await beaPage.goto(server.base + '/login');
+  await beaPage.getByLabel('Correo').fill(bea);
+  await beaPage.getByLabel('Contraseña').fill('bea passphrase 123');
+  await beaPage.getByRole('button', { name: 'Entrar' }).click();
+  await beaPage.getByTestId('gift-in').waitFor();
+  await fitsScreen(beaPage);
+  await shot(beaPage, '12-gift-incoming-es');
+  await beaPage.getByRole('button', { name: 'Aceptar' }).click();
+  await beaPage.locator(`[data-testid=ticket-card][data-ticket="${ticketId}"]`).waitFor();
+  await beaPage.getByTestId('gift-in').waitFor({ state: 'detached' });
+
+  const wedge = scanner.getByLabel(/Scanner input/);
+  await wedge.fill(oldQr);
+  await wedge.press('Enter');
+  await verdict(scanner, 'superseded_generation');
+  await shot(scanner, '13-scanner-old-holder');
+  await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
+
+  await beaPage.locator(`[data-testid=ticket-card][data-ticket="${ticketId}"]`).getByRole('link', { name: 'Mostrar QR' }).click();
+  const beaQr = beaPage.locator('[data-testid=qr][data-qr^="EN1:"]');
+  await beaQr.waitFor();
+  await wedge.fill(await beaQr.getAttribute('data-qr'));
+  await wedge.press('Enter');
+  await verdict(scanner, 'ok');
+  await beaContext.close();
+});
+
 test('both apps install: manifests load and service workers take control', async () => {
   for (const [page, manifest] of [
     [fan, '/manifest.webmanifest'],
@@ -248,7 +300,8 @@ test('both apps install: manifests load and service workers take control', async
 });
 
 test('the ticket QR still opens with no network once its credential is on the device', async () => {
-  await fan.reload();
+  await fan.goto(server.base + '/wallet');
+  await fan.getByTestId('ticket-card').first().getByRole('link', { name: 'Show QR' }).click();
   await fan.locator('[data-testid=qr][data-qr^="EN1:"]').waitFor();
   await fanContext.setOffline(true);
   await fan.reload();

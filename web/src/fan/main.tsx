@@ -9,18 +9,8 @@ import { credentialFor, forgetCredentials, qrText, type StoredCredential } from 
 import { api, currentUser, logout, onSession, setSession } from './session';
 import '../styles.css';
 
-type Ticket = Schemas['TicketView'] & { chain?: ChainFacts | null };
-/** The ticket's token facts, once the chain pipeline reports them. */
-interface ChainFacts {
-  chain?: string | null;
-  chain_id?: number | null;
-  contract?: string | null;
-  token_id?: string | number | null;
-  status?: string | null;
-  tx?: string | null;
-  tx_hash?: string | null;
-  metadata_url?: string | null;
-}
+type Ticket = Schemas['TicketView'];
+type Listing = Schemas['ListingView'];
 
 // ------------------------------------------------------------------ routing
 
@@ -98,6 +88,7 @@ function App() {
   else if (seg[0] === 'login') page = <Auth mode="login" next={new URLSearchParams(query).get('next')} />;
   else if (seg[0] === 'signup') page = <Auth mode="signup" next={new URLSearchParams(query).get('next')} />;
   else if (seg[0] === 'orders' && seg[1]) page = <Needs><OrderPage id={seg[1]} /></Needs>;
+  else if (seg[0] === 'resale' && seg[1] === 'purchases' && seg[2]) page = <Needs><PurchasePage id={seg[2]} /></Needs>;
   else if (seg[0] === 'wallet') page = <Needs><Wallet /></Needs>;
   else if (seg[0] === 'tickets' && seg[1]) page = <Needs><TicketPage id={seg[1]} /></Needs>;
   else page = <Events />;
@@ -291,7 +282,55 @@ function EventPage({ id }: { id: string }) {
       <button class="big" disabled={busy || chosen.length === 0} onClick={() => void buy()}>
         {t().buy}
       </button>
+      <Resale eventId={ev.id} />
     </article>
+  );
+}
+
+function Resale({ eventId }: { eventId: string }) {
+  const [items, setItems] = useState<Listing[] | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    api
+      .GET('/api/v1/events/{id}/listings', { params: { path: { id: eventId } } })
+      .then((r) => setItems(must(r).items))
+      .catch(() => setItems([]));
+  }, [eventId]);
+  const buy = async (l: Listing) => {
+    if (!currentUser()) {
+      go(`/login?next=${encodeURIComponent(location.pathname)}`);
+      return;
+    }
+    setError('');
+    try {
+      const p = must(await api.POST('/api/v1/listings/{id}/purchase', { params: { path: { id: l.id } } }));
+      if (p.checkout_url) location.assign(p.checkout_url);
+      else go(`/resale/purchases/${p.id}`);
+    } catch (e) {
+      setError(problemOf(e));
+    }
+  };
+  if (items === null) return null;
+  return (
+    <section>
+      <h2>{t().resale}</h2>
+      {items.length === 0 && <p>{t().no_resale}</p>}
+      <ul class="list">
+        {items
+          .filter((l) => l.status === 'active')
+          .map((l) => (
+            <li key={l.id} class="row" data-testid="listing">
+              <div>
+                <strong>{l.ticket_type}</strong> · {t().serial} {l.serial}
+                <br />
+                {money(l.price)}
+              </div>
+              <button onClick={() => void buy(l)}>{t().buy_resale}</button>
+            </li>
+          ))}
+      </ul>
+      <ErrorText error={error} />
+    </section>
   );
 }
 
@@ -445,20 +484,29 @@ function Wallet() {
       return null;
     }
   });
+  const [listings, setListings] = useState<Listing[]>([]);
   const [error, setError] = useState('');
+  const [version, setVersion] = useState(0);
   useEffect(() => {
     api
       .GET('/api/v1/me/tickets', { params: { query: { limit: 100 } } })
       .then((r) => {
-        const items = must(r).items as Ticket[];
+        const items = must(r).items;
         localStorage.setItem(WALLET_CACHE, JSON.stringify(items));
         setTickets(items);
       })
       .catch((e) => setError(problemOf(e)));
-  }, []);
+    api
+      .GET('/api/v1/me/listings')
+      .then((r) => setListings(r.data?.items ?? []))
+      .catch(() => undefined);
+  }, [version]);
+  const refresh = () => setVersion((v) => v + 1);
+  const active = (id: string) => listings.find((l) => l.ticket_id === id && (l.status === 'active' || l.status === 'held'));
   return (
     <>
       <h1>{t().wallet}</h1>
+      <Gifts key={version} onChange={refresh} />
       <ErrorText error={tickets ? '' : error} />
       {tickets === null ? (
         !error && <p>{t().loading}</p>
@@ -467,7 +515,7 @@ function Wallet() {
       ) : (
         <ul class="cards">
           {tickets.map((tk) => (
-            <TicketCard key={tk.id} ticket={tk} />
+            <TicketCard key={tk.id} ticket={tk} listing={active(tk.id)} onChange={refresh} />
           ))}
         </ul>
       )}
@@ -475,7 +523,7 @@ function Wallet() {
   );
 }
 
-function ChainRows({ chain }: { chain: ChainFacts | null | undefined }) {
+function ChainRows({ chain, eventId }: { chain: Schemas['TokenView'] | null | undefined; eventId: string }) {
   if (!chain) {
     return (
       <>
@@ -487,30 +535,38 @@ function ChainRows({ chain }: { chain: ChainFacts | null | undefined }) {
   return (
     <>
       <dt>{t().chain}</dt>
-      <dd>{chain.chain ?? chain.chain_id ?? '—'}</dd>
+      <dd>
+        {chain.network} · {chain.chain_id}
+      </dd>
       <dt>{t().contract}</dt>
       <dd class="mono">{chain.contract ?? '—'}</dd>
       <dt>{t().token_id}</dt>
       <dd class="mono" data-testid="token-id">
-        {chain.token_id ?? '—'}
+        {chain.token_id}
       </dd>
       <dt>{t().mint_status}</dt>
-      <dd data-testid="mint-status">{chain.status ?? '—'}</dd>
-      {chain.metadata_url && (
+      <dd data-testid="mint-status">{chain.status}</dd>
+      {chain.tx_hash && (
         <>
-          <dt>{t().metadata}</dt>
-          <dd>
-            <a href={chain.metadata_url}>{t().metadata}</a>
-          </dd>
+          <dt>{t().tx}</dt>
+          <dd class="mono">{chain.tx_hash}</dd>
         </>
       )}
+      <dt>{t().metadata}</dt>
+      <dd>
+        <a href={`/api/v1/nft/${eventId}/${chain.token_id}`} target="_blank" rel="noopener">
+          ERC-721 JSON
+        </a>
+      </dd>
     </>
   );
 }
 
-function TicketCard({ ticket }: { ticket: Ticket }) {
+function TicketCard({ ticket, listing, onChange }: { ticket: Ticket; listing?: Listing; onChange: () => void }) {
   const ev = useEvent(ticket.event_id);
   const type = ev?.ticket_types.find((x) => x.id === ticket.ticket_type_id);
+  const [panel, setPanel] = useState<'' | 'gift' | 'sell' | 'history'>('');
+  const toggle = (p: typeof panel) => setPanel(panel === p ? '' : p);
   return (
     <li class="card ticket" data-testid="ticket-card" data-ticket={ticket.id}>
       <div class="art" aria-hidden="true">
@@ -525,16 +581,286 @@ function TicketCard({ ticket }: { ticket: Ticket }) {
             {type?.name ?? ''} · {t().serial} {ticket.serial}
           </dd>
           <dt>{t().status}</dt>
-          <dd>{ticket.status}</dd>
-          <ChainRows chain={ticket.chain} />
+          <dd>{listing ? t().listed : ticket.status}</dd>
+          <ChainRows chain={ticket.chain} eventId={ticket.event_id} />
         </dl>
         {ticket.status === 'valid' && (
-          <Link class="button big" href={`/tickets/${ticket.id}`}>
-            {t().show_qr}
-          </Link>
+          <>
+            <Link class="button big" href={`/tickets/${ticket.id}`}>
+              {t().show_qr}
+            </Link>
+            <div class="actions">
+              {listing ? (
+                <Withdraw listing={listing} onDone={onChange} />
+              ) : (
+                <>
+                  <button class="secondary" aria-expanded={panel === 'gift'} onClick={() => toggle('gift')}>
+                    {t().gift}
+                  </button>
+                  <button class="secondary" aria-expanded={panel === 'sell'} onClick={() => toggle('sell')}>
+                    {t().sell}
+                  </button>
+                </>
+              )}
+              <button class="secondary" aria-expanded={panel === 'history'} onClick={() => toggle('history')}>
+                {t().history}
+              </button>
+            </div>
+          </>
         )}
+        {panel === 'gift' && <GiftForm ticketId={ticket.id} onDone={onChange} />}
+        {panel === 'sell' && <SellForm ticketId={ticket.id} onDone={onChange} />}
+        {panel === 'history' && <History ticketId={ticket.id} />}
       </div>
     </li>
+  );
+}
+
+function GiftForm({ ticketId, onDone }: { ticketId: string; onDone: () => void }) {
+  const [error, setError] = useState('');
+  const [sent, setSent] = useState(false);
+  return (
+    <form
+      class="panel"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        const email = String(new FormData(e.currentTarget).get('recipient_email'));
+        setError('');
+        try {
+          must(
+            await api.POST('/api/v1/tickets/{id}/gifts', {
+              params: { path: { id: ticketId } },
+              body: { recipient_email: email },
+            }),
+          );
+          setSent(true);
+          onDone();
+        } catch (err) {
+          setError(problemOf(err));
+        }
+      }}
+    >
+      <label>
+        {t().gift_to}
+        <input name="recipient_email" type="email" required />
+      </label>
+      <button type="submit">{t().gift_send}</button>
+      {sent && <p class="ok">{t().gift_sent}</p>}
+      <ErrorText error={error} />
+    </form>
+  );
+}
+
+function SellForm({ ticketId, onDone }: { ticketId: string; onDone: () => void }) {
+  const [terms, setTerms] = useState<Schemas['ResaleTermsView'] | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    api
+      .GET('/api/v1/tickets/{id}/resale-terms', { params: { path: { id: ticketId } } })
+      .then((r) => setTerms(must(r)))
+      .catch((e) => setError(problemOf(e)));
+  }, [ticketId]);
+  if (!terms) return <ErrorText error={error} />;
+  if (terms.resale_refusal) return <ErrorText error={problemText(terms.resale_refusal)} />;
+  const cap = terms.cap ?? null;
+  const currency = terms.face_value.currency;
+  return (
+    <form
+      class="panel"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        const amount = Math.round(Number(new FormData(e.currentTarget).get('price')) * 100);
+        setError('');
+        try {
+          must(
+            await api.POST('/api/v1/tickets/{id}/listings', {
+              params: { path: { id: ticketId } },
+              body: { price: { amount_minor: amount, currency } },
+            }),
+          );
+          onDone();
+        } catch (err) {
+          setError(problemOf(err));
+        }
+      }}
+    >
+      <label>
+        {t().price} ({currency}){cap ? ` · ${t().cap} ${money(cap)}` : ''}
+        <input
+          name="price"
+          type="number"
+          step="0.01"
+          min="0.01"
+          required
+          defaultValue={String(terms.face_value.amount_minor / 100)}
+        />
+      </label>
+      <button type="submit">{t().list_send}</button>
+      <ErrorText error={error} />
+    </form>
+  );
+}
+
+function Withdraw({ listing, onDone }: { listing: Listing; onDone: () => void }) {
+  const [error, setError] = useState('');
+  return (
+    <>
+      <span class="pill">
+        {t().listed} · {money(listing.price)}
+      </span>
+      <button
+        class="secondary"
+        onClick={async () => {
+          try {
+            must(await api.POST('/api/v1/listings/{id}/withdraw', { params: { path: { id: listing.id } } }));
+            onDone();
+          } catch (e) {
+            setError(problemOf(e));
+          }
+        }}
+      >
+        {t().withdraw}
+      </button>
+      <ErrorText error={error} />
+    </>
+  );
+}
+
+function History({ ticketId }: { ticketId: string }) {
+  const [h, setH] = useState<Schemas['HistoryView'] | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    api
+      .GET('/api/v1/tickets/{id}/history', { params: { path: { id: ticketId } } })
+      .then((r) => setH(must(r)))
+      .catch((e) => setError(problemOf(e)));
+  }, [ticketId]);
+  if (!h) return <ErrorText error={error} />;
+  return (
+    <ol class="panel history" data-testid="history">
+      {h.entries.map((e) => (
+        <li>
+          {when(e.at)} · {e.kind}
+          {e.from ? ` · ${e.from}` : ''}
+          {e.to ? ` → ${e.to}` : ''}
+          {e.price ? ` · ${money(e.price)}` : ''}
+        </li>
+      ))}
+    </ol>
+  );
+}
+
+function Gifts({ onChange }: { onChange: () => void }) {
+  const [gifts, setGifts] = useState<Schemas['MyGiftsView'] | null>(null);
+  const [error, setError] = useState('');
+  const load = () =>
+    api
+      .GET('/api/v1/me/gifts')
+      .then((r) => setGifts(must(r)))
+      .catch(() => undefined);
+  useEffect(() => void load(), []);
+  const act = async (id: string, what: 'accept' | 'decline' | 'cancel') => {
+    setError('');
+    try {
+      const params = { params: { path: { id } } };
+      if (what === 'accept') must(await api.POST('/api/v1/gifts/{id}/accept', { ...params, body: {} }));
+      else if (what === 'decline') must(await api.POST('/api/v1/gifts/{id}/decline', params));
+      else must(await api.POST('/api/v1/gifts/{id}/cancel', params));
+      await load();
+      onChange();
+    } catch (e) {
+      setError(problemOf(e));
+    }
+  };
+  if (!gifts) return null;
+  const outgoing = gifts.outgoing.filter((g) => g.status === 'pending');
+  if (gifts.incoming.length === 0 && outgoing.length === 0) return <ErrorText error={error} />;
+  return (
+    <section>
+      {gifts.incoming.length > 0 && <h2>{t().gifts_in}</h2>}
+      <ul class="list">
+        {gifts.incoming.map((g) => (
+          <li key={g.id} class="card" data-testid="gift-in">
+            <GiftEvent id={g.event_id} />
+            <div class="actions">
+              <button onClick={() => void act(g.id, 'accept')}>{t().accept}</button>
+              <button class="secondary" onClick={() => void act(g.id, 'decline')}>
+                {t().decline}
+              </button>
+            </div>
+          </li>
+        ))}
+      </ul>
+      {outgoing.length > 0 && <h2>{t().gifts_out}</h2>}
+      <ul class="list">
+        {outgoing.map((g) => (
+          <li key={g.id} class="card" data-testid="gift-out">
+            <GiftEvent id={g.event_id} /> → {g.recipient_email}
+            <div class="actions">
+              <button class="secondary" onClick={() => void act(g.id, 'cancel')}>
+                {t().cancel}
+              </button>
+            </div>
+          </li>
+        ))}
+      </ul>
+      <ErrorText error={error} />
+    </section>
+  );
+}
+
+function GiftEvent({ id }: { id: string }) {
+  const ev = useEvent(id);
+  return <strong>{ev?.name ?? t().ticket}</strong>;
+}
+
+function PurchasePage({ id }: { id: string }) {
+  const [p, setP] = useState<Schemas['PurchaseView'] | null>(null);
+  const [error, setError] = useState('');
+  useEffect(() => {
+    let stop = false;
+    let n = 0;
+    const poll = async () => {
+      try {
+        const v = must(await api.GET('/api/v1/resale-purchases/{id}', { params: { path: { id } } }));
+        setP(v);
+        if (v.status === 'pending' && !stop && n++ < 120) setTimeout(() => void poll(), 500);
+      } catch (e) {
+        setError(problemOf(e));
+      }
+    };
+    void poll();
+    return () => {
+      stop = true;
+    };
+  }, [id]);
+  if (!p) return error ? <ErrorText error={error} /> : <p>{t().loading}</p>;
+  return (
+    <section data-testid="purchase" data-status={p.status}>
+      <h1>
+        {t().purchase} · {money(p.price)}
+      </h1>
+      {p.status === 'completed' ? (
+        <>
+          <p class="ok">{t().purchase_done}</p>
+          <Link class="button big" href="/wallet">
+            {t().go_wallet}
+          </Link>
+        </>
+      ) : p.status === 'pending' ? (
+        <>
+          <p>{t().order_pending}</p>
+          {p.last_payment_error && <ErrorText error={problemText(p.last_payment_error)} />}
+          {p.checkout_url && (
+            <a class="button big" href={p.checkout_url}>
+              {t().pay}
+            </a>
+          )}
+        </>
+      ) : (
+        <p class="error">{problemText(p.status)}</p>
+      )}
+    </section>
   );
 }
 
