@@ -15,3 +15,4 @@ mod crash;
 mod market;
 mod robustness;
 mod sale;
+mod wallet;
