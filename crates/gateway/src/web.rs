@@ -54,10 +54,15 @@ pub async fn serve(method: Method, uri: Uri) -> Response {
         return crate::middleware::not_found().await.into_response();
     }
     let rel = path.trim_start_matches('/');
-    if !rel.is_empty() && !rel.ends_with('/') {
-        if let Some(res) = file(rel, rel.starts_with("assets/")) {
-            return res;
-        }
+    if !rel.is_empty()
+        && !rel.ends_with('/')
+        && let Some(res) = file(rel, rel.starts_with("assets/"))
+    {
+        return res;
+    }
+    if path == "/scan" {
+        // The scanner's service worker scope is `/scan/`; a page outside it could not work offline.
+        return axum::response::Redirect::permanent("/scan/").into_response();
     }
     if is_api(path) {
         return crate::middleware::not_found().await.into_response();
