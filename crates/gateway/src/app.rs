@@ -9,7 +9,7 @@ use axum::http::HeaderName;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use entrada_chain::pipeline::{Pipeline, PipelineConfig, WorkerConfig};
-use entrada_chain::{AddressBook, ChainClient, EmbeddedChain};
+use entrada_chain::{AddressBook, ChainClient, EmbeddedChain, RoleKeys, RpcChain, RpcConfig};
 use entrada_checkin::{Checkin, CheckinConfig};
 use entrada_identity::{Identity, IdentityConfig, PasswordCost};
 use entrada_market::{Market, MarketConfig};
@@ -193,6 +193,7 @@ impl App {
                 EmbeddedChain::open(&config.data_dir, clock.clone())
                     .map_err(|e| BuildError::Component(format!("chain: {e}")))?,
             ),
+            (None, "rpc") => Arc::new(rpc_chain(&config).await?),
             (None, other) => return Err(BuildError::Config(format!("chain.mode `{other}` is not available"))),
         };
         // Tokens go to each holder's custodial address, created (and its key sealed) on first need.
@@ -426,4 +427,26 @@ fn wallet_keys(config: &Config, db: &Db) -> Result<MasterKeys, BuildError> {
              of a scaled deployment must share the same keys, so configure [wallet] instead");
     }
     Ok(keys)
+}
+
+/// The JSON-RPC chain from `[chain]`: roles left without a key use the minter's; the factory
+/// is recorded in the data directory. A node that is down or on another chain stops the start
+/// (a misconfiguration must not go unnoticed); once running, outages only delay minting.
+async fn rpc_chain(config: &Config) -> Result<RpcChain, BuildError> {
+    let s = &config.chain;
+    let or_minter = |k: &Secret<String>| if k.expose().is_empty() { s.minter_key.clone() } else { k.clone() };
+    let keys = RoleKeys {
+        admin: or_minter(&s.admin_key),
+        minter: s.minter_key.clone(),
+        custodian: or_minter(&s.custodian_key),
+        organizer: or_minter(&s.organizer_key),
+    };
+    let mut rpc = RpcConfig::new(s.rpc_url.clone(), s.chain_id, keys);
+    rpc.confirmations = s.confirmations.max(1);
+    rpc.request_timeout = Duration::from_millis(s.rpc_timeout_ms.max(1));
+    // Waiting for a receipt ends well inside the send's lease, so no other process starts
+    // resolving a send this one is still waiting on.
+    rpc.receipt_timeout = Duration::from_millis(u64::try_from(s.send_lease_seconds.max(2)).unwrap_or(2) * 500);
+    rpc.data_dir = Some(config.data_dir.clone());
+    RpcChain::connect(rpc).await.map_err(|e| BuildError::Component(format!("chain: {e}")))
 }

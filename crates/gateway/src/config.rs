@@ -121,6 +121,8 @@ pub struct ChainSettings {
     pub chain_id: u64,
     /// `rpc`: blocks that must follow a transaction's block before it counts.
     pub confirmations: u64,
+    /// `rpc`: limit for one request to the node; a send past it has an unknown outcome.
+    pub rpc_timeout_ms: u64,
     /// `rpc`: hex private keys of the platform accounts. Only `minter_key` is required; the
     /// other roles use it when left empty.
     pub minter_key: Secret<String>,
@@ -140,6 +142,7 @@ impl Default for ChainSettings {
             rpc_url: String::new(),
             chain_id: 0,
             confirmations: 1,
+            rpc_timeout_ms: 10_000,
             minter_key: Secret::new(String::new()),
             admin_key: Secret::new(String::new()),
             custodian_key: Secret::new(String::new()),

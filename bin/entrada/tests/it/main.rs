@@ -9,6 +9,7 @@ mod helpers;
 mod api;
 mod auth;
 mod chain;
+mod chain_rpc;
 mod checkin;
 mod cli;
 mod crash;
