@@ -3,85 +3,14 @@
 //! scanner API while the new holder's admits, money settles to the cent in
 //! a balanced ledger, and one listing is sold exactly once.
 
+use crate::checkin::{Gate, Phone, gate, phone};
 use crate::helpers::*;
-use base64::Engine as _;
 use entrada_primitives::Clock as _;
 use serde_json::{Value, json};
 
-struct Gate {
-    id: String,
-    device_token: String,
-}
-
-/// A zone "floor", a gate in it and an enrolled scanner device.
-async fn gate(app: &TestApp, organizer: &User, event: &str) -> Gate {
-    let zone = app
-        .post(&format!("/api/v1/events/{event}/zones"), Some(&organizer.token), json!({"name": "floor"}))
-        .await
-        .expect(201);
-    let gate = app
-        .post(
-            &format!("/api/v1/events/{event}/gates"),
-            Some(&organizer.token),
-            json!({"name": "Puerta 1", "zone_id": zone["id"]}),
-        )
-        .await
-        .expect(201);
-    let device = app
-        .post(
-            &format!("/api/v1/events/{event}/devices"),
-            Some(&organizer.token),
-            json!({"name": "Scanner 1", "gate_ids": [gate["id"]]}),
-        )
-        .await
-        .expect(201);
-    let enrolled = app.post("/api/v1/scanner/enrol", None, json!({"code": device["enrolment_code"]})).await.expect(201);
-    Gate {
-        id: gate["id"].as_str().unwrap().to_owned(),
-        device_token: enrolled["device_token"].as_str().unwrap().to_owned(),
-    }
-}
-
-/// The holder's phone: a device key and the credential for the current generation.
-struct Phone {
-    key: ed25519_dalek::SigningKey,
-    credential: Vec<u8>,
-}
-
-async fn phone(app: &TestApp, fan: &User, ticket: &str) -> Phone {
-    let key = ed25519_dalek::SigningKey::from_bytes(&entrada_primitives::token::random_bytes::<32>());
-    let public = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
-    let r = app
-        .post(&format!("/api/v1/tickets/{ticket}/device-key"), Some(&fan.token), json!({"public_key": public}))
-        .await;
-    assert_eq!(r.status, 204, "{:#}", r.body);
-    let c = app.get(&format!("/api/v1/tickets/{ticket}/credential"), Some(&fan.token)).await.expect(200);
-    let credential =
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c["credential"].as_str().unwrap()).unwrap();
-    Phone { key, credential }
-}
-
-impl Phone {
-    fn qr(&self, unix: i64) -> String {
-        let step = entrada_credential::time_step(unix);
-        let proof = entrada_credential::prove(&self.credential, &self.key, step);
-        entrada_credential::encode_rotating(&self.credential, step, &proof)
-    }
-}
-
+/// Shows the phone's current QR at the gate.
 async fn scan(app: &TestApp, g: &Gate, p: &Phone) -> Value {
-    let payload = p.qr(app.clock.now().unix_timestamp());
-    let nonce = uuid::Uuid::now_v7().to_string();
-    let r = app
-        .send(
-            app.http
-                .post(app.url("/api/v1/scanner/scan"))
-                .header("authorization", format!("Device {}", g.device_token))
-                .json(&json!({"payload": payload, "gate_id": g.id, "nonce": nonce})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{:#}", r.body);
-    r.body
+    crate::checkin::scan(app, g, &p.qr(app.clock.now().unix_timestamp())).await
 }
 
 /// An event on sale (25.00 EUR tickets) with its organizer, a gate, and a fan
