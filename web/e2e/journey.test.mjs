@@ -128,6 +128,8 @@ test('a fan signs up, buys three demo tickets through the sandbox page and sees 
     const card = fan.locator(`[data-testid=ticket-card][data-ticket="${ticket.id}"]`);
     assert.equal(await card.getByTestId('token-id').innerText(), String(ticket.chain.token_id));
   }
+  // The wallet names the custodial address the tokens are minted to.
+  await fan.getByTestId('wallets').getByText(/0x[0-9a-fA-F]{40}/).waitFor();
   await fitsScreen(fan);
   await shot(fan, '04-wallet');
 });

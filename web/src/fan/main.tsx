@@ -11,6 +11,18 @@ import '../styles.css';
 
 type Ticket = Schemas['TicketView'];
 type Listing = Schemas['ListingView'];
+type Asset = Schemas['AssetOut'];
+type WalletLink = Schemas['LinkOut'];
+
+/** An EIP-1193 wallet injected by a browser extension (MetaMask and the like). */
+interface Injected {
+  request(args: { method: string; params?: unknown[] }): Promise<unknown>;
+}
+declare global {
+  interface Window {
+    ethereum?: Injected;
+  }
+}
 
 // ------------------------------------------------------------------ routing
 
@@ -485,6 +497,7 @@ function Wallet() {
     }
   });
   const [listings, setListings] = useState<Listing[]>([]);
+  const [wallet, setWallet] = useState<Schemas['WalletOut'] | null>(null);
   const [error, setError] = useState('');
   const [version, setVersion] = useState(0);
   useEffect(() => {
@@ -499,6 +512,10 @@ function Wallet() {
     api
       .GET('/api/v1/me/listings')
       .then((r) => setListings(r.data?.items ?? []))
+      .catch(() => undefined);
+    api
+      .GET('/api/v1/me/wallet')
+      .then((r) => setWallet(r.data ?? null))
       .catch(() => undefined);
   }, [version]);
   const refresh = () => setVersion((v) => v + 1);
@@ -515,15 +532,28 @@ function Wallet() {
       ) : (
         <ul class="cards">
           {tickets.map((tk) => (
-            <TicketCard key={tk.id} ticket={tk} listing={active(tk.id)} onChange={refresh} />
+            <TicketCard
+              key={tk.id}
+              ticket={tk}
+              listing={active(tk.id)}
+              asset={wallet?.tickets.find((a) => a.ticket_id === tk.id)}
+              links={wallet?.links ?? []}
+              onChange={refresh}
+            />
           ))}
         </ul>
       )}
+      {wallet && <Wallets wallet={wallet} onChange={refresh} />}
     </>
   );
 }
 
-function ChainRows({ chain, eventId }: { chain: Schemas['TokenView'] | null | undefined; eventId: string }) {
+function ChainRows(props: {
+  chain: Schemas['TokenView'] | null | undefined;
+  eventId: string;
+  metadataUrl?: string | undefined;
+}) {
+  const { chain, eventId } = props;
   if (!chain) {
     return (
       <>
@@ -554,7 +584,7 @@ function ChainRows({ chain, eventId }: { chain: Schemas['TokenView'] | null | un
       )}
       <dt>{t().metadata}</dt>
       <dd>
-        <a href={`/api/v1/nft/${eventId}/${chain.token_id}`} target="_blank" rel="noopener">
+        <a href={props.metadataUrl ?? `/api/v1/nft/${eventId}/${chain.token_id}`} target="_blank" rel="noopener">
           ERC-721 JSON
         </a>
       </dd>
@@ -562,16 +592,22 @@ function ChainRows({ chain, eventId }: { chain: Schemas['TokenView'] | null | un
   );
 }
 
-function TicketCard({ ticket, listing, onChange }: { ticket: Ticket; listing?: Listing; onChange: () => void }) {
+function TicketCard(props: {
+  ticket: Ticket;
+  listing?: Listing | undefined;
+  asset?: Asset | undefined;
+  links: WalletLink[];
+  onChange: () => void;
+}) {
+  const { ticket, listing, asset, onChange } = props;
   const ev = useEvent(ticket.event_id);
   const type = ev?.ticket_types.find((x) => x.id === ticket.ticket_type_id);
-  const [panel, setPanel] = useState<'' | 'gift' | 'sell' | 'history'>('');
+  const [panel, setPanel] = useState<'' | 'gift' | 'sell' | 'history' | 'export'>('');
+  const canExport = !!ev?.resale_policy.export_allowed && props.links.length > 0 && !asset?.nft.exported_to;
   const toggle = (p: typeof panel) => setPanel(panel === p ? '' : p);
   return (
     <li class="card ticket" data-testid="ticket-card" data-ticket={ticket.id}>
-      <div class="art" aria-hidden="true">
-        <span>#{ticket.serial}</span>
-      </div>
+      <Art metadataUrl={asset?.nft.metadata_url} serial={ticket.serial} />
       <div>
         <h2>{ev?.name ?? t().ticket}</h2>
         {ev && <p>{when(ev.starts_at, ev.timezone)}</p>}
@@ -582,7 +618,13 @@ function TicketCard({ ticket, listing, onChange }: { ticket: Ticket; listing?: L
           </dd>
           <dt>{t().status}</dt>
           <dd>{listing ? t().listed : ticket.status}</dd>
-          <ChainRows chain={ticket.chain} eventId={ticket.event_id} />
+          <ChainRows chain={ticket.chain} eventId={ticket.event_id} metadataUrl={asset?.nft.metadata_url} />
+          {asset?.nft.exported_to && (
+            <>
+              <dt>{t().exported_to}</dt>
+              <dd class="mono">{asset.nft.exported_to}</dd>
+            </>
+          )}
         </dl>
         {ticket.status === 'valid' && (
           <>
@@ -605,12 +647,18 @@ function TicketCard({ ticket, listing, onChange }: { ticket: Ticket; listing?: L
               <button class="secondary" aria-expanded={panel === 'history'} onClick={() => toggle('history')}>
                 {t().history}
               </button>
+              {canExport && !listing && (
+                <button class="secondary" aria-expanded={panel === 'export'} onClick={() => toggle('export')}>
+                  {t().export}
+                </button>
+              )}
             </div>
           </>
         )}
         {panel === 'gift' && <GiftForm ticketId={ticket.id} onDone={onChange} />}
         {panel === 'sell' && <SellForm ticketId={ticket.id} onDone={onChange} />}
         {panel === 'history' && <History ticketId={ticket.id} />}
+        {panel === 'export' && <ExportForm ticketId={ticket.id} links={props.links} onDone={onChange} />}
       </div>
     </li>
   );
@@ -723,6 +771,120 @@ function Withdraw({ listing, onDone }: { listing: Listing; onDone: () => void })
       </button>
       <ErrorText error={error} />
     </>
+  );
+}
+
+/** The collectible's art: the `image` of its ERC-721 metadata, else a drawn card with the serial. */
+function Art({ metadataUrl, serial }: { metadataUrl?: string | undefined; serial: number }) {
+  const [image, setImage] = useState<{ src: string; name: string } | null>(null);
+  useEffect(() => {
+    if (!metadataUrl) return;
+    fetch(metadataUrl)
+      .then((r) => (r.ok ? (r.json() as Promise<{ image?: string; name?: string }>) : null))
+      .then((m) => m?.image && setImage({ src: m.image, name: m.name ?? '' }))
+      .catch(() => undefined);
+  }, [metadataUrl]);
+  return (
+    <div class="art">
+      {image ? <img src={image.src} alt={image.name} loading="lazy" /> : <span aria-hidden="true">#{serial}</span>}
+    </div>
+  );
+}
+
+function ExportForm(props: { ticketId: string; links: WalletLink[]; onDone: () => void }) {
+  const [error, setError] = useState('');
+  const [done, setDone] = useState(false);
+  return (
+    <form
+      class="panel"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        const address = String(new FormData(e.currentTarget).get('address'));
+        setError('');
+        try {
+          must(
+            await api.POST('/api/v1/tickets/{id}/export', {
+              params: { path: { id: props.ticketId } },
+              body: { address },
+            }),
+          );
+          setDone(true);
+          props.onDone();
+        } catch (err) {
+          setError(problemOf(err));
+        }
+      }}
+    >
+      <label>
+        {t().export_to}
+        <select name="address">
+          {props.links.map((l) => (
+            <option value={l.address}>{l.address}</option>
+          ))}
+        </select>
+      </label>
+      <button type="submit">{t().export}</button>
+      {done && <p class="ok">{t().export_done}</p>}
+      <ErrorText error={error} />
+    </form>
+  );
+}
+
+/** The custodial address and the external wallets linked by Sign-In with Ethereum (EIP-4361). */
+function Wallets({ wallet, onChange }: { wallet: Schemas['WalletOut']; onChange: () => void }) {
+  const [error, setError] = useState('');
+  const link = async () => {
+    setError('');
+    const eth = window.ethereum;
+    if (!eth) {
+      setError(problemText('no_injected_wallet'));
+      return;
+    }
+    try {
+      const [address] = (await eth.request({ method: 'eth_requestAccounts' })) as string[];
+      if (!address) return;
+      const challenge = must(await api.POST('/api/v1/me/wallet/links/challenge', { body: { address } }));
+      const signature = (await eth.request({ method: 'personal_sign', params: [challenge.message, address] })) as string;
+      must(await api.POST('/api/v1/me/wallet/links', { body: { message: challenge.message, signature } }));
+      onChange();
+    } catch (e) {
+      setError(e instanceof ApiError ? problemOf(e) : String((e as { message?: string }).message ?? e));
+    }
+  };
+  const unlink = async (address: string) => {
+    try {
+      must(await api.DELETE('/api/v1/me/wallet/links/{address}', { params: { path: { address } } }));
+      onChange();
+    } catch (e) {
+      setError(problemOf(e));
+    }
+  };
+  return (
+    <section class="card" data-testid="wallets">
+      <h2>{t().my_wallets}</h2>
+      <p>
+        {t().custodial} <span class="mono">{wallet.custodial_address}</span>
+      </p>
+      {wallet.links.length > 0 && (
+        <>
+          <h3>{t().linked}</h3>
+          <ul class="list">
+            {wallet.links.map((l) => (
+              <li key={l.address} class="row">
+                <span class="mono">{l.address}</span>
+                <button class="secondary" onClick={() => void unlink(l.address)}>
+                  {t().unlink}
+                </button>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+      <button class="secondary" onClick={() => void link()}>
+        {t().link_wallet}
+      </button>
+      <ErrorText error={error} />
+    </section>
   );
 }
 
