@@ -1,7 +1,8 @@
 // End to end in real headless Chromium against a real `entrada serve --demo`: a fan signs up, buys through
 // the sandbox's checkout page, sees the ticket in the wallet and opens its rotating QR; a scanner enrolled in a
 // second browser context admits it once and refuses it again; taken offline, the scanner admits a second ticket
-// on its own and uploads the scan when the network is back. Both apps install (manifest, service worker) and fit
+// on its own and uploads the scan when the network is back. A gift moves a ticket and the old holder's QR stops
+// admitting; a holder lists a ticket within the price cap and another fan buys it. Both apps install (manifest, service worker) and fit
 // a 360×740 screen. Screenshots of the key screens go to e2e/artifacts/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -88,7 +89,7 @@ test('a fan signs up, buys three demo tickets through the sandbox page and sees 
   fanContext = await browser.newContext({ viewport: VIEWPORT, locale: 'en-US' });
   fan = await fanContext.newPage();
   await fan.goto(server.base + '/');
-  await fan.getByRole('heading', { name: 'Events' }).waitFor();
+  await fan.getByRole('heading', { name: 'Events', exact: true }).waitFor();
   await fan.getByRole('link', { name: /Noche|Concierto|Demo|Festival/ }).first().waitFor();
   await fitsScreen(fan);
   await shot(fan, '01-events');
@@ -99,7 +100,7 @@ test('a fan signs up, buys three demo tickets through the sandbox page and sees 
   await fan.getByLabel('Email').fill(`ana-${Date.now()}@example.com`);
   await fan.getByLabel('Password').fill('a long passphrase');
   await fan.getByRole('button', { name: 'Sign up' }).click();
-  await fan.getByRole('heading', { name: 'Wallet' }).waitFor();
+  await fan.getByRole('heading', { name: 'Wallet', exact: true }).waitFor();
   await fan.getByText('No tickets yet.').waitFor();
 
   await fan.goto(`${server.base}/events/${org.eventId}`);
@@ -285,6 +286,59 @@ test('a gift moves a ticket to a second fan: the first fan\'s QR is refused, the
   await wedge.press('Enter');
   await verdict(scanner, 'ok');
   await beaContext.close();
+});
+
+test('resale: a holder lists a ticket within the cap, another fan buys it through the sandbox page', async () => {
+  const carl = `carl-${Date.now()}@example.com`;
+  const reg = await json('POST', '/api/v1/auth/register', null, {
+    email: carl,
+    password: 'carl passphrase 123',
+    display_name: 'Carl',
+  });
+  const event = await json('GET', `/api/v1/events/${org.eventId}`);
+  const general = event.ticket_types.find((x) => x.name === 'General');
+  const hold = await json('POST', '/api/v1/holds', reg.access_token, {
+    event_id: org.eventId,
+    items: [{ ticket_type_id: general.id, quantity: 1 }],
+  });
+  const order = await json('POST', '/api/v1/orders', reg.access_token, { hold_id: hold.id }, { 'Idempotency-Key': `carl-${Date.now()}` });
+  await json('POST', new URL(order.checkout_url).pathname, null, { card: '4242424242424242' });
+  for (let i = 0; i < 100 && (await json('GET', `/api/v1/orders/${order.id}`, reg.access_token)).status !== 'paid'; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+
+  const carlContext = await browser.newContext({ viewport: VIEWPORT, locale: 'en-US' });
+  const carlPage = await carlContext.newPage();
+  await carlPage.goto(server.base + '/login');
+  await carlPage.getByLabel('Email').fill(carl);
+  await carlPage.getByLabel('Password').fill('carl passphrase 123');
+  await carlPage.getByRole('button', { name: 'Log in' }).click();
+  const card = carlPage.getByTestId('ticket-card').first();
+  await card.getByRole('button', { name: 'Sell' }).click();
+  const price = card.getByLabel(/Price/);
+  await price.fill('999');
+  await card.getByRole('button', { name: 'List for resale' }).click();
+  assert.match(await card.getByRole('alert').innerText(), /above the cap/);
+  await price.fill('48');
+  await card.getByRole('button', { name: 'List for resale' }).click();
+  await card.getByRole('button', { name: 'Withdraw' }).waitFor();
+  await shot(carlPage, '14-resale-listed');
+
+  await fan.goto(`${server.base}/events/${org.eventId}`);
+  const offer = fan.getByTestId('listing').first();
+  await offer.waitFor();
+  await shot(fan, '15-resale-offer');
+  await offer.getByRole('button', { name: 'Buy' }).click();
+  await fan.waitForURL(/\/sandbox\/checkout\//);
+  await fan.locator('#card').fill('4242424242424242');
+  await fan.locator('button[type=submit]').click();
+  await fan.waitForURL(/\/resale\/purchases\//);
+  await fan.locator('[data-testid=purchase][data-status=completed]').waitFor({ timeout: 30_000 });
+  await shot(fan, '16-resale-bought');
+  await fan.getByRole('link', { name: 'Go to wallet' }).click();
+  const ticketId = await card.getAttribute('data-ticket');
+  await fan.locator(`[data-testid=ticket-card][data-ticket="${ticketId}"]`).waitFor();
+  await carlContext.close();
 });
 
 test('both apps install: manifests load and service workers take control', async () => {
