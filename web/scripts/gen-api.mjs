@@ -16,8 +16,26 @@ try {
 } finally {
   await server.stop();
 }
+/**
+ * Prose (descriptions, summaries, examples) is dropped before generating: the committed client then changes only
+ * when the API's shape changes, not when a handler's doc comment is reworded. Property names such as
+ * `description` inside `properties` are fields, not prose, and stay.
+ */
+function shapeOnly(node, parentKey = '') {
+  if (Array.isArray(node)) return node.map((x) => shapeOnly(x));
+  if (!node || typeof node !== 'object') return node;
+  const out = {};
+  for (const [k, v] of Object.entries(node)) {
+    const prose = ['description', 'summary', 'example', 'examples', 'title'].includes(k);
+    if (prose && parentKey !== 'properties' && typeof v !== 'object') continue;
+    if (prose && parentKey !== 'properties' && k.startsWith('example')) continue;
+    out[k] = shapeOnly(v, k);
+  }
+  return out;
+}
+
 const header = '// Generated from the OpenAPI document by `npm run gen:api`; do not edit.\n\n';
-const text = header + astToString(await openapiTS(doc, { alphabetize: true }));
+const text = header + astToString(await openapiTS(shapeOnly(doc), { alphabetize: true }));
 if (check) {
   let old = '';
   try { old = readFileSync(out, 'utf8'); } catch { /* missing */ }

@@ -8,7 +8,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The issuer's public keys. */
         get: operations["jwks"];
         put?: never;
         post?: never;
@@ -25,7 +24,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** OpenID Connect discovery metadata. */
         get: operations["openid_configuration"];
         put?: never;
         post?: never;
@@ -43,7 +41,6 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** Sets a user's platform role (platform admins only). */
         put: operations["set_platform_role"];
         post?: never;
         delete?: never;
@@ -61,7 +58,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Logs in with email and password. */
         post: operations["login"];
         delete?: never;
         options?: never;
@@ -78,7 +74,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Ends the session the refresh token belongs to. */
         post: operations["logout"];
         delete?: never;
         options?: never;
@@ -95,10 +90,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /**
-         * Mails a password reset link if the address has an account; the answer
-         *     is the same either way.
-         */
         post: operations["request_password_reset"];
         delete?: never;
         options?: never;
@@ -115,7 +106,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Sets a new password with a reset token; every session is logged out. */
         post: operations["confirm_password_reset"];
         delete?: never;
         options?: never;
@@ -132,7 +122,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exchanges a refresh token for a new access and refresh token. */
         post: operations["refresh"];
         delete?: never;
         options?: never;
@@ -149,7 +138,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Creates an account and logs it in; a verification mail is sent. */
         post: operations["register"];
         delete?: never;
         options?: never;
@@ -166,7 +154,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Confirms the email address with the token from the verification mail. */
         post: operations["verify_email"];
         delete?: never;
         options?: never;
@@ -183,7 +170,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Sends a new verification mail to the caller. */
         post: operations["resend_verification"];
         delete?: never;
         options?: never;
@@ -246,7 +232,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Offline admissions that collided (organizer or staff). */
         get: operations["conflicts"];
         put?: never;
         post?: never;
@@ -263,9 +248,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Doors times (organizer or staff). */
         get: operations["get_settings"];
-        /** Sets when the doors close (organizer). Doors open at the event's `doors_open_at`. */
         put: operations["set_settings"];
         post?: never;
         delete?: never;
@@ -281,7 +264,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Live attendance (organizer or staff). */
         get: operations["stats"];
         put?: never;
         post?: never;
@@ -298,10 +280,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /**
-         * Live attendance as server-sent events: a `stats` event every second and
-         *     whenever scans are recorded (organizer or staff).
-         */
         get: operations["stats_stream"];
         put?: never;
         post?: never;
@@ -334,14 +312,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The event's scanner devices (organizer or staff). */
         get: operations["list_devices"];
         put?: never;
-        /**
-         * Creates a scanner device for some gates (organizer or staff) with a
-         *     one-time enrolment code. No `Idempotency-Key` replay here: a replay would
-         *     have to store the one-time code in clear.
-         */
         post: operations["create_device"];
         delete?: never;
         options?: never;
@@ -359,7 +331,6 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Revokes a device (organizer): its token is refused at once. */
         delete: operations["revoke_device"];
         options?: never;
         head?: never;
@@ -373,10 +344,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The event's gates (organizer or staff). */
         get: operations["list_gates"];
         put?: never;
-        /** Creates a gate in a zone (organizer). */
         post: operations["create_gate"];
         delete?: never;
         options?: never;
@@ -391,7 +360,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The event's public issuing keys (public, for scanners and verifiers). */
         get: operations["public_keys"];
         put?: never;
         post?: never;
@@ -410,7 +378,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Retires an older key: credentials it signed stop verifying. */
         post: operations["retire_key"];
         delete?: never;
         options?: never;
@@ -427,7 +394,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Rotates the event's issuing key: a new key signs, older ones keep verifying. */
         post: operations["rotate_key"];
         delete?: never;
         options?: never;
@@ -442,7 +408,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Resale offers a buyer can take now for an event, cheapest first (public). */
         get: operations["event_listings"];
         put?: never;
         post?: never;
@@ -507,10 +472,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The event's access staff (organizer). */
         get: operations["list_staff"];
         put?: never;
-        /** Makes a user access staff of the event (organizer): they may enrol devices and watch attendance. */
         post: operations["add_staff"];
         delete?: never;
         options?: never;
@@ -528,7 +491,6 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Removes a staff member (organizer). */
         delete: operations["remove_staff"];
         options?: never;
         head?: never;
@@ -551,6 +513,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/events/{id}/tickets/{serial}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["history_by_serial"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/events/{id}/zones": {
         parameters: {
             query?: never;
@@ -558,10 +536,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The event's zones (organizer or staff). */
         get: operations["list_zones"];
         put?: never;
-        /** Creates a zone (organizer). */
         post: operations["create_zone"];
         delete?: never;
         options?: never;
@@ -576,7 +552,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A gift you sent or may accept. */
         get: operations["get_gift"];
         put?: never;
         post?: never;
@@ -595,7 +570,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Accept a gift: the ticket becomes yours and its earlier QR codes stop admitting. */
         post: operations["accept_gift"];
         delete?: never;
         options?: never;
@@ -612,7 +586,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Cancel a gift you offered, while it is pending. */
         post: operations["cancel_gift"];
         delete?: never;
         options?: never;
@@ -629,7 +602,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Decline a gift offered to you. */
         post: operations["decline_gift"];
         delete?: never;
         options?: never;
@@ -646,7 +618,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Reserve tickets for a few minutes. */
         post: operations["create_hold"];
         delete?: never;
         options?: never;
@@ -661,11 +632,9 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One of the caller's holds. */
         get: operations["get_hold"];
         put?: never;
         post?: never;
-        /** Give a hold's tickets back. */
         delete: operations["release_hold"];
         options?: never;
         head?: never;
@@ -679,14 +648,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One listing (public). */
         get: operations["get_listing"];
         put?: never;
         post?: never;
         delete?: never;
         options?: never;
         head?: never;
-        /** Change the price of your active listing. */
         patch: operations["reprice"];
         trace?: never;
     };
@@ -699,7 +666,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Buy a listing: reserves it for you and opens the payment at the listing's price. */
         post: operations["purchase"];
         delete?: never;
         options?: never;
@@ -716,7 +682,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Take your listing down. */
         post: operations["withdraw"];
         delete?: never;
         options?: never;
@@ -731,7 +696,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The caller's account and organization memberships (OpenID userinfo). */
         get: operations["me"];
         put?: never;
         post?: never;
@@ -748,7 +712,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Gifts offered to you (pending) and the ones you offered. */
         get: operations["my_gifts"];
         put?: never;
         post?: never;
@@ -765,7 +728,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Your listings, newest first. */
         get: operations["my_listings"];
         put?: never;
         post?: never;
@@ -782,7 +744,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The caller's orders, newest first. */
         get: operations["my_orders"];
         put?: never;
         post?: never;
@@ -799,7 +760,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Your resale purchases, newest first. */
         get: operations["my_purchases"];
         put?: never;
         post?: never;
@@ -816,7 +776,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The tickets the caller holds, newest first. */
         get: operations["my_tickets"];
         put?: never;
         post?: never;
@@ -833,7 +792,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One ticket the caller holds, with its token. */
         get: operations["my_ticket"];
         put?: never;
         post?: never;
@@ -850,7 +808,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The caller's wallet with each ticket's token. The custodial address is created on first use. */
         get: operations["my_wallet"];
         put?: never;
         post?: never;
@@ -869,10 +826,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /**
-         * Links an external address: verifies the signed Sign-In with Ethereum message (domain, URI,
-         *     chain, single-use nonce, times, signer).
-         */
         post: operations["link"];
         delete?: never;
         options?: never;
@@ -890,7 +843,6 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Unlinks an external address. Tokens already exported to it stay there. */
         delete: operations["unlink"];
         options?: never;
         head?: never;
@@ -906,7 +858,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Starts linking an external address: a single-use nonce and the EIP-4361 message to sign. */
         post: operations["challenge"];
         delete?: never;
         options?: never;
@@ -921,7 +872,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** ERC-721 metadata JSON of a ticket's token (what `tokenURI` points to). Public, no personal data. */
         get: operations["token_metadata"];
         put?: never;
         post?: never;
@@ -938,7 +888,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The token's metadata after check-in (the contract points here once the ticket is marked attended). */
         get: operations["attended_metadata"];
         put?: never;
         post?: never;
@@ -955,19 +904,9 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /**
-         * Generated art (`event.svg`, `{ticket_type_id}.svg`) or an organizer's uploaded image
-         *     (`{ticket_type_id}`).
-         */
         get: operations["art"];
-        /**
-         * Replaces a ticket type's generated art with the organizer's own PNG, JPEG or WebP image
-         *     (raw bytes as the body; SVG is refused). Organizers (owner, manager) of the event's
-         *     organization only.
-         */
         put: operations["upload_image"];
         post?: never;
-        /** Removes the organizer's image: metadata points to the generated art again. */
         delete: operations["delete_image"];
         options?: never;
         head?: never;
@@ -981,7 +920,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Contract-level metadata of an event's collection (`contractURI`). */
         get: operations["contract_metadata"];
         put?: never;
         post?: never;
@@ -1000,7 +938,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Turn a hold into an order and start its payment. */
         post: operations["create_order"];
         delete?: never;
         options?: never;
@@ -1015,7 +952,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** An order, for its buyer, its organization's members, or support. */
         get: operations["get_order"];
         put?: never;
         post?: never;
@@ -1034,7 +970,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Start (or retry starting) the payment of a pending order. */
         post: operations["checkout"];
         delete?: never;
         options?: never;
@@ -1051,7 +986,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Refund a paid order (organization owner or manager, or support). */
         post: operations["refund"];
         delete?: never;
         options?: never;
@@ -1066,7 +1000,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The tickets of one order. */
         get: operations["order_tickets"];
         put?: never;
         post?: never;
@@ -1131,10 +1064,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The organization's members (any member may look). */
         get: operations["list_members"];
         put?: never;
-        /** Adds a member to the organization or changes their role (owners only). */
         post: operations["add_member"];
         delete?: never;
         options?: never;
@@ -1151,10 +1082,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /**
-         * Receives a provider webhook. The raw body is verified against the
-         *     provider's signature scheme before anything in it is read.
-         */
         post: operations["receive_webhook"];
         delete?: never;
         options?: never;
@@ -1185,7 +1112,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One of your resale purchases. */
         get: operations["get_purchase"];
         put?: never;
         post?: never;
@@ -1202,7 +1128,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The scanner's offline bundle, or the changes since `cursor`. */
         get: operations["bundle"];
         put?: never;
         post?: never;
@@ -1221,7 +1146,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exchanges a one-time enrolment code for a device token (no user login). */
         post: operations["enrol"];
         delete?: never;
         options?: never;
@@ -1238,7 +1162,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Validates one scan online; the admission is durable before the answer. */
         post: operations["scan"];
         delete?: never;
         options?: never;
@@ -1255,7 +1178,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Validates and records up to 500 scans in one transaction. */
         post: operations["scan_batch"];
         delete?: never;
         options?: never;
@@ -1287,7 +1209,6 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** Sets a ticket type's entry policy (organizer of its event). */
         put: operations["set_entry_policy"];
         post?: never;
         delete?: never;
@@ -1303,7 +1224,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The ticket's signed credential for its current generation (holder only). */
         get: operations["get_credential"];
         put?: never;
         post?: never;
@@ -1322,7 +1242,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Registers the holder's device key for the ticket's current generation (holder only). */
         post: operations["register_device_key"];
         delete?: never;
         options?: never;
@@ -1339,7 +1258,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exports the ticket's token to one of the holder's linked addresses, when the event allows it. */
         post: operations["export"];
         delete?: never;
         options?: never;
@@ -1356,7 +1274,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Offer one of your tickets to someone by email. */
         post: operations["offer_gift"];
         delete?: never;
         options?: never;
@@ -1371,10 +1288,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /**
-         * A ticket's public history: issued, each gift and resale (with its price
-         *     beside the cap), checked in. Holders are pseudonymous.
-         */
         get: operations["history"];
         put?: never;
         post?: never;
@@ -1393,7 +1306,6 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** List your ticket for resale at a price within the cap. */
         post: operations["create_listing"];
         delete?: never;
         options?: never;
@@ -1408,7 +1320,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The printable ticket's static QR as PNG (holder only). */
         get: operations["qr_png"];
         put?: never;
         post?: never;
@@ -1425,10 +1336,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /**
-         * The printable ticket's static QR as SVG (holder only). Rotating codes are
-         *     drawn by the app, which alone holds the device key that signs the proof.
-         */
         get: operations["qr_svg"];
         put?: never;
         post?: never;
@@ -1445,10 +1352,6 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /**
-         * What you may do with your ticket now: the cap, royalty and fee, and
-         *     whether a gift or a listing would be refused (and with which code).
-         */
         get: operations["resale_terms"];
         put?: never;
         post?: never;
@@ -1463,23 +1366,15 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         AcceptGiftBody: {
-            /**
-             * @description The claim token from the gift mail. Required when the offer was made
-             *     to an address that had no account at the time (an invitation).
-             */
             claim_token?: string | null;
         };
         AddStaff: {
             email: string;
         };
-        /** @description A ticket in the wallet. */
         AssetOut: {
             event_id: string;
             event_name: string;
-            /**
-             * Format: int64
-             * @description The holder generation: credentials of older generations no longer admit.
-             */
+            /** Format: int64 */
             generation: number;
             nft: components["schemas"]["NftOut"];
             starts_at: string;
@@ -1496,19 +1391,15 @@ export interface components {
             keys: components["schemas"]["JwkOut"][];
             /** Format: int64 */
             next_cursor: number;
-            /** @description Changes since the cursor (everything without one). */
             revocations: components["schemas"]["RevocationOut"][];
             ticket_types: components["schemas"]["TypeRuleOut"][];
             valid_ticket_ids?: string[] | null;
         };
         ChallengeIn: {
-            /** @description The external address to link (0x + 40 hex digits). */
             address: string;
         };
-        /** @description What the wallet app asks the external wallet to sign. */
         ChallengeOut: {
             expires_at: string;
-            /** @description The exact EIP-4361 text to sign with `personal_sign`. */
             message: string;
             nonce: string;
         };
@@ -1533,23 +1424,15 @@ export interface components {
             name: string;
         };
         CreateEvent: {
-            /**
-             * Format: int64
-             * @description 1..=1000000.
-             */
+            /** Format: int64 */
             capacity: number;
-            /** @description ISO 4217. */
             currency: string;
             description?: string;
-            /** @description RFC 3339, not after `starts_at`. */
             doors_open_at?: string | null;
-            /** @description RFC 3339, after `starts_at`. */
             ends_at: string;
             name: string;
             resale_policy?: components["schemas"]["ResalePolicyIn"] | null;
-            /** @description RFC 3339. */
             starts_at: string;
-            /** @description IANA name such as `Europe/Madrid` or `UTC`. */
             timezone: string;
             venue: components["schemas"]["VenueIo"];
         };
@@ -1559,7 +1442,6 @@ export interface components {
         };
         CreateHoldBody: {
             event_id: components["schemas"]["EventId"];
-            /** @description Distinct ticket types, at most 100 tickets in total. */
             items: components["schemas"]["HoldItemBody"][];
         };
         CreateOrderBody: {
@@ -1567,60 +1449,44 @@ export interface components {
         };
         CreateOrganization: {
             name: string;
-            /** @description Derived from the name when absent. */
             slug?: string | null;
         };
         CreateQuota: {
             name: string;
-            /**
-             * Format: int64
-             * @description 0..=1000000.
-             */
+            /** Format: int64 */
             size: number;
             ticket_type_ids?: components["schemas"]["TicketTypeId"][];
         };
         CreateTicketType: {
             description?: string;
-            /**
-             * Format: int64
-             * @description min_per_order..=100 (default 10).
-             */
+            /** Format: int64 */
             max_per_order?: number;
-            /**
-             * Format: int64
-             * @description ≥ 1 (default 1).
-             */
+            /** Format: int64 */
             min_per_order?: number;
             name: string;
             price: components["schemas"]["PriceIn"];
             printable?: boolean;
-            /** @description Shared (non-capacity) quotas of the same event to join. */
             quota_ids?: components["schemas"]["QuotaId"][];
             sale_ends_at?: string | null;
             sale_starts_at?: string | null;
             zones?: string[];
         };
         CreateZone: {
-            /** @description The name ticket types list in their `zones`. */
             name: string;
         };
         CredentialOut: {
-            /** @description base64url of the COSE_Sign1 bytes. */
             credential: string;
             expires_at: string;
             /** Format: int32 */
             generation: number;
             kid: string;
-            /** @description `rotating` (the app adds its proof every `step_seconds`) or `static` (printable). */
             kind: string;
             not_before: string;
-            /** @description The QR text of a static credential; a rotating one is rendered by the app. */
             qr_text?: string | null;
             /** Format: int64 */
             step_seconds: number;
         };
         DeviceKeyIn: {
-            /** @description The holder device's Ed25519 public key: 32 bytes, base64url. */
             public_key: string;
         };
         DeviceOut: {
@@ -1644,23 +1510,17 @@ export interface components {
         };
         EnrolIn: {
             code: string;
-            /** @description The device's own Ed25519 public key (32 bytes, base64url), optional. */
             device_public_key?: string | null;
         };
         EnrolOut: {
             device_id: string;
-            /** @description Send as `Authorization: Device <token>`; shown only here. */
             device_token: string;
             event_id: string;
             gate_ids: string[];
         };
         EntryPolicyIo: {
-            /**
-             * Format: int64
-             * @description Total entries allowed with re-entry (1 to 1000).
-             */
+            /** Format: int64 */
             max_entries?: number | null;
-            /** @description Whether an exit scan allows entering again. */
             reentry: boolean;
         };
         EntryPolicyOut: {
@@ -1669,10 +1529,7 @@ export interface components {
             reentry: boolean;
             ticket_type_id: string;
         };
-        /**
-         * Format: uuid
-         * @description An event (a dated performance at a venue).
-         */
+        /** Format: uuid */
         EventId: string;
         EventOut: {
             /** Format: int64 */
@@ -1687,17 +1544,12 @@ export interface components {
             organization_id: components["schemas"]["OrganizationId"];
             resale_policy: components["schemas"]["ResalePolicyOut"];
             starts_at: string;
-            /**
-             * @description Effective status: draft, published, on_sale, sales_closed, ended or
-             *     cancelled.
-             */
             status: string;
             ticket_types: components["schemas"]["TicketTypeOut"][];
             timezone: string;
             updated_at: string;
             venue: components["schemas"]["VenueIo"];
         };
-        /** @description An event in a listing. */
         EventSummary: {
             currency: string;
             ends_at: string;
@@ -1710,17 +1562,12 @@ export interface components {
             venue: components["schemas"]["VenueIo"];
         };
         ExportIn: {
-            /** @description One of the caller's linked addresses. */
             address: string;
         };
         ExportOut: {
             exported_at: string;
-            /**
-             * Format: int64
-             * @description The ticket's new holder generation: credentials of older generations stop admitting.
-             */
+            /** Format: int64 */
             generation: number;
-            /** @description The on-chain transfer follows asynchronously; the wallet view shows its progress. */
             status: string;
             ticket_id: components["schemas"]["TicketId"];
             to_address: string;
@@ -1742,18 +1589,14 @@ export interface components {
             /** Format: uuid */
             id: string;
             recipient_email: string;
-            /** @description True for the caller's own offers (outgoing). */
             sent_by_me: boolean;
-            /** @description `pending | accepted | declined | cancelled | expired | void`. */
             status: string;
             ticket_id: components["schemas"]["TicketId"];
         };
         HistoryEntryView: {
             at: string;
             cap?: components["schemas"]["MoneyView"] | null;
-            /** @description Pseudonymous, per ticket: `holder 1`, `holder 2`, … */
             from?: string | null;
-            /** @description `issued | minted | gift | resale | checked_in`, in time order. */
             kind: string;
             price?: components["schemas"]["MoneyView"] | null;
             to?: string | null;
@@ -1766,37 +1609,26 @@ export interface components {
             serial: number;
             ticket_id: components["schemas"]["TicketId"];
             ticket_type: string;
-            /** @description False once cancelled or refunded. */
             valid: boolean;
         };
-        /**
-         * Format: uuid
-         * @description A cart reservation with an expiry.
-         */
+        /** Format: uuid */
         HoldId: string;
         HoldItemBody: {
-            /**
-             * Format: int64
-             * @description At least 1 and within the ticket type's per-order limits.
-             */
+            /** Format: int64 */
             quantity: number;
             ticket_type_id: components["schemas"]["TicketTypeId"];
         };
         HoldView: {
             created_at: string;
             event_id: components["schemas"]["EventId"];
-            /** @description RFC 3339; the inventory is given back after this instant. */
             expires_at: string;
             id: components["schemas"]["HoldId"];
             items: components["schemas"]["HoldItemBody"][];
-            /** @description `active | converted | released | expired`. */
             status: string;
         };
         ImageOut: {
-            /** @description The URL metadata now points to for this ticket type. */
             image: string;
         };
-        /** @description An Ed25519 public key as an RFC 8037 OKP JWK. */
         Jwk: {
             alg: string;
             crv: string;
@@ -1805,18 +1637,14 @@ export interface components {
             use: string;
             x: string;
         };
-        /** @description A public issuing key in JWK form (OKP, Ed25519). */
         JwkOut: {
             alg: string;
             created_at: string;
             crv: string;
-            /** @description The key that signs new credentials. */
             current: boolean;
-            /** @description base64url of the 8-byte key id carried in the credential's COSE header. */
             kid: string;
             kty: string;
             use: string;
-            /** @description base64url of the raw 32-byte public key. */
             x: string;
         };
         JwkSet: {
@@ -1826,14 +1654,10 @@ export interface components {
             keys: components["schemas"]["JwkOut"][];
         };
         LinkIn: {
-            /** @description The signed EIP-4361 message, exactly as signed. */
             message: string;
-            /** @description The 65-byte EIP-191 signature, 0x-hex. */
             signature: string;
         };
-        /** @description A linked external address. */
         LinkOut: {
-            /** @description EIP-55 checksummed. */
             address: string;
             /** Format: int64 */
             chain_id: number;
@@ -1842,24 +1666,20 @@ export interface components {
         ListingList: {
             items: components["schemas"]["ListingView"][];
         };
-        /** @description A listing as anyone sees it: no seller. */
         ListingView: {
             cap?: components["schemas"]["MoneyView"] | null;
             created_at: string;
             event_id: components["schemas"]["EventId"];
-            /** @description The order position's price. */
             face_value: components["schemas"]["MoneyView"];
             /** Format: uuid */
             id: string;
             price: components["schemas"]["MoneyView"];
             /** Format: int64 */
             serial: number;
-            /** @description `active | held | sold | withdrawn` (`held`: a buyer is paying). */
             status: string;
             ticket_id: components["schemas"]["TicketId"];
             ticket_type: string;
             updated_at: string;
-            /** @description `seller | window_closed | freeze | resale_disabled | ticket_changed | event_closed`. */
             withdraw_reason?: string | null;
         };
         LoginRequest: {
@@ -1875,7 +1695,6 @@ export interface components {
             display_name: string;
             email: string;
             role: components["schemas"]["OrgRole"];
-            /** @description When the membership was created, RFC 3339. */
             since: string;
             user_id: components["schemas"]["UserId"];
         };
@@ -1907,49 +1726,34 @@ export interface components {
             amount_minor: number;
             currency: string;
         };
-        /** @description Money on the wire: integer minor units and an ISO 4217 code. */
         MoneyView: {
             /** Format: int64 */
             amount_minor: number;
             currency: string;
         };
         MyGiftsView: {
-            /** @description Pending offers to the caller's account or address. */
             incoming: components["schemas"]["GiftView"][];
-            /** @description The caller's offers, newest first. */
             outgoing: components["schemas"]["GiftView"][];
         };
         NewDeviceOut: {
             device: components["schemas"]["DeviceOut"];
-            /** @description One-time enrolment code, shown only here; stored as a digest. */
             enrolment_code: string;
             enrolment_expires_at: string;
-            /** @description The code as a QR (SVG document) for the scanner's camera. */
             enrolment_qr_svg: string;
         };
-        /** @description A ticket's token. */
         NftOut: {
-            /** @description `embedded` or `rpc`; absent until the collection is planned. */
             chain?: string | null;
             /** Format: int64 */
             chain_id?: number | null;
-            /** @description The event's collection (EIP-55); absent until planned. */
             contract?: string | null;
-            /** @description A linked address the token was exported to. */
             exported_to?: string | null;
-            /** @description What the contract's `tokenURI` returns. */
             metadata_url: string;
-            /** @description Where the token is (or is being minted to). */
             owner?: string | null;
-            /** @description `pending`, `submitted`, `confirmed` or `burned`. */
             status: string;
-            /** @description The token id (the ticket's serial), decimal. */
             token_id: string;
-            /** @description The mint transaction. */
             tx_hash?: string | null;
         };
         OfferGiftBody: {
-            /** @description The recipient's email address; they need no account yet. */
             recipient_email: string;
         };
         OneTimeTokenRequest: {
@@ -1968,37 +1772,27 @@ export interface components {
             token_endpoint_auth_methods_supported: string[];
             userinfo_endpoint: string;
         };
-        /**
-         * Format: uuid
-         * @description An order: the purchase of a hold's positions.
-         */
+        /** Format: uuid */
         OrderId: string;
         OrderPage: {
             items: components["schemas"]["OrderView"][];
             next_cursor?: string | null;
         };
         OrderView: {
-            /** @description The provider's page to pay on; absent until the payment was started. */
             checkout_url?: string | null;
             created_at: string;
             event_id: components["schemas"]["EventId"];
             id: components["schemas"]["OrderId"];
-            /** @description Why the last payment attempt failed, if it did. */
             last_payment_error?: string | null;
             organization_id: components["schemas"]["OrganizationId"];
             paid_at?: string | null;
-            /** @description RFC 3339; an unpaid order expires after this instant. */
             payment_deadline: string;
             payment_id?: components["schemas"]["PaymentId"] | null;
             positions: components["schemas"]["PositionView"][];
-            /** @description `pending | paid | refunded | expired | cancelled`. */
             status: string;
             total: components["schemas"]["MoneyView"];
         };
-        /**
-         * Format: uuid
-         * @description A tenant: the organizer's company.
-         */
+        /** Format: uuid */
         OrganizationId: string;
         OrganizationOut: {
             created_at: string;
@@ -2006,12 +1800,8 @@ export interface components {
             name: string;
             slug: string;
         };
-        /**
-         * @description A member's role in one organization, from most to least powerful.
-         * @enum {string}
-         */
+        /** @enum {string} */
         OrgRole: "viewer" | "manager" | "owner";
-        /** @description One page of results. */
         Page_EventSummary: {
             items: {
                 currency: string;
@@ -2024,15 +1814,11 @@ export interface components {
                 timezone: string;
                 venue: components["schemas"]["VenueIo"];
             }[];
-            /** @description Pass as `cursor` to get the next page; absent on the last page. */
             next_cursor?: string | null;
         };
         PasswordChangedResponse: {
             password_changed: boolean;
-            /**
-             * Format: int64
-             * @description How many sessions were logged out.
-             */
+            /** Format: int64 */
             sessions_revoked: number;
         };
         PasswordResetConfirmRequest: {
@@ -2043,52 +1829,34 @@ export interface components {
         PasswordResetRequest: {
             email: string;
         };
-        /**
-         * Format: uuid
-         * @description A payment attempt with a provider.
-         */
+        /** Format: uuid */
         PaymentId: string;
-        /**
-         * @description Platform-wide role. Organization roles (owner, manager, viewer) are per
-         *     organization and checked by the context that owns the object.
-         * @enum {string}
-         */
+        /** @enum {string} */
         PlatformRole: "fan" | "support" | "admin";
         PositionView: {
             id: string;
             /** Format: int64 */
             position: number;
-            /** @description The server's price at order time. */
             price: components["schemas"]["MoneyView"];
             ticket_type_id: components["schemas"]["TicketTypeId"];
         };
         PriceBody: {
-            /** @description The asking price; at most the cap (`GET /api/v1/tickets/{id}/resale-terms`). */
             price: components["schemas"]["MoneyView"];
         };
         PriceIn: {
-            /**
-             * Format: int64
-             * @description Minor units, ≥ 0.
-             */
+            /** Format: int64 */
             amount_minor: number;
-            /** @description Must be the event currency. */
             currency: string;
         };
-        /** @description RFC 9457 problem details; `code` is stable and machine-readable, extension members may follow. */
         Problem: {
-            /** @description stable snake_case error code */
             code: string;
             detail?: string;
-            /** @description field-level failures of `validation_failed` */
             errors?: {
                 field: string;
                 message: string;
             }[];
-            /** @description the HTTP status */
             status: number;
             title: string;
-            /** @description https://entrada.dev/problems/{code} */
             type: string;
         } & {
             [key: string]: unknown;
@@ -2101,7 +1869,6 @@ export interface components {
             completed_at?: string | null;
             created_at: string;
             event_id: components["schemas"]["EventId"];
-            /** @description Pay before this instant, or the listing goes back on sale. */
             expires_at: string;
             fee: components["schemas"]["MoneyView"];
             /** Format: uuid */
@@ -2111,19 +1878,11 @@ export interface components {
             listing_id: string;
             price: components["schemas"]["MoneyView"];
             royalty: components["schemas"]["MoneyView"];
-            /**
-             * @description What the seller receives, the organizer's royalty and the platform
-             *     fee; they add up to `price` exactly.
-             */
             seller_proceeds: components["schemas"]["MoneyView"];
-            /** @description `pending | completed | expired | refunded | cancelled`. */
             status: string;
             ticket_id: components["schemas"]["TicketId"];
         };
-        /**
-         * Format: uuid
-         * @description A pool of inventory shared by one or more ticket types.
-         */
+        /** Format: uuid */
         QuotaId: string;
         QuotaList: {
             items: components["schemas"]["QuotaOut"][];
@@ -2133,16 +1892,12 @@ export interface components {
             available: number;
             event_id: components["schemas"]["EventId"];
             id: components["schemas"]["QuotaId"];
-            /** @description The event's capacity quota, which every ticket type joins. */
             is_capacity: boolean;
             name: string;
             /** Format: int64 */
             size: number;
             ticket_type_ids: components["schemas"]["TicketTypeId"][];
-            /**
-             * Format: int64
-             * @description Sold, pending and held places.
-             */
+            /** Format: int64 */
             used: number;
         };
         ReasonCountOut: {
@@ -2154,52 +1909,31 @@ export interface components {
             refresh_token: string;
         };
         RefundBody: {
-            /** @description Shown in the audit log and passed to the payment provider. */
             reason?: string | null;
         };
         RegisterRequest: {
             display_name: string;
             email: string;
-            /**
-             * Format: password
-             * @description 10 to 128 characters.
-             */
+            /** Format: password */
             password: string;
         };
-        /**
-         * @description Resale rules; every field optional. On create, absent fields take the
-         *     defaults (transfers and resale allowed, cap at face value, no royalty or
-         *     fee, no export); on update, absent fields are kept.
-         */
         ResalePolicyIn: {
             export_after?: string | null;
             export_allowed?: boolean | null;
-            /**
-             * Format: int64
-             * @description 0..=10000; royalty + fee ≤ 10000.
-             */
+            /** Format: int64 */
             fee_bps?: number | null;
             /** Format: int64 */
             freeze_minutes_before_doors?: number | null;
             /** Format: int64 */
             max_resales_per_ticket?: number | null;
-            /**
-             * Format: int64
-             * @description Cap as basis points of face value (11000 = 110 %), 1..=100000.
-             */
+            /** Format: int64 */
             price_cap_bps?: number | null;
-            /**
-             * Format: int64
-             * @description Cap as an absolute amount in minor units of the event currency.
-             */
+            /** Format: int64 */
             price_cap_minor?: number | null;
             resale_allowed?: boolean | null;
             resale_closes_at?: string | null;
             resale_opens_at?: string | null;
-            /**
-             * Format: int64
-             * @description 0..=10000.
-             */
+            /** Format: int64 */
             royalty_bps?: number | null;
             transfers_allowed?: boolean | null;
         };
@@ -2228,9 +1962,7 @@ export interface components {
             face_value: components["schemas"]["MoneyView"];
             /** Format: int64 */
             fee_bps: number;
-            /** @description `null` when a gift offer would be accepted now, else the problem code it would get. */
             gift_refusal?: string | null;
-            /** @description `null` when a listing would be accepted now, else the problem code it would get. */
             resale_refusal?: string | null;
             /** Format: int64 */
             resales_so_far: number;
@@ -2239,12 +1971,8 @@ export interface components {
             ticket_id: components["schemas"]["TicketId"];
         };
         RevocationOut: {
-            /** @description The ticket no longer admits at all. */
             cancelled: boolean;
-            /**
-             * Format: int64
-             * @description Credentials of lower generations no longer admit.
-             */
+            /** Format: int64 */
             min_generation: number;
             ticket_id: string;
         };
@@ -2252,35 +1980,25 @@ export interface components {
             role: components["schemas"]["PlatformRole"];
         };
         ScanIn: {
-            /** @description For offline scans: whether the device let the person through (default true). */
             admitted?: boolean | null;
             direction?: components["schemas"]["DirectionIo"];
             gate_id: string;
-            /** @description Unique per device and scan: a re-upload with the same nonce replays the verdict. */
             nonce: string;
-            /** @description Decided on the device without the server (uploaded later). */
             offline?: boolean;
-            /** @description The QR text as read (`EN1:` + base45). */
             payload: string;
-            /** @description The device's clock at the scan (RFC 3339); decides offline scans. */
             scanned_at?: string | null;
         };
         ScansIn: {
-            /** @description Up to 500 scans, online or uploaded after an offline period. */
             scans: components["schemas"]["ScanIn"][];
         };
         ScansOut: {
-            /** @description One verdict per scan, in order. */
             verdicts: components["schemas"]["VerdictOut"][];
         };
         SettingsIn: {
-            /** @description `null` resets to the event's end. */
             doors_close_at?: string | null;
         };
         SettingsOut: {
-            /** @description Effective closing time (the event's end unless set). */
             doors_close_at: string;
-            /** @description From the event; `null` means the doors are open until closing. */
             doors_open_at?: string | null;
         };
         StaffListOut: {
@@ -2297,10 +2015,7 @@ export interface components {
             user_id: string;
         };
         StatsOut: {
-            /**
-             * Format: int64
-             * @description Tickets that entered at least once.
-             */
+            /** Format: int64 */
             admitted_tickets: number;
             at: string;
             /** Format: int64 */
@@ -2311,25 +2026,16 @@ export interface components {
             inside: number;
             rejections: components["schemas"]["ReasonCountOut"][];
         };
-        /**
-         * Format: uuid
-         * @description One issued ticket, one admission.
-         */
+        /** Format: uuid */
         TicketId: string;
         TicketPage: {
             items: components["schemas"]["TicketView"][];
             next_cursor?: string | null;
         };
-        /**
-         * Format: uuid
-         * @description A kind of ticket for an event, with a price.
-         */
+        /** Format: uuid */
         TicketTypeId: string;
         TicketTypeOut: {
-            /**
-             * Format: int64
-             * @description Places left: the minimum over its quotas of size − used.
-             */
+            /** Format: int64 */
             available: number;
             description: string;
             event_id: components["schemas"]["EventId"];
@@ -2339,11 +2045,9 @@ export interface components {
             /** Format: int64 */
             min_per_order: number;
             name: string;
-            /** @description The event is on sale and the type's sale window is open now. */
             on_sale_now: boolean;
             price: components["schemas"]["MoneyOut"];
             printable: boolean;
-            /** @description Every quota this type draws from, the capacity quota first. */
             quota_ids: components["schemas"]["QuotaId"][];
             sale_ends_at?: string | null;
             sale_starts_at?: string | null;
@@ -2352,62 +2056,32 @@ export interface components {
         TicketView: {
             chain?: components["schemas"]["TokenView"] | null;
             event_id: components["schemas"]["EventId"];
-            /**
-             * Format: int64
-             * @description Bumped when the ticket changes holder; old credentials stop admitting.
-             */
+            /** Format: int64 */
             generation: number;
             id: components["schemas"]["TicketId"];
             issued_at: string;
             order_id: components["schemas"]["OrderId"];
-            /**
-             * Format: int64
-             * @description The ticket's number within its event (the future token id).
-             */
+            /** Format: int64 */
             serial: number;
-            /** @description `valid | cancelled`. */
             status: string;
             ticket_type_id: components["schemas"]["TicketTypeId"];
         };
         TokenResponse: {
-            /** @description An EdDSA-signed JWT; send as `Authorization: Bearer …`. */
             access_token: string;
-            /**
-             * Format: int64
-             * @description Seconds until the access token expires.
-             */
+            /** Format: int64 */
             expires_in: number;
-            /** @description Single use: exchange it at `/api/v1/auth/refresh` for a new pair. */
             refresh_token: string;
-            /** @description Always `Bearer`. */
             token_type: string;
             user: components["schemas"]["UserResponse"];
         };
-        /** @description Where a ticket's token is on its way to the chain. */
         TokenView: {
-            /**
-             * Format: int64
-             * @description EIP-155 chain id.
-             */
+            /** Format: int64 */
             chain_id: number;
-            /** @description The event's ERC-721 collection; absent until it exists on chain. */
             contract?: string | null;
-            /** @description `embedded` (the chain inside this deployment) or `rpc` (an EVM network). */
             network: string;
-            /** @description The address the token was minted or last moved to. */
             owner?: string | null;
-            /**
-             * @description `pending` (waiting for its batch), `submitted` (in a transaction), `confirmed` (on
-             *     chain), `burned` (refunded or cancelled; never minted if it had not been yet), or
-             *     `failed` (refused by the chain; an operator looks at it).
-             */
             status: string;
-            /** @description The token id: the ticket's serial, as a decimal string. */
             token_id: string;
-            /**
-             * @description The mint transaction, or the burn once burned; absent while pending, or when the
-             *     outcome was learned by reading the chain after a lost answer.
-             */
             tx_hash?: string | null;
         };
         TypeRuleOut: {
@@ -2416,10 +2090,8 @@ export interface components {
             max_entries: number;
             name: string;
             reentry: boolean;
-            /** @description Zone names; empty admits everywhere. */
             zones: string[];
         };
-        /** @description A partial update: absent fields are kept; `doors_open_at: null` clears. */
         UpdateEvent: {
             /** Format: int64 */
             capacity?: number | null;
@@ -2435,13 +2107,9 @@ export interface components {
         };
         UpdateQuota: {
             name?: string | null;
-            /**
-             * Format: int64
-             * @description Never below `used`.
-             */
+            /** Format: int64 */
             size?: number | null;
         };
-        /** @description A partial update: absent fields are kept; `null` clears a sale window end. */
         UpdateTicketType: {
             description?: string | null;
             /** Format: int64 */
@@ -2451,19 +2119,14 @@ export interface components {
             name?: string | null;
             price?: components["schemas"]["PriceIn"] | null;
             printable?: boolean | null;
-            /** @description Replaces the shared-quota memberships. */
             quota_ids?: components["schemas"]["QuotaId"][] | null;
             sale_ends_at?: string | null;
             sale_starts_at?: string | null;
             zones?: string[] | null;
         };
-        /**
-         * Format: uuid
-         * @description An account: fan, organizer, staff, support or admin.
-         */
+        /** Format: uuid */
         UserId: string;
         UserResponse: {
-            /** @description RFC 3339, UTC. */
             created_at: string;
             display_name: string;
             email: string;
@@ -2474,13 +2137,10 @@ export interface components {
         VenueIo: {
             address?: string;
             city?: string;
-            /** @description ISO 3166-1 alpha-2, such as `ES`. */
             country?: string;
             name: string;
         };
-        /** @description The answer to one scan. */
         VerdictOut: {
-            /** @description An offline admission that collided with an earlier one (recorded as a conflict). */
             conflict: boolean;
             display?: components["schemas"]["DisplayOut"] | null;
             /** Format: int64 */
@@ -2490,29 +2150,17 @@ export interface components {
             first_used_at?: string | null;
             nonce: string;
             ok: boolean;
-            /**
-             * @description ok, already_used, superseded_generation, wrong_event, wrong_zone, not_yet_open, closed, expired,
-             *     bad_signature, stale_proof, clock_skew, unpaid, cancelled, unknown_ticket, gate_not_assigned,
-             *     not_inside, and the credential's other codes (malformed, unknown_key, missing_proof, …).
-             */
             reason: string;
             ticket_id?: string | null;
         };
         VerifiedResponse: {
             email_verified: boolean;
         };
-        /** @description The fan's wallet: their custodial address, linked addresses and tickets. */
         WalletOut: {
-            /**
-             * @description The address Entrada holds tokens at for this fan (EIP-55). The
-             *     platform keeps its key and pays every fee.
-             */
             custodial_address: string;
             links: components["schemas"]["LinkOut"][];
-            /** @description Valid tickets, soonest event first (at most 500). */
             tickets: components["schemas"]["AssetOut"][];
         };
-        /** @description The acknowledgement of a webhook delivery. */
         WebhookAck: {
             received: boolean;
         };
@@ -2550,7 +2198,6 @@ export interface operations {
                     "application/json": components["schemas"]["JwkSet"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2559,7 +2206,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2568,7 +2214,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -2596,7 +2241,6 @@ export interface operations {
                     "application/json": components["schemas"]["OpenIdConfiguration"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2605,7 +2249,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2614,7 +2257,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -2648,7 +2290,6 @@ export interface operations {
                     "application/json": components["schemas"]["UserResponse"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2657,7 +2298,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2666,7 +2306,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description forbidden */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2675,7 +2314,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2684,7 +2322,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2693,7 +2330,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2702,7 +2338,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2711,7 +2346,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2720,7 +2354,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -2752,7 +2385,6 @@ export interface operations {
                     "application/json": components["schemas"]["TokenResponse"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2761,7 +2393,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_credentials; `unauthenticated`, `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2770,7 +2401,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2779,7 +2409,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2788,7 +2417,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2797,7 +2425,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description too_many_attempts; `rate_limited` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2806,7 +2433,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -2836,7 +2462,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2845,7 +2470,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2854,7 +2478,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2863,7 +2486,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2872,7 +2494,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2881,7 +2502,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2890,7 +2510,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -2920,7 +2539,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2929,7 +2547,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2938,7 +2555,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -2947,7 +2563,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -2956,7 +2571,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2965,7 +2579,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -2974,7 +2587,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3006,7 +2618,6 @@ export interface operations {
                     "application/json": components["schemas"]["PasswordChangedResponse"];
                 };
             };
-            /** @description invalid_token or token_expired; `malformed_json` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3015,7 +2626,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3024,7 +2634,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3033,7 +2642,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3042,7 +2650,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3051,7 +2658,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3060,7 +2666,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3092,7 +2697,6 @@ export interface operations {
                     "application/json": components["schemas"]["TokenResponse"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3101,7 +2705,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_refresh_token, refresh_token_expired or refresh_token_reused; `unauthenticated`, `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3110,7 +2713,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3119,7 +2721,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3128,7 +2729,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3137,7 +2737,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3146,7 +2745,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3178,7 +2776,6 @@ export interface operations {
                     "application/json": components["schemas"]["TokenResponse"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3187,7 +2784,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3196,7 +2792,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description email_taken */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3205,7 +2800,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3214,7 +2808,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3223,7 +2816,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3232,7 +2824,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3241,7 +2832,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3273,7 +2863,6 @@ export interface operations {
                     "application/json": components["schemas"]["VerifiedResponse"];
                 };
             };
-            /** @description invalid_token or token_expired; `malformed_json` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3282,7 +2871,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3291,7 +2879,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3300,7 +2887,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3309,7 +2895,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3318,7 +2903,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3327,7 +2911,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3353,7 +2936,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3362,7 +2944,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description already_verified */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3371,7 +2952,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3380,7 +2960,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3394,15 +2973,10 @@ export interface operations {
     list_events: {
         parameters: {
             query?: {
-                /** @description The `next_cursor` of the previous page. */
                 cursor?: string | null;
-                /** @description Only events starting at or after this RFC 3339 time. */
                 from?: string | null;
-                /** @description Items per page, 1 to 200 (default 50). */
                 limit?: number | null;
-                /** @description Case-insensitive text in the name, venue or city. */
                 q?: string | null;
-                /** @description Only events starting before this RFC 3339 time. */
                 to?: string | null;
             };
             header?: never;
@@ -3419,7 +2993,6 @@ export interface operations {
                     "application/json": components["schemas"]["Page_EventSummary"];
                 };
             };
-            /** @description `invalid_query`: the query string cannot be read */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3428,7 +3001,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3437,7 +3009,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3446,7 +3017,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3455,7 +3025,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3485,7 +3054,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3494,7 +3062,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3503,7 +3070,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3512,7 +3078,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3546,7 +3111,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3555,7 +3119,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3564,7 +3127,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3573,7 +3135,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description capacity_below_sold, currency_locked, event_closed */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3582,7 +3143,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3591,7 +3151,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3600,7 +3159,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3609,7 +3167,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3618,7 +3175,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3648,7 +3204,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3657,7 +3212,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: no such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3666,7 +3220,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_transition */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3675,7 +3228,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3684,7 +3236,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3714,7 +3265,6 @@ export interface operations {
                     "application/json": components["schemas"]["ConflictsOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3723,7 +3273,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3732,7 +3281,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3741,7 +3289,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3771,7 +3318,6 @@ export interface operations {
                     "application/json": components["schemas"]["SettingsOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3780,7 +3326,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3789,7 +3334,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3798,7 +3342,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3832,7 +3375,6 @@ export interface operations {
                     "application/json": components["schemas"]["SettingsOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3841,7 +3383,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3850,7 +3391,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3859,7 +3399,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3868,7 +3407,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3877,7 +3415,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3886,7 +3423,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3895,7 +3431,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3925,7 +3460,6 @@ export interface operations {
                     "application/json": components["schemas"]["StatsOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3934,7 +3468,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3943,7 +3476,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3952,7 +3484,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -3982,7 +3513,6 @@ export interface operations {
                     "text/event-stream": components["schemas"]["StatsOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3991,7 +3521,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4000,7 +3529,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4009,7 +3537,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4039,7 +3566,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4048,7 +3574,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: no such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4057,7 +3582,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_transition */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4066,7 +3590,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4075,7 +3598,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4105,7 +3627,6 @@ export interface operations {
                     "application/json": components["schemas"]["DevicesOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4114,7 +3635,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4123,7 +3643,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4132,7 +3651,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4166,7 +3684,6 @@ export interface operations {
                     "application/json": components["schemas"]["NewDeviceOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4175,7 +3692,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4184,7 +3700,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4193,7 +3708,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -4202,7 +3716,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4211,7 +3724,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4220,7 +3732,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4229,7 +3740,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4258,7 +3768,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4267,7 +3776,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4276,7 +3784,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4285,7 +3792,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4315,7 +3821,6 @@ export interface operations {
                     "application/json": components["schemas"]["GatesOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4324,7 +3829,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4333,7 +3837,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4342,7 +3845,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4376,7 +3878,6 @@ export interface operations {
                     "application/json": components["schemas"]["GateOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4385,7 +3886,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4394,7 +3894,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4403,7 +3902,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description gate_exists */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4412,7 +3910,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -4421,7 +3918,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4430,7 +3926,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4439,7 +3934,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4448,7 +3942,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4478,7 +3971,6 @@ export interface operations {
                     "application/json": components["schemas"]["KeysOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4487,7 +3979,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4496,7 +3987,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4505,7 +3995,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4534,7 +4023,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4543,7 +4031,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4552,7 +4039,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description key_in_use */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4561,7 +4047,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4570,7 +4055,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4600,7 +4084,6 @@ export interface operations {
                     "application/json": components["schemas"]["JwkOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4609,7 +4092,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4618,7 +4100,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4627,7 +4108,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4643,7 +4123,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Event id */
                 id: components["schemas"]["EventId"];
             };
             cookie?: never;
@@ -4658,7 +4137,6 @@ export interface operations {
                     "application/json": components["schemas"]["ListingList"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4667,7 +4145,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4676,7 +4153,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4685,7 +4161,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4715,7 +4190,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4724,7 +4198,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: no such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4733,7 +4206,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_transition */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4742,7 +4214,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4751,7 +4222,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4781,7 +4251,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4790,7 +4259,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: no such resource */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4799,7 +4267,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_transition */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4808,7 +4275,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description no_ticket_types */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4817,7 +4283,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4826,7 +4291,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4856,7 +4320,6 @@ export interface operations {
                     "application/json": components["schemas"]["QuotaList"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4865,7 +4328,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4874,7 +4336,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4883,7 +4344,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -4917,7 +4377,6 @@ export interface operations {
                     "application/json": components["schemas"]["QuotaOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4926,7 +4385,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4935,7 +4393,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4944,7 +4401,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description event_closed, quota_membership_locked */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -4953,7 +4409,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -4962,7 +4417,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4971,7 +4425,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4980,7 +4433,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4989,7 +4441,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5019,7 +4470,6 @@ export interface operations {
                     "application/json": components["schemas"]["StaffListOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5028,7 +4478,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5037,7 +4486,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5046,7 +4494,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5080,7 +4527,6 @@ export interface operations {
                     "application/json": components["schemas"]["StaffOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5089,7 +4535,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5098,7 +4543,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5107,7 +4551,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -5116,7 +4559,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5125,7 +4567,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description unknown_user; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5134,7 +4575,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5143,7 +4583,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5172,7 +4611,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5181,7 +4619,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5190,7 +4627,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5199,7 +4635,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5225,7 +4660,6 @@ export interface operations {
             };
         };
         responses: {
-            /** @description the created ticket type */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -5234,7 +4668,6 @@ export interface operations {
                     "application/json": components["schemas"]["TicketTypeOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5243,7 +4676,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5252,7 +4684,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5261,7 +4692,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description event_closed */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5270,7 +4700,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -5279,7 +4708,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5288,7 +4716,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5297,7 +4724,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5306,7 +4732,60 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    history_by_serial: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: components["schemas"]["EventId"];
+                serial: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HistoryView"];
+                };
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5336,7 +4815,6 @@ export interface operations {
                     "application/json": components["schemas"]["ZonesOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5345,7 +4823,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5354,7 +4831,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5363,7 +4839,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5397,7 +4872,6 @@ export interface operations {
                     "application/json": components["schemas"]["ZoneOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5406,7 +4880,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5415,7 +4888,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5424,7 +4896,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description zone_exists */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5433,7 +4904,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -5442,7 +4912,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5451,7 +4920,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5460,7 +4928,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5469,7 +4936,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5485,7 +4951,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Gift id */
                 id: string;
             };
             cookie?: never;
@@ -5500,7 +4965,6 @@ export interface operations {
                     "application/json": components["schemas"]["GiftView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5509,7 +4973,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5518,7 +4981,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5527,7 +4989,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5543,7 +5004,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Gift id */
                 id: string;
             };
             cookie?: never;
@@ -5554,7 +5014,6 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Accepted; the ticket is in your wallet */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5563,7 +5022,6 @@ export interface operations {
                     "application/json": components["schemas"]["GiftView"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5572,7 +5030,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5581,7 +5038,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `claim_token_invalid` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5590,7 +5046,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown gift or not addressed to you */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5599,7 +5054,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `gift_not_pending`, `transfers_not_allowed`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5608,7 +5062,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `gift_expired` */
             410: {
                 headers: {
                     [name: string]: unknown;
@@ -5617,7 +5070,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -5626,7 +5078,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5635,7 +5086,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5644,7 +5094,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5653,7 +5102,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5669,7 +5117,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Gift id */
                 id: string;
             };
             cookie?: never;
@@ -5684,7 +5131,6 @@ export interface operations {
                     "application/json": components["schemas"]["GiftView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5693,7 +5139,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5702,7 +5147,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `gift_not_pending` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5711,7 +5155,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `gift_expired` */
             410: {
                 headers: {
                     [name: string]: unknown;
@@ -5720,7 +5163,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5729,7 +5171,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5745,7 +5186,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Gift id */
                 id: string;
             };
             cookie?: never;
@@ -5760,7 +5200,6 @@ export interface operations {
                     "application/json": components["schemas"]["GiftView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5769,7 +5208,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5778,7 +5216,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `gift_not_pending` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5787,7 +5224,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `gift_expired` */
             410: {
                 headers: {
                     [name: string]: unknown;
@@ -5796,7 +5232,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5805,7 +5240,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5820,7 +5254,6 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Replays the first response for the same body */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -5832,7 +5265,6 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Held */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -5841,7 +5273,6 @@ export interface operations {
                     "application/json": components["schemas"]["HoldView"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON; `invalid_idempotency_key` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5850,7 +5281,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5859,7 +5289,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown event */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5868,7 +5297,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `sold_out`, `event_not_on_sale`, `sale_not_started`, `sale_ended`; `idempotency_key_in_flight` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5877,7 +5305,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -5886,7 +5313,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5895,7 +5321,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `quantity_out_of_range`, `validation_failed`; `invalid_body`; `idempotency_key_reused` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5904,7 +5329,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5913,7 +5337,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5929,7 +5352,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Hold id */
                 id: components["schemas"]["HoldId"];
             };
             cookie?: never;
@@ -5944,7 +5366,6 @@ export interface operations {
                     "application/json": components["schemas"]["HoldView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5953,7 +5374,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5962,7 +5382,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5971,7 +5390,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -5987,7 +5405,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Hold id */
                 id: components["schemas"]["HoldId"];
             };
             cookie?: never;
@@ -6002,7 +5419,6 @@ export interface operations {
                     "application/json": components["schemas"]["HoldView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6011,7 +5427,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6020,7 +5435,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `hold_not_active` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6029,7 +5443,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6038,7 +5451,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6054,7 +5466,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Listing id */
                 id: string;
             };
             cookie?: never;
@@ -6069,7 +5480,6 @@ export interface operations {
                     "application/json": components["schemas"]["ListingView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6078,7 +5488,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6087,7 +5496,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6096,7 +5504,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6112,7 +5519,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Listing id */
                 id: string;
             };
             cookie?: never;
@@ -6131,7 +5537,6 @@ export interface operations {
                     "application/json": components["schemas"]["ListingView"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6140,7 +5545,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6149,7 +5553,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown or not yours */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6158,7 +5561,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `listing_not_active`, a resale policy code */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6167,7 +5569,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -6176,7 +5577,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -6185,7 +5585,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `price_above_cap`, `currency_mismatch`, `validation_failed`; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6194,7 +5593,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6203,7 +5601,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6218,18 +5615,15 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Replays the first response for the same body */
                 "Idempotency-Key"?: string | null;
             };
             path: {
-                /** @description Listing id */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Reserved; pay at `checkout_url` before `expires_at` */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -6238,7 +5632,6 @@ export interface operations {
                     "application/json": components["schemas"]["PurchaseView"];
                 };
             };
-            /** @description `invalid_idempotency_key`: the Idempotency-Key header is malformed */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6247,7 +5640,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6256,7 +5648,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6265,7 +5656,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `listing_unavailable`, `own_listing`, a resale policy code; `idempotency_key_in_flight` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6274,7 +5664,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `idempotency_key_reused`: this key was used with a different body */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6283,7 +5672,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6292,7 +5680,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6301,7 +5688,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `payments_unavailable` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6317,7 +5703,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Listing id */
                 id: string;
             };
             cookie?: never;
@@ -6332,7 +5717,6 @@ export interface operations {
                     "application/json": components["schemas"]["ListingView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6341,7 +5725,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown or not yours */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6350,7 +5733,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `listing_not_active`: sold, reserved by a paying buyer, or withdrawn */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6359,7 +5741,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6368,7 +5749,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6396,7 +5776,6 @@ export interface operations {
                     "application/json": components["schemas"]["MeResponse"];
                 };
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6405,7 +5784,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6414,7 +5792,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6442,7 +5819,6 @@ export interface operations {
                     "application/json": components["schemas"]["MyGiftsView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6451,7 +5827,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6460,7 +5835,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6488,7 +5862,6 @@ export interface operations {
                     "application/json": components["schemas"]["ListingList"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6497,7 +5870,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6506,7 +5878,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6520,9 +5891,7 @@ export interface operations {
     my_orders: {
         parameters: {
             query?: {
-                /** @description `next_cursor` of the previous page */
                 cursor?: string;
-                /** @description 1 to 200, default 50 */
                 limit?: number;
             };
             header?: never;
@@ -6539,7 +5908,6 @@ export interface operations {
                     "application/json": components["schemas"]["OrderPage"];
                 };
             };
-            /** @description `invalid_query`: the query string cannot be read */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6548,7 +5916,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6557,7 +5924,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `validation_failed`: a query parameter is out of range */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6566,7 +5932,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6575,7 +5940,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6603,7 +5967,6 @@ export interface operations {
                     "application/json": components["schemas"]["PurchaseList"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6612,7 +5975,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6621,7 +5983,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6635,9 +5996,7 @@ export interface operations {
     my_tickets: {
         parameters: {
             query?: {
-                /** @description `next_cursor` of the previous page */
                 cursor?: string;
-                /** @description 1 to 200, default 50 */
                 limit?: number;
             };
             header?: never;
@@ -6654,7 +6013,6 @@ export interface operations {
                     "application/json": components["schemas"]["TicketPage"];
                 };
             };
-            /** @description `invalid_query`: the query string cannot be read */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6663,7 +6021,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6672,7 +6029,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `validation_failed`: a query parameter is out of range */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6681,7 +6037,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6690,7 +6045,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6706,7 +6060,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Ticket id */
                 id: components["schemas"]["TicketId"];
             };
             cookie?: never;
@@ -6721,7 +6074,6 @@ export interface operations {
                     "application/json": components["schemas"]["TicketView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6730,7 +6082,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown, or someone else's */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6739,7 +6090,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6748,7 +6098,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6776,7 +6125,6 @@ export interface operations {
                     "application/json": components["schemas"]["WalletOut"];
                 };
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6785,7 +6133,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6794,7 +6141,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6826,7 +6172,6 @@ export interface operations {
                     "application/json": components["schemas"]["LinkOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6835,7 +6180,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6844,7 +6188,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description siwe_nonce_used | address_linked_elsewhere */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -6853,7 +6196,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -6862,7 +6204,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -6871,7 +6212,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_siwe_message | siwe_wrong_domain | siwe_wrong_uri | siwe_wrong_chain | siwe_unknown_nonce | siwe_expired | siwe_not_yet_valid | siwe_bad_signature; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6880,7 +6220,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6889,7 +6228,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6917,7 +6255,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6926,7 +6263,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6935,7 +6271,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6944,7 +6279,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -6976,7 +6310,6 @@ export interface operations {
                     "application/json": components["schemas"]["ChallengeOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6985,7 +6318,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6994,7 +6326,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7003,7 +6334,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -7012,7 +6342,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7021,7 +6350,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7030,7 +6358,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7047,14 +6374,12 @@ export interface operations {
             header?: never;
             path: {
                 event_id: components["schemas"]["EventId"];
-                /** @description the ticket's serial */
                 token_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description ERC-721 metadata JSON */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -7063,7 +6388,6 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7072,7 +6396,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7081,7 +6404,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7090,7 +6412,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7107,14 +6428,12 @@ export interface operations {
             header?: never;
             path: {
                 event_id: components["schemas"]["EventId"];
-                /** @description the ticket's serial */
                 token_id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description ERC-721 metadata JSON */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -7123,7 +6442,6 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7132,7 +6450,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7141,7 +6458,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7150,7 +6466,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7167,7 +6482,6 @@ export interface operations {
             header?: never;
             path: {
                 event_id: components["schemas"]["EventId"];
-                /** @description `event.svg`, `{ticket_type_id}.svg` or `{ticket_type_id}` */
                 file: string;
             };
             cookie?: never;
@@ -7188,7 +6502,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7197,7 +6510,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7206,7 +6518,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7215,7 +6526,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7232,7 +6542,6 @@ export interface operations {
             header?: never;
             path: {
                 event_id: components["schemas"]["EventId"];
-                /** @description the ticket type id */
                 file: string;
             };
             cookie?: never;
@@ -7251,7 +6560,6 @@ export interface operations {
                     "application/json": components["schemas"]["ImageOut"];
                 };
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7260,7 +6568,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7269,7 +6576,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description image_too_large; `body_too_large` */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7278,7 +6584,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description unsupported_image */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -7287,7 +6592,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7296,7 +6600,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7313,7 +6616,6 @@ export interface operations {
             header?: never;
             path: {
                 event_id: components["schemas"]["EventId"];
-                /** @description the ticket type id */
                 file: string;
             };
             cookie?: never;
@@ -7326,7 +6628,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7335,7 +6636,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7344,7 +6644,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7353,7 +6652,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7375,7 +6673,6 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description contract metadata JSON */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -7384,7 +6681,6 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7393,7 +6689,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7402,7 +6697,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7411,7 +6705,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7426,7 +6719,6 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Replays the first response for the same body */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -7438,7 +6730,6 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Placed; pay at `checkout_url` before `payment_deadline` */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -7447,7 +6738,6 @@ export interface operations {
                     "application/json": components["schemas"]["OrderView"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON; `invalid_idempotency_key` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7456,7 +6746,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7465,7 +6754,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown hold or someone else's */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7474,7 +6762,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `hold_not_active`; `idempotency_key_in_flight` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7483,7 +6770,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `hold_expired` */
             410: {
                 headers: {
                     [name: string]: unknown;
@@ -7492,7 +6778,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7501,7 +6786,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -7510,7 +6794,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `idempotency_key_reused`; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7519,7 +6802,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7528,7 +6810,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7544,7 +6825,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Order id */
                 id: components["schemas"]["OrderId"];
             };
             cookie?: never;
@@ -7559,7 +6839,6 @@ export interface operations {
                     "application/json": components["schemas"]["OrderView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7568,7 +6847,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7577,7 +6855,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7586,7 +6863,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7602,7 +6878,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Order id */
                 id: components["schemas"]["OrderId"];
             };
             cookie?: never;
@@ -7617,7 +6892,6 @@ export interface operations {
                     "application/json": components["schemas"]["OrderView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7626,7 +6900,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7635,7 +6908,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `order_not_payable` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7644,7 +6916,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7653,7 +6924,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7662,7 +6932,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `payments_unavailable` */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7678,7 +6947,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Order id */
                 id: components["schemas"]["OrderId"];
             };
             cookie?: never;
@@ -7697,7 +6965,6 @@ export interface operations {
                     "application/json": components["schemas"]["OrderView"];
                 };
             };
-            /** @description `malformed_json` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7706,7 +6973,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7715,7 +6981,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `forbidden` */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7724,7 +6989,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7733,7 +6997,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `order_not_refundable` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7742,7 +7005,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7751,7 +7013,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`, `validation_failed` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7760,7 +7021,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7769,7 +7029,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7785,7 +7044,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Order id */
                 id: components["schemas"]["OrderId"];
             };
             cookie?: never;
@@ -7800,7 +7058,6 @@ export interface operations {
                     "application/json": components["schemas"]["TicketView"][];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7809,7 +7066,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7818,7 +7074,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7827,7 +7082,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7859,7 +7113,6 @@ export interface operations {
                     "application/json": components["schemas"]["OrganizationOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7868,7 +7121,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7877,7 +7129,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description slug_taken */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -7886,7 +7137,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7895,7 +7145,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -7904,7 +7153,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7913,7 +7161,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7922,7 +7169,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7952,7 +7198,6 @@ export interface operations {
                     "application/json": components["schemas"]["OrganizationOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7961,7 +7206,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7970,7 +7214,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7979,7 +7222,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -7993,15 +7235,10 @@ export interface operations {
     list_organization_events: {
         parameters: {
             query?: {
-                /** @description The `next_cursor` of the previous page. */
                 cursor?: string | null;
-                /** @description Only events starting at or after this RFC 3339 time. */
                 from?: string | null;
-                /** @description Items per page, 1 to 200 (default 50). */
                 limit?: number | null;
-                /** @description Case-insensitive text in the name, venue or city. */
                 q?: string | null;
-                /** @description Only events starting before this RFC 3339 time. */
                 to?: string | null;
             };
             header?: never;
@@ -8020,7 +7257,6 @@ export interface operations {
                     "application/json": components["schemas"]["Page_EventSummary"];
                 };
             };
-            /** @description `invalid_query`: the query string cannot be read */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8029,7 +7265,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8038,7 +7273,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8047,7 +7281,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `validation_failed`: a query parameter is out of range */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8056,7 +7289,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8065,7 +7297,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8099,7 +7330,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8108,7 +7338,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8117,7 +7346,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8126,7 +7354,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8135,7 +7362,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8144,7 +7370,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8153,7 +7378,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8162,7 +7386,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8192,7 +7415,6 @@ export interface operations {
                     "application/json": components["schemas"]["MembersResponse"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8201,7 +7423,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8210,7 +7431,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8219,7 +7439,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8253,7 +7472,6 @@ export interface operations {
                     "application/json": components["schemas"]["MemberResponse"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8262,7 +7480,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8271,7 +7488,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8280,7 +7496,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description last_owner */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8289,7 +7504,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8298,7 +7512,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8307,7 +7520,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8316,7 +7528,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8325,7 +7536,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8341,19 +7551,16 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description `sandbox` or `stripe`; only the configured provider answers */
                 provider: string;
             };
             cookie?: never;
         };
-        /** @description the provider's signed event */
         requestBody: {
             content: {
                 "application/json": string;
             };
         };
         responses: {
-            /** @description applied, or a replay / unknown payment acknowledged */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -8362,7 +7569,6 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookAck"];
                 };
             };
-            /** @description `invalid_signature`, `stale_webhook` or `malformed_webhook` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8371,7 +7577,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8380,7 +7585,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: not the configured provider */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8389,7 +7593,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8398,7 +7601,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8407,7 +7609,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8441,7 +7642,6 @@ export interface operations {
                     "application/json": components["schemas"]["QuotaOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8450,7 +7650,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8459,7 +7658,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8468,7 +7666,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description quota_below_used, event_closed */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8477,7 +7674,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8486,7 +7682,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8495,7 +7690,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8504,7 +7698,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8513,7 +7706,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8529,7 +7721,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Purchase id */
                 id: string;
             };
             cookie?: never;
@@ -8544,7 +7735,6 @@ export interface operations {
                     "application/json": components["schemas"]["PurchaseView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8553,7 +7743,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8562,7 +7751,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8571,7 +7759,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8585,9 +7772,7 @@ export interface operations {
     bundle: {
         parameters: {
             query?: {
-                /** @description `next_cursor` of the previous bundle; absent for a full bundle. */
                 cursor?: number | null;
-                /** @description Include the compact list of ticket ids that currently admit. */
                 include_tickets?: boolean | null;
             };
             header?: never;
@@ -8604,7 +7789,6 @@ export interface operations {
                     "application/json": components["schemas"]["BundleOut"];
                 };
             };
-            /** @description `invalid_query`: the query string cannot be read */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8613,7 +7797,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description device_token_required | device_revoked; `unauthenticated`, `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8622,7 +7805,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `validation_failed`: a query parameter is out of range */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8631,7 +7813,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8640,7 +7821,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8672,7 +7852,6 @@ export interface operations {
                     "application/json": components["schemas"]["EnrolOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8681,7 +7860,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description invalid_enrolment_code; `unauthenticated`, `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8690,7 +7868,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8699,7 +7876,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8708,7 +7884,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `invalid_body`: the body does not match the schema */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8717,7 +7892,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8726,7 +7900,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8758,7 +7931,6 @@ export interface operations {
                     "application/json": components["schemas"]["VerdictOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8767,7 +7939,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description device_token_required | device_revoked; `unauthenticated`, `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8776,7 +7947,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8785,7 +7955,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8794,7 +7963,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8803,7 +7971,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8812,7 +7979,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8844,7 +8010,6 @@ export interface operations {
                     "application/json": components["schemas"]["ScansOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8853,7 +8018,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description device_token_required | device_revoked; `unauthenticated`, `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8862,7 +8026,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8871,7 +8034,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8880,7 +8042,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8889,7 +8050,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8898,7 +8058,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -8932,7 +8091,6 @@ export interface operations {
                     "application/json": components["schemas"]["EventOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8941,7 +8099,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8950,7 +8107,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8959,7 +8115,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description event_closed, quota_membership_locked */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -8968,7 +8123,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8977,7 +8131,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8986,7 +8139,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8995,7 +8147,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9004,7 +8155,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9038,7 +8188,6 @@ export interface operations {
                     "application/json": components["schemas"]["EntryPolicyOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9047,7 +8196,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9056,7 +8204,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9065,7 +8212,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -9074,7 +8220,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -9083,7 +8228,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9092,7 +8236,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9101,7 +8244,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9131,7 +8273,6 @@ export interface operations {
                     "application/json": components["schemas"]["CredentialOut"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9140,7 +8281,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9149,7 +8289,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description device_key_required | ticket_not_valid */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9158,7 +8297,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9167,7 +8305,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9199,7 +8336,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9208,7 +8344,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9217,7 +8352,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9226,7 +8360,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -9235,7 +8368,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -9244,7 +8376,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9253,7 +8384,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9262,7 +8392,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9296,7 +8425,6 @@ export interface operations {
                     "application/json": components["schemas"]["ExportOut"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9305,7 +8433,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description unauthenticated; `invalid_token` */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9314,7 +8441,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9323,7 +8449,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description export_not_allowed | export_not_yet | ticket_not_valid | already_exported | ticket_changed */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9332,7 +8457,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -9341,7 +8465,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -9350,7 +8473,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description address_not_linked | validation_failed; `invalid_body` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9359,7 +8481,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9368,7 +8489,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9383,11 +8503,9 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Replays the first response for the same body */
                 "Idempotency-Key"?: string | null;
             };
             path: {
-                /** @description Ticket id */
                 id: components["schemas"]["TicketId"];
             };
             cookie?: never;
@@ -9398,7 +8516,6 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Offered; the recipient is mailed */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -9407,7 +8524,6 @@ export interface operations {
                     "application/json": components["schemas"]["GiftView"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON; `invalid_idempotency_key` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9416,7 +8532,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9425,7 +8540,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown ticket or not yours */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9434,7 +8548,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `transfers_not_allowed`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`, `gift_pending`; `idempotency_key_in_flight` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9443,7 +8556,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -9452,7 +8564,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -9461,7 +8572,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `validation_failed`, `self_gift`; `invalid_body`; `idempotency_key_reused` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9470,7 +8580,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9479,7 +8588,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9495,7 +8603,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Ticket id */
                 id: components["schemas"]["TicketId"];
             };
             cookie?: never;
@@ -9510,7 +8617,6 @@ export interface operations {
                     "application/json": components["schemas"]["HistoryView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9519,7 +8625,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9528,7 +8633,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9537,7 +8641,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9552,11 +8655,9 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Replays the first response for the same body */
                 "Idempotency-Key"?: string | null;
             };
             path: {
-                /** @description Ticket id */
                 id: components["schemas"]["TicketId"];
             };
             cookie?: never;
@@ -9567,7 +8668,6 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Listed */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -9576,7 +8676,6 @@ export interface operations {
                     "application/json": components["schemas"]["ListingView"];
                 };
             };
-            /** @description `malformed_json`: the body is not valid JSON; `invalid_idempotency_key` */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9585,7 +8684,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9594,7 +8692,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found`: unknown ticket or not yours */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9603,7 +8700,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `resale_not_allowed`, `transfers_not_allowed`, `resale_window_not_open`, `resale_window_closed`, `resale_frozen`, `resale_limit_reached`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`, `gift_pending`; `idempotency_key_in_flight` */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9612,7 +8708,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `body_too_large`: the body is larger than 1 MiB */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -9621,7 +8716,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `unsupported_media_type`: the body is not sent as application/json */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -9630,7 +8724,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `price_above_cap` (with `cap`), `currency_mismatch`, `validation_failed`; `invalid_body`; `idempotency_key_reused` */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9639,7 +8732,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9648,7 +8740,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9678,7 +8769,6 @@ export interface operations {
                     "image/png": number[];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9687,7 +8777,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9696,7 +8785,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_printable | ticket_not_valid */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9705,7 +8793,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9714,7 +8801,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9744,7 +8830,6 @@ export interface operations {
                     "image/svg+xml": string;
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9753,7 +8838,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9762,7 +8846,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description not_printable | ticket_not_valid */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9771,7 +8854,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9780,7 +8862,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
@@ -9796,7 +8877,6 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description Ticket id */
                 id: components["schemas"]["TicketId"];
             };
             cookie?: never;
@@ -9811,7 +8891,6 @@ export interface operations {
                     "application/json": components["schemas"]["ResaleTermsView"];
                 };
             };
-            /** @description `unauthenticated`, `invalid_token`: missing, invalid or expired access token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9820,7 +8899,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `not_found` */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9829,7 +8907,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `rate_limited`: too many requests; see `Retry-After` */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9838,7 +8915,6 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description `internal`: unexpected server error */
             500: {
                 headers: {
                     [name: string]: unknown;
