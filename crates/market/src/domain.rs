@@ -45,6 +45,7 @@ pub enum Refusal {
     WindowNotOpen,
     WindowClosed,
     Frozen,
+    TransfersFrozen,
     ResaleLimitReached,
     EventClosed,
 }
@@ -57,6 +58,7 @@ impl Refusal {
             Self::WindowNotOpen => "resale_window_not_open",
             Self::WindowClosed => "resale_window_closed",
             Self::Frozen => "resale_frozen",
+            Self::TransfersFrozen => "transfers_frozen",
             Self::ResaleLimitReached => "resale_limit_reached",
             Self::EventClosed => "event_closed",
         }
@@ -69,6 +71,7 @@ impl Refusal {
             Self::WindowNotOpen => "the resale window of this event has not opened yet",
             Self::WindowClosed => "the resale window of this event has closed",
             Self::Frozen => "resale is frozen this close to doors opening",
+            Self::TransfersFrozen => "tickets cannot change hands this close to doors opening",
             Self::ResaleLimitReached => "this ticket has been resold as often as the organizer allows",
             Self::EventClosed => "the event is over or cancelled",
         }
@@ -78,7 +81,7 @@ impl Refusal {
     pub fn withdraw_reason(self) -> &'static str {
         match self {
             Self::WindowClosed | Self::WindowNotOpen => "window_closed",
-            Self::Frozen => "freeze",
+            Self::Frozen | Self::TransfersFrozen => "freeze",
             Self::ResaleNotAllowed | Self::TransfersNotAllowed | Self::ResaleLimitReached => "resale_disabled",
             Self::EventClosed => "event_closed",
         }
@@ -91,15 +94,20 @@ impl Policy {
         self.doors_at.saturating_sub(self.freeze_minutes.saturating_mul(60_000))
     }
 
-    /// May a ticket be given away now? Gifts need transfers allowed and an
-    /// event that is neither cancelled nor over. The resale window and the
-    /// freeze are resale rules and do not apply to gifts.
+    /// May a ticket be given away now? Gifts need transfers allowed, an
+    /// event that is neither cancelled nor over, and no freeze: the freeze
+    /// before doors keeps the gate from seeing any holder change in the last
+    /// minutes (the catalog's promise for the field). The resale window is a
+    /// resale rule and does not apply to gifts.
     pub fn check_gift(&self, now: i64) -> Result<(), Refusal> {
         if self.cancelled || now >= self.ends_at {
             return Err(Refusal::EventClosed);
         }
         if !self.transfers_allowed {
             return Err(Refusal::TransfersNotAllowed);
+        }
+        if self.freeze_minutes > 0 && now >= self.freeze_starts_at() {
+            return Err(Refusal::TransfersFrozen);
         }
         Ok(())
     }
@@ -335,8 +343,11 @@ mod tests {
         assert_eq!(no_transfers.check_resale(2_000, 0), Err(Refusal::TransfersNotAllowed));
         assert_eq!(p.check_gift(200_000_000), Err(Refusal::EventClosed));
         assert_eq!(Policy { cancelled: true, ..p.clone() }.check_resale(2_000, 0), Err(Refusal::EventClosed));
-        // gifts ignore the resale window and the freeze
-        assert_eq!(p.check_gift(100_000_000), Ok(()));
+        // gifts ignore the resale window, not the freeze
+        assert_eq!(p.check_gift(60_000_000), Ok(()));
+        assert_eq!(p.check_gift(100_000_000 - 3_600_000), Err(Refusal::TransfersFrozen));
+        let no_freeze = Policy { freeze_minutes: 0, ..p.clone() };
+        assert_eq!(no_freeze.check_gift(150_000_000), Ok(()), "after doors, without a freeze");
     }
 
     #[test]

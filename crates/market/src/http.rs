@@ -44,6 +44,7 @@ pub fn router(market: Market) -> OpenApiRouter {
         .routes(routes!(get_purchase))
         .routes(routes!(my_purchases))
         .routes(routes!(history))
+        .routes(routes!(history_by_serial))
         .with_state(market)
 }
 
@@ -381,7 +382,7 @@ const IDEMPOTENCY: &str = "Replays the first response for the same body";
     responses(
         (status = 201, description = "Offered; the recipient is mailed", body = GiftView),
         (status = 404, description = "`not_found`: unknown ticket or not yours"),
-        (status = 409, description = "`transfers_not_allowed`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`, `gift_pending`"),
+        (status = 409, description = "`transfers_not_allowed`, `transfers_frozen`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`, `gift_pending`"),
         (status = 422, description = "`validation_failed`, `self_gift`"),
     ))]
 async fn offer_gift(
@@ -421,7 +422,7 @@ async fn get_gift(
         (status = 200, description = "Accepted; the ticket is in your wallet", body = GiftView),
         (status = 403, description = "`claim_token_invalid`"),
         (status = 404, description = "`not_found`: unknown gift or not addressed to you"),
-        (status = 409, description = "`gift_not_pending`, `transfers_not_allowed`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`"),
+        (status = 409, description = "`gift_not_pending`, `transfers_not_allowed`, `transfers_frozen`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`"),
         (status = 410, description = "`gift_expired`"),
     ))]
 async fn accept_gift(
@@ -617,6 +618,18 @@ async fn history(State(m): State<Market>, Path(id): Path<TicketId>) -> Result<Js
     Ok(Json((&m.history(id).await?).into()))
 }
 
+/// The same history, found by event and serial (the token id), as printed
+/// on a ticket or read from the chain.
+#[utoipa::path(get, path = "/api/v1/events/{id}/tickets/{serial}/history", tag = "market",
+    params(("id" = EventId, Path, description = "Event id"), ("serial" = i64, Path, description = "Ticket serial")),
+    responses((status = 200, body = HistoryView), (status = 404, description = "`not_found`")))]
+async fn history_by_serial(
+    State(m): State<Market>,
+    Path((id, serial)): Path<(EventId, i64)>,
+) -> Result<Json<HistoryView>, Problem> {
+    Ok(Json((&m.history_by_serial(id, serial).await?).into()))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -630,6 +643,7 @@ mod tests {
             (MarketError::NotFound, 404, "not_found"),
             (MarketError::invalid("price", "x"), 422, "validation_failed"),
             (MarketError::Policy(Refusal::Frozen), 409, "resale_frozen"),
+            (MarketError::Policy(Refusal::TransfersFrozen), 409, "transfers_frozen"),
             (MarketError::Policy(Refusal::ResaleLimitReached), 409, "resale_limit_reached"),
             (MarketError::PriceAboveCap { cap_minor: 2750, currency: eur }, 422, "price_above_cap"),
             (MarketError::CurrencyMismatch { expected: eur }, 422, "currency_mismatch"),

@@ -926,6 +926,14 @@ impl Market {
 
     // ---- provenance ----
 
+    /// A ticket's public history, by event and serial.
+    pub async fn history_by_serial(&self, event: EventId, serial: i64) -> R<History> {
+        let mut c = self.inner.db.reader().acquire().await?;
+        let id = store::ticket_by_serial(&mut c, event, serial).await?.ok_or(MarketError::NotFound)?;
+        drop(c);
+        self.history(id).await
+    }
+
     /// A ticket's public history. Holders appear as `holder 1`, `holder 2`,
     /// … in order of appearance on this ticket only, so the history shows
     /// how often and at what price a ticket moved without saying to whom,

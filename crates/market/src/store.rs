@@ -252,6 +252,15 @@ pub async fn transfers(conn: &mut Conn, ticket: TicketId) -> R<Vec<TransferRow>>
         .collect()
 }
 
+pub async fn ticket_by_serial(conn: &mut Conn, event: EventId, serial: i64) -> R<Option<TicketId>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM tickets WHERE event_id = $1 AND serial = $2")
+        .bind(event.to_db())
+        .bind(serial)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| uuid(&r.0).map(TicketId)).transpose()
+}
+
 /// The first admission of a ticket, if any (unix ms).
 pub async fn first_entry(conn: &mut Conn, ticket: TicketId) -> R<Option<i64>> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT first_used_at FROM admissions WHERE ticket_id = $1")

@@ -165,6 +165,9 @@ async fn an_accepted_gift_moves_the_ticket_and_revokes_the_old_qr() {
     assert_eq!(h["entries"][2]["to"], "holder 2");
     let text = h.to_string();
     assert!(!text.contains("example.com") && !text.contains(&w.fan.id), "no personal data: {text}");
+    let by_serial = app.get(&format!("/api/v1/events/{}/tickets/{}/history", w.event, h["serial"]), None).await;
+    assert_eq!(by_serial.expect(200), h);
+    app.get(&format!("/api/v1/events/{}/tickets/999999/history", w.event), None).await.expect_problem(404, "not_found");
 
     // a used ticket cannot be given again
     let again = app
@@ -607,8 +610,8 @@ async fn every_policy_rule_is_enforced_with_its_code() {
     let l = app.get(&format!("/api/v1/listings/{lid}"), None).await.expect(200);
     assert_eq!((l["status"].as_str(), l["withdraw_reason"].as_str()), (Some("withdrawn"), Some("freeze")));
     list(&app, &w.fan, &t, 2000).await.expect_problem(409, "resale_frozen");
-    // gifts are not frozen
-    offer(&app, &w.fan, &t, "friend@example.com").await.expect(201);
+    // nor can it be given away in the last minutes
+    offer(&app, &w.fan, &t, "friend@example.com").await.expect_problem(409, "transfers_frozen");
 }
 
 /// A listing blocks a gift until withdrawn; a gift and then a resale move the
