@@ -22,6 +22,8 @@ pub enum WalletError {
     WrongUri(String),
     #[error("the message is for chain {got}; this deployment links addresses on chain {want}")]
     WrongChain { got: u64, want: u64 },
+    #[error("too many open challenges; answer or let one expire first")]
+    TooManyChallenges,
     #[error("the nonce was not issued to this account; ask for a new challenge")]
     UnknownNonce,
     #[error("the nonce has already been used; ask for a new challenge")]

@@ -44,6 +44,7 @@ pub fn problem(e: WalletError) -> Problem {
         E::WrongDomain(_) => Problem::unprocessable("siwe_wrong_domain", detail),
         E::WrongUri(_) => Problem::unprocessable("siwe_wrong_uri", detail),
         E::WrongChain { .. } => Problem::unprocessable("siwe_wrong_chain", detail),
+        E::TooManyChallenges => Problem::new(StatusCode::TOO_MANY_REQUESTS, "too_many_challenges", detail),
         E::UnknownNonce => Problem::unprocessable("siwe_unknown_nonce", detail),
         E::NonceUsed => Problem::conflict("siwe_nonce_used", detail),
         E::Expired => Problem::unprocessable("siwe_expired", detail),
@@ -222,7 +223,7 @@ pub struct ChallengeOut {
 /// Starts linking an external address: a single-use nonce and the EIP-4361 message to sign.
 #[utoipa::path(post, path = "/api/v1/me/wallet/links/challenge", tag = "wallet", request_body = ChallengeIn,
     responses((status = 201, body = ChallengeOut), (status = 401, description = "unauthenticated"),
-        (status = 422, description = "validation_failed")))]
+        (status = 422, description = "validation_failed"), (status = 429, description = "too_many_challenges")))]
 async fn challenge(
     State(w): State<Wallet>,
     AuthUser(p): AuthUser,

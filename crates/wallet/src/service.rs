@@ -82,6 +82,9 @@ impl std::fmt::Debug for Wallet {
     }
 }
 
+/// Unanswered, unexpired link challenges one user may have at a time.
+const MAX_OPEN_CHALLENGES: i64 = 10;
+
 /// The most tickets the wallet view lists; a fan with more sees the soonest.
 const MAX_ASSETS: i64 = 500;
 
@@ -214,6 +217,10 @@ impl Wallet {
     /// Issues a single-use nonce and the exact message `address` should sign.
     pub async fn challenge(&self, p: &Principal, address: Address) -> Result<Challenge> {
         let now = self.inner.clock.now();
+        // Open challenges are bounded per user, so a script cannot fill the table.
+        if store::open_nonces(&self.inner.db, &p.user_id.to_db(), to_ms(now)).await? >= MAX_OPEN_CHALLENGES {
+            return Err(WalletError::TooManyChallenges);
+        }
         let nonce = hex::encode(random_bytes::<16>());
         let expires = now + time::Duration::milliseconds(self.inner.config.challenge_ttl_ms);
         let msg = SiweMessage {

@@ -127,6 +127,24 @@ pub async fn insert_nonce(db: &Db, nonce: &str, user: &str, message: &str, issue
     Ok(())
 }
 
+/// Forgets this user's nonces that expired more than a day ago (the audit
+/// log keeps what was linked), and counts the ones still open.
+pub async fn open_nonces(db: &Db, user: &str, now: i64) -> R<i64> {
+    sqlx::query("DELETE FROM wallet_link_nonces WHERE user_id = $1 AND expires_at < $2")
+        .bind(user)
+        .bind(now - 24 * 3600 * 1000)
+        .execute(db.writer())
+        .await?;
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM wallet_link_nonces WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2",
+    )
+    .bind(user)
+    .bind(now)
+    .fetch_one(db.writer())
+    .await?;
+    Ok(n)
+}
+
 /// Marks the nonce used if it is this user's, unused and unexpired: the one
 /// conditional update that makes a nonce single-use across processes.
 pub async fn consume_nonce(tx: &mut Tx, nonce: &str, user: &str, now: i64) -> R<bool> {

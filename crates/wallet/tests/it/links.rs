@@ -212,6 +212,25 @@ async fn challenge_validates_input() {
     let _: Value = r.body;
 }
 
+/// A fan has at most ten open challenges; once they expire, new ones are issued again.
+#[tokio::test]
+async fn open_challenges_are_bounded() {
+    let app = spawn().await;
+    let fan = app.user("fan").await;
+    let key = PrivateKeySigner::random();
+    for _ in 0..10 {
+        app.challenge(fan, &key).await;
+    }
+    let body = json!({ "address": key.address().to_checksum(None) });
+    let r = app.send("POST", "/api/v1/me/wallet/links/challenge", Some(fan), Some(body.clone())).await;
+    r.problem(429, "too_many_challenges");
+    // Another fan is not affected.
+    let other = app.user("other").await;
+    app.challenge(other, &key).await;
+    app.clock.advance(Duration::minutes(11));
+    app.challenge(fan, &key).await;
+}
+
 fn replace_line(message: &str, prefix: &str, value: &str) -> String {
     message
         .lines()
