@@ -59,8 +59,19 @@ enum WalletCommand {
 
 /// Top-level configuration keys; other `ENTRADA_*` variables (`ENTRADA_LOG`,
 /// test settings) are not configuration.
-const CONFIG_KEYS: &[&str] =
-    &["data_dir", "server", "database", "identity", "sales", "payments", "mail", "rate_limit", "wallet", "components"];
+const CONFIG_KEYS: &[&str] = &[
+    "data_dir",
+    "server",
+    "database",
+    "identity",
+    "sales",
+    "payments",
+    "mail",
+    "rate_limit",
+    "chain",
+    "wallet",
+    "components",
+];
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     // Defaults come from `#[serde(default)]` on the config types, not from a

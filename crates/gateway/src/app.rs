@@ -378,6 +378,7 @@ impl App {
             workers.push(tokio::spawn(self.payments.clone().run_background(stopped())));
             let chain_worker = WorkerConfig {
                 reconcile_every: Duration::from_secs(self.config.chain.reconcile_every_seconds.max(1)),
+                tick: Duration::from_millis(self.config.chain.tick_ms.max(1)),
                 ..WorkerConfig::default()
             };
             workers.push(tokio::spawn(self.chain.clone().run(chain_worker, stopped())));

@@ -115,6 +115,8 @@ pub struct ChainSettings {
     pub send_lease_seconds: i64,
     /// Pause between reconciliation pages (each compares up to 200 tokens with the chain).
     pub reconcile_every_seconds: u64,
+    /// Pause of the mint worker between rounds when idle.
+    pub tick_ms: u64,
     /// `rpc`: the node's HTTP(S) endpoint.
     pub rpc_url: String,
     /// `rpc`: the EIP-155 chain id the node must report.
@@ -139,6 +141,7 @@ impl Default for ChainSettings {
             batch_window_ms: 2_000,
             send_lease_seconds: 60,
             reconcile_every_seconds: 5,
+            tick_ms: 250,
             rpc_url: String::new(),
             chain_id: 0,
             confirmations: 1,

@@ -347,3 +347,176 @@ async fn the_reconciler_repairs_a_lost_mint_and_a_wrong_owner() {
     let clean = restarted.chain.reconcile().await.unwrap();
     assert_eq!((clean.repaired, clean.checked), (0, 2), "nothing left to repair");
 }
+
+/// Kill the real binary three times at random points while fans buy and its worker mints in
+/// batches of five; after the last restart every ticket is minted exactly once, to its holder,
+/// and the collection's supply equals the number of tickets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_server_during_minting_mints_every_ticket_once() {
+    use crate::crash::{Lcg, kill, post, server_env};
+    use std::sync::atomic::AtomicU64;
+    let seed = std::env::var("ENTRADA_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(11)
+    });
+    println!("mint crash test seed: {seed} (ENTRADA_CRASH_SEED={seed} repeats it)");
+    let mut rng = Lcg(seed);
+    let (db_url, _db_dir) = entrada_storage::testing::fresh_url().await;
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let start = || {
+        let mut env = server_env(&db_url, data.path(), port);
+        env.push(("ENTRADA_CHAIN__BATCH_SIZE", "5".into()));
+        env.push(("ENTRADA_CHAIN__BATCH_WINDOW_MS", "20".into()));
+        env.push(("ENTRADA_CHAIN__TICK_MS", "5".into()));
+        async move { spawn_entrada(&["serve"], &env).await }
+    };
+    let mut server = start().await;
+
+    let reg = |email: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let body = json!({"email": email, "password": "mint crash password", "display_name": "x"});
+            let (s, b) = post(&http, format!("{base}/api/v1/auth/register"), None, body).await.unwrap();
+            assert_eq!(s, 201, "{b}");
+            b["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let org_token = reg("org@example.com".into()).await;
+    let body = json!({"name": "M", "slug": "mint-crash"});
+    let (_, org) = post(&http, format!("{base}/api/v1/organizations"), Some(&org_token), body).await.unwrap();
+    let org = org["id"].as_str().unwrap().to_owned();
+    let starts = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let rfc = entrada_primitives::clock::rfc3339;
+    let body = json!({"name": "Mint Crash", "venue": {"name": "V"}, "timezone": "UTC", "starts_at": rfc(starts),
+        "ends_at": rfc(starts + time::Duration::hours(3)), "capacity": 20000, "currency": "EUR"});
+    let (s, ev) =
+        post(&http, format!("{base}/api/v1/organizations/{org}/events"), Some(&org_token), body).await.unwrap();
+    assert_eq!(s, 201, "{ev}");
+    let event = ev["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "G", "price": {"amount_minor": 1000, "currency": "EUR"}});
+    let (_, tt) =
+        post(&http, format!("{base}/api/v1/events/{event}/ticket-types"), Some(&org_token), body).await.unwrap();
+    let tt = tt["id"].as_str().unwrap().to_owned();
+    post(&http, format!("{base}/api/v1/events/{event}/publish"), Some(&org_token), json!({})).await.unwrap();
+    post(&http, format!("{base}/api/v1/events/{event}/open-sales"), Some(&org_token), json!({})).await.unwrap();
+    let mut fans = Vec::new();
+    for i in 0..6 {
+        fans.push(reg(format!("fan{i}@example.com")).await);
+    }
+
+    let steps = Arc::new(AtomicU64::new(0));
+    // Tokens each fan has seen confirmed in the ticket API: a round ends only after the
+    // server's worker minted something new, so kills land while minting is under way.
+    let minted: Arc<Vec<AtomicU64>> = Arc::new((0..fans.len()).map(|_| AtomicU64::new(0)).collect());
+    let seen = |m: &[AtomicU64]| m.iter().map(|a| a.load(Ordering::SeqCst)).sum::<u64>();
+    let progress = Arc::new(tokio::sync::Notify::new());
+    for round in 0..3 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (i, token) in fans.clone().into_iter().enumerate() {
+            let (http, base, event, tt) = (http.clone(), base.clone(), event.clone(), tt.clone());
+            let (stop, steps, progress, minted) = (stop.clone(), steps.clone(), progress.clone(), minted.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let hold = json!({"event_id": event, "items": [{"ticket_type_id": tt, "quantity": 2}]});
+                    let Ok((s, hold)) = post(&http, format!("{base}/api/v1/holds"), Some(&token), hold).await else {
+                        return;
+                    };
+                    if s != 201 {
+                        continue;
+                    }
+                    let order = json!({"hold_id": hold["id"]});
+                    let Ok((s, order)) = post(&http, format!("{base}/api/v1/orders"), Some(&token), order).await else {
+                        return;
+                    };
+                    let Some(url) = order["checkout_url"].as_str().filter(|_| s == 201) else { continue };
+                    if post(&http, url.to_owned(), None, json!({"card": "4242424242424242"})).await.is_err() {
+                        return;
+                    }
+                    steps.fetch_add(1, Ordering::SeqCst);
+                    let mine = http.get(format!("{base}/api/v1/me/tickets?limit=200")).bearer_auth(&token).send().await;
+                    let Ok(Ok(page)) = (match mine {
+                        Ok(r) => Ok(r.json::<Value>().await),
+                        Err(e) => Err(e),
+                    }) else {
+                        return;
+                    };
+                    let confirmed = page["items"]
+                        .as_array()
+                        .map_or(0, |a| a.iter().filter(|t| t["chain"]["status"] == "confirmed").count());
+                    minted[i].fetch_max(confirmed as u64, Ordering::SeqCst);
+                    progress.notify_one();
+                }
+            }));
+        }
+        let target = steps.load(Ordering::SeqCst) + 5 + rng.next(25);
+        let minted_before = seen(&minted);
+        // Bounded, so a server that stopped minting fails the test instead of hanging it.
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+            while steps.load(Ordering::SeqCst) < target || seen(&minted) <= minted_before {
+                progress.notified().await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "round {round}: no new token minted by the running server");
+        kill(server).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        println!(
+            "round {round}: killed after {} payments, {} tokens seen",
+            steps.load(Ordering::SeqCst),
+            seen(&minted)
+        );
+        server = start().await;
+    }
+    kill(server).await;
+
+    // The last restart, in-process: everything due is delivered and every pending mint sent.
+    let mut config = test_config(data.path(), &db_url);
+    config.server.public_url = base.clone();
+    config.payments.sandbox_webhook_secret = entrada_primitives::Secret::new("whsec_crash_test".into());
+    let clock = entrada_primitives::ManualClock::new(time::OffsetDateTime::now_utc() + time::Duration::hours(2));
+    let app = App::build(config, Arc::new(clock.clone())).await.unwrap();
+    app.settle().await.unwrap();
+    app.sales.expire_due().await.unwrap();
+    app.settle().await.unwrap();
+    let rec = app.chain.reconcile().await.unwrap();
+    assert_eq!(rec.repaired, 0, "nothing to repair after a restart: {rec:?}");
+
+    let db = app.db.reader();
+    let tickets: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id, holder_id, serial FROM tickets WHERE status = 'valid' ORDER BY serial")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert!(!tickets.is_empty(), "the sale made progress between crashes");
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM chain_tokens GROUP BY state").fetch_all(db).await.unwrap();
+    assert_eq!(states, vec![("confirmed".to_owned(), tickets.len() as i64)], "every ticket's token confirmed");
+    let (address,): (String,) = sqlx::query_as("SELECT address FROM chain_collections WHERE event_id = $1")
+        .bind(event.clone())
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let contract = Address::from_str(&address).unwrap();
+    let chain = app.chain.chain();
+    assert_eq!(chain.total_supply(contract).await.unwrap(), tickets.len() as u64, "supply equals tickets");
+    for (_, holder, serial) in &tickets {
+        let owner = app.chain.custodial_address(UserId::from_str(holder).unwrap()).await.unwrap();
+        assert_eq!(chain.owner_of(contract, U256::from(*serial as u64)).await.unwrap(), Some(owner));
+    }
+    let (sent,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM chain_transactions WHERE kind = 'mint_batch'")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM chain_transactions GROUP BY state ORDER BY state")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    println!("after 3 crashes: {} tickets minted in {sent} mint transactions; {outcomes:?}", tickets.len());
+}

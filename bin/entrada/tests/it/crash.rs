@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-fn server_env(db_url: &str, data_dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
+pub(crate) fn server_env(db_url: &str, data_dir: &std::path::Path, port: u16) -> Vec<(&'static str, String)> {
     vec![
         ("ENTRADA_DATABASE__URL", db_url.to_owned()),
         ("ENTRADA_DATA_DIR", data_dir.display().to_string()),
@@ -29,11 +29,11 @@ async fn start_server(db_url: &str, data_dir: &std::path::Path, port: u16) -> to
 
 /// SIGKILL: no graceful shutdown, no flushing, like a power cut of the
 /// process (the database itself survives).
-async fn kill(mut child: tokio::process::Child) {
+pub(crate) async fn kill(mut child: tokio::process::Child) {
     let _ = child.kill().await;
 }
 
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     url: String,
     token: Option<&str>,
@@ -50,9 +50,9 @@ async fn post(
 
 /// A small deterministic generator, so a failing run can be repeated from
 /// its printed seed.
-struct Lcg(u64);
+pub(crate) struct Lcg(pub(crate) u64);
 impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
+    pub(crate) fn next(&mut self, n: u64) -> u64 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
