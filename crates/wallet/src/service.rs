@@ -238,7 +238,20 @@ impl Wallet {
             resources: Vec::new(),
         };
         let message = msg.to_string();
-        store::insert_nonce(&self.inner.db, &nonce, &p.user_id.to_db(), &message, to_ms(now), to_ms(expires)).await?;
+        let user = p.user_id.to_db();
+        let mut tx = self.inner.db.begin().await?;
+        store::insert_nonce(&mut tx, &nonce, &user, &message, to_ms(now), to_ms(expires)).await?;
+        audit::record(
+            &mut tx,
+            to_ms(now),
+            &Actor::User(p.user_id),
+            "wallet.link_challenge_issued",
+            "user",
+            &user,
+            json!({ "address": address_to_db(&address), "expires_at": to_ms(expires) }),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(Challenge { nonce, message, expires_at: to_ms(expires) })
     }
 

@@ -113,7 +113,14 @@ pub async fn keys_per_master(db: &Db) -> R<Vec<(String, i64)>> {
 
 // ------------------------------------------------------------------ links
 
-pub async fn insert_nonce(db: &Db, nonce: &str, user: &str, message: &str, issued_at: i64, expires_at: i64) -> R<()> {
+pub async fn insert_nonce(
+    tx: &mut Tx,
+    nonce: &str,
+    user: &str,
+    message: &str,
+    issued_at: i64,
+    expires_at: i64,
+) -> R<()> {
     sqlx::query(
         "INSERT INTO wallet_link_nonces (nonce, user_id, message, issued_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -122,7 +129,7 @@ pub async fn insert_nonce(db: &Db, nonce: &str, user: &str, message: &str, issue
     .bind(message)
     .bind(issued_at)
     .bind(expires_at)
-    .execute(db.writer())
+    .execute(&mut **tx)
     .await?;
     Ok(())
 }

@@ -63,6 +63,7 @@ async fn links_an_address_once() {
 
     app.link(fan, &message, &sig).await.problem(409, "siwe_nonce_used");
     assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", "wallet.address_linked").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = $1", "wallet.link_challenge_issued").await, 1);
 }
 
 /// Every way a signed message can be wrong is refused with its own code, and a refused message
