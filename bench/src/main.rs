@@ -2,8 +2,11 @@
 //! machine, measured in the same run:
 //!
 //! - `purchases`: completed purchases per second for one event;
+//! - `pipeline`: tickets minted per second end to end on the embedded chain;
 //! - `scans`: fully verified, durably recorded check-in scans per second,
-//!   through the batch API and one scan per request.
+//!   through the batch API and one scan per request;
+//! - `mints`: tickets minted per second by batch size, on the embedded chain
+//!   and on anvil over JSON-RPC.
 //!
 //! Everything runs on 127.0.0.1, bounded by count and by a deadline, and
 //! stops by itself. Run it in release mode:
@@ -15,6 +18,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod mints;
+mod pipeline;
 mod purchases;
 mod scans;
 
@@ -39,6 +44,10 @@ enum Cmd {
     Purchases(PurchaseArgs),
     /// Check-in scans per second: batch API and one scan per request.
     Scans(scans::ScanArgs),
+    /// Tickets minted per second end to end: purchases through the API, minted by the app's worker.
+    Pipeline(pipeline::PipelineArgs),
+    /// Tickets minted per second by batch size, embedded and on anvil.
+    Mints(mints::MintArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -78,6 +87,8 @@ async fn main() {
     match cli.command {
         Cmd::Purchases(a) => purchases::purchases(a).await,
         Cmd::Scans(a) => scans::scans(a).await,
+        Cmd::Pipeline(a) => pipeline::pipeline(a).await,
+        Cmd::Mints(a) => mints::mints(a).await,
     }
 }
 
