@@ -124,6 +124,25 @@ mod tests {
     }
 
     #[test]
+    fn a_gift_to_an_address_without_account_is_an_invitation_with_the_claim_code() {
+        let gift = |has_account| DomainEvent::GiftOffered {
+            gift_id: "g1".into(),
+            ticket_id: entrada_primitives::ids::TicketId::new(),
+            event_name: "Noche".into(),
+            sender_name: "Ana".into(),
+            recipient_email: "luis@example.com".into(),
+            has_account,
+            claim_token: "tok123".into(),
+            expires_at_ms: 1_900_000_000_000,
+        };
+        let m = render(&gift(false), "http://x").unwrap();
+        assert_eq!((m.template, m.to.as_str()), ("gift_invitation", "luis@example.com"));
+        assert!(m.body.contains("Create your free Entrada account"), "{}", m.body);
+        assert!(m.body.contains("Claim code: tok123") && m.body.contains("http://x/gifts/g1?token=tok123"));
+        assert_eq!(render(&gift(true), "http://x").unwrap().template, "gift_offered");
+    }
+
+    #[test]
     fn events_without_mail_render_nothing() {
         assert!(render(&DomainEvent::OrderExpired { order_id: OrderId::new() }, "").is_none());
     }
