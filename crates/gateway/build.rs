@@ -3,7 +3,9 @@
 //! them. Cargo re-runs this (and recompiles the embedding) whenever anything under `web/dist` changes.
 
 fn main() {
-    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/dist");
+    // Read at run time, not with `env!`: a build-script binary can be reused from a checkout at another path.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| ".".into());
+    let dist = std::path::Path::new(&manifest_dir).join("../../web/dist");
     if !dist.exists() {
         let _ = std::fs::create_dir_all(&dist);
     }
