@@ -27,6 +27,8 @@ let scanner; // page
 let scannerContext;
 let fanContext;
 let gateName = 'Puerta 1';
+let gateId;
+let resoldTicketId;
 
 async function json(method, path, token, body, headers = {}) {
   const r = await fetch(server.base + path, {
@@ -168,6 +170,7 @@ test('the ticket screen shows a rotating QR signed on the device that decodes to
 test('a scanner enrols with its one-time code, admits the QR once and refuses it again as already used', async () => {
   const zone = await json('POST', `/api/v1/events/${org.eventId}/zones`, org.token, { name: 'pista' });
   const gate = await json('POST', `/api/v1/events/${org.eventId}/gates`, org.token, { name: gateName, zone_id: zone.id });
+  gateId = gate.id;
   const device = await json('POST', `/api/v1/events/${org.eventId}/devices`, org.token, {
     name: 'Scanner 1',
     gate_ids: [gate.id],
@@ -336,9 +339,36 @@ test('resale: a holder lists a ticket within the cap, another fan buys it throug
   await fan.locator('[data-testid=purchase][data-status=completed]').waitFor({ timeout: 30_000 });
   await shot(fan, '16-resale-bought');
   await fan.getByRole('link', { name: 'Go to wallet' }).click();
-  const ticketId = await card.getAttribute('data-ticket');
-  await fan.locator(`[data-testid=ticket-card][data-ticket="${ticketId}"]`).waitFor();
+  resoldTicketId = await card.getAttribute('data-ticket');
+  await fan.locator(`[data-testid=ticket-card][data-ticket="${resoldTicketId}"]`).waitFor();
   await carlContext.close();
+});
+
+test('an offline admission that collides with an online one at another device is shown as a conflict', async () => {
+  await fan.locator(`[data-testid=ticket-card][data-ticket="${resoldTicketId}"]`).getByRole('link', { name: 'Show QR' }).click();
+  const qr = fan.locator('[data-testid=qr][data-qr^="EN1:"]');
+  await qr.waitFor();
+  const text = await qr.getAttribute('data-qr');
+  // A second scanner at the same gate admits the ticket online first.
+  const other = await json('POST', `/api/v1/events/${org.eventId}/devices`, org.token, { name: 'Scanner 2', gate_ids: [gateId] });
+  const enrolled = await json('POST', '/api/v1/scanner/enrol', null, { code: other.enrolment_code });
+  const online = await json('POST', '/api/v1/scanner/scan', null, { payload: text, gate_id: gateId, nonce: 'other-1' }, {
+    authorization: `Device ${enrolled.device_token}`,
+  });
+  assert.equal(online.reason, 'ok');
+
+  await scannerContext.setOffline(true);
+  await scanner.getByTestId('net').filter({ hasText: 'Offline' }).waitFor();
+  const wedge = scanner.getByLabel(/Scanner input/);
+  await wedge.fill(text);
+  await wedge.press('Enter');
+  await verdict(scanner, 'ok');
+  await scannerContext.setOffline(false);
+  await scanner.getByTestId('conflicts').filter({ hasText: /^1$/ }).waitFor({ timeout: 20_000 });
+  await scanner.getByTestId('conflict-list').waitFor();
+  assert.equal(await scanner.getByTestId('queued').innerText(), '0');
+  await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
+  await shot(scanner, '17-scanner-conflict');
 });
 
 test('both apps install: manifests load and service workers take control', async () => {
