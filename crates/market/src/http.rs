@@ -11,6 +11,7 @@
 use crate::domain::MarketError;
 use crate::service::{History, Market, ResaleTerms};
 use crate::store::{GiftRow, ListingRow, PurchaseRow};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use entrada_primitives::clock::{from_ms, rfc3339};
@@ -416,21 +417,40 @@ async fn get_gift(
 }
 
 /// Accept a gift: the ticket becomes yours and its earlier QR codes stop admitting.
-#[utoipa::path(post, path = "/api/v1/gifts/{id}/accept", tag = "market", request_body = AcceptGiftBody,
+#[utoipa::path(post, path = "/api/v1/gifts/{id}/accept", tag = "market", request_body(content = Option<AcceptGiftBody>),
     params(("id" = Uuid, Path, description = "Gift id")),
     responses(
         (status = 200, description = "Accepted; the ticket is in your wallet", body = GiftView),
+        (status = 400, description = "`malformed_json`"),
         (status = 403, description = "`claim_token_invalid`"),
         (status = 404, description = "`not_found`: unknown gift or not addressed to you"),
         (status = 409, description = "`gift_not_pending`, `transfers_not_allowed`, `transfers_frozen`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`"),
         (status = 410, description = "`gift_expired`"),
+        (status = 422, description = "`invalid_body`, `validation_failed`"),
     ))]
 async fn accept_gift(
     State(m): State<Market>,
     AuthUser(who): AuthUser,
     Path(id): Path<Uuid>,
-    Json(body): Json<AcceptGiftBody>,
+    body: Bytes,
 ) -> Result<Json<GiftView>, Problem> {
+    // The body is optional (a recipient with an account sends none), so it
+    // is read as bytes rather than through `Json`, which insists on a JSON
+    // content type.
+    let body: AcceptGiftBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AcceptGiftBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.is_data() {
+                Problem::unprocessable("invalid_body", format!("the body does not match the schema: {e}"))
+            } else {
+                Problem::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+            }
+        })?
+    };
+    if body.claim_token.as_ref().is_some_and(|t| t.len() > 200) {
+        return Err(Problem::invalid_field("claim_token", "at most 200 characters"));
+    }
     let g = m.accept_gift(&who, id, body.claim_token.as_deref()).await?;
     Ok(Json(GiftView::of(&g, who.user_id)))
 }
