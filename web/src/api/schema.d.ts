@@ -5008,9 +5008,9 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
-                "application/json": components["schemas"]["AcceptGiftBody"];
+                "application/json": components["schemas"]["AcceptGiftBody"] | null;
             };
         };
         responses: {
@@ -5071,14 +5071,6 @@ export interface operations {
                 };
             };
             413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            415: {
                 headers: {
                     [name: string]: unknown;
                 };
