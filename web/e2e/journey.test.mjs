@@ -6,8 +6,7 @@
 // a 360×740 screen. Screenshots of the key screens go to e2e/artifacts/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -20,7 +19,6 @@ const VIEWPORT = { width: 360, height: 740 };
 
 let server;
 let browser;
-let profile;
 let org; // { token, eventId }
 let fan; // page
 let scanner; // page
@@ -66,7 +64,7 @@ before(async () => {
   org = { token: login.access_token, eventId };
   // Doors open now, so the gate admits today rather than on the demo's date.
   await json('PATCH', `/api/v1/events/${eventId}`, org.token, { doors_open_at: null });
-  profile = mkdtempSync(join(tmpdir(), 'entrada-chromium-'));
+  // launch() gives the browser a fresh temporary profile; each context below is a separate, empty one.
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: [
@@ -84,7 +82,6 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.stop();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 test('a fan signs up, buys three demo tickets through the sandbox page and sees them in the wallet', async () => {
@@ -95,6 +92,10 @@ test('a fan signs up, buys three demo tickets through the sandbox page and sees 
   await fan.getByRole('link', { name: /Noche|Concierto|Demo|Festival/ }).first().waitFor();
   await fitsScreen(fan);
   await shot(fan, '01-events');
+  await fan.getByPlaceholder('Search events').fill('zzz-nothing');
+  await fan.getByText('No events found.').waitFor();
+  await fan.getByPlaceholder('Search events').fill('Noche');
+  await fan.getByRole('link', { name: /Noche/ }).first().waitFor();
 
   await fan.getByRole('link', { name: 'Log in' }).click();
   await fan.getByRole('link', { name: 'New here? Sign up' }).click();

@@ -470,7 +470,7 @@ function Scanner(props: {
         <ul class="conflicts" data-testid="conflict-list">
           {conflicts.map((c) => (
             <li key={c.nonce}>
-              {t().conflicts}: {problemText(c.reason)} {c.ticket_id ?? ''}
+              {t().conflicts}: {c.ticket_id ?? ''} · {problemText(c.reason)}
             </li>
           ))}
         </ul>
