@@ -520,3 +520,71 @@ async fn killing_the_server_during_minting_mints_every_ticket_once() {
             .unwrap();
     println!("after 3 crashes: {} tickets minted in {sent} mint transactions; {outcomes:?}", tickets.len());
 }
+
+/// A gift moves the token: a minted ticket is transferred by the custodian to the new
+/// holder's address; a ticket gifted while its mint's outcome is unknown (chain down) is,
+/// once the chain shows it was not minted, minted straight to the new holder: no transfer.
+#[tokio::test]
+async fn a_gift_moves_the_token_to_the_new_holder() {
+    let down = Arc::new(AtomicBool::new(false));
+    let d = down.clone();
+    let app = spawn_app_on_chain(
+        |_| {},
+        move |dir, clock| {
+            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
+            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
+        },
+    )
+    .await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let fan = app.register("fan@example.com").await;
+    let friend = app.register("friend@example.com").await;
+    let gift = |ticket: String| {
+        let (app, fan, friend) = (&app, &fan, &friend);
+        async move {
+            let g = app
+                .post(
+                    &format!("/api/v1/tickets/{ticket}/gifts"),
+                    Some(&fan.token),
+                    json!({"recipient_email": friend.email}),
+                )
+                .await
+                .expect(201);
+            let id = g["id"].as_str().unwrap();
+            app.post(&format!("/api/v1/gifts/{id}/accept"), Some(&friend.token), json!({})).await.expect(200);
+            app.settle().await;
+        }
+    };
+    app.buy(&fan, &event, &tt, 1).await;
+    let minted = my_tickets(&app, &fan).await[0].clone();
+    let contract = addr(&minted["chain"]["contract"]);
+    let chain = app.app.chain.chain().clone();
+    gift(minted["id"].as_str().unwrap().to_owned()).await;
+    let friend_addr = holder_address(&app, &friend).await;
+    assert_eq!(chain.owner_of(contract, token(&minted)).await.unwrap(), Some(friend_addr));
+    let moved = app.get(&format!("/api/v1/me/tickets/{}", minted["id"].as_str().unwrap()), Some(&friend.token)).await;
+    let moved = moved.expect(200);
+    assert_eq!(addr(&moved["chain"]["owner"]), friend_addr, "{moved:#}");
+    assert_eq!(moved["chain"]["tx_hash"], minted["chain"]["tx_hash"], "the mint transaction stays the token's");
+
+    // Gifted while the chain is unreachable: the waiting mint goes straight to the friend.
+    down.store(true, Ordering::SeqCst);
+    app.buy(&fan, &event, &tt, 1).await;
+    let waiting = my_tickets(&app, &fan).await[0].clone();
+    // Its mint was attempted and its outcome is unknown until the chain can be read again.
+    assert_eq!(waiting["chain"]["status"], "submitted", "{waiting:#}");
+    gift(waiting["id"].as_str().unwrap().to_owned()).await;
+    down.store(false, Ordering::SeqCst);
+    app.clock.advance(time::Duration::minutes(10));
+    app.settle().await;
+    assert_eq!(chain.owner_of(contract, token(&waiting)).await.unwrap(), Some(friend_addr));
+    assert_eq!(chain.balance_of(contract, holder_address(&app, &fan).await).await.unwrap(), 0);
+    assert_eq!(chain.total_supply(contract).await.unwrap(), 2);
+    let (transfers,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM chain_transactions WHERE kind = 'transfer' AND state = 'confirmed'")
+            .fetch_one(app.app.db.reader())
+            .await
+            .unwrap();
+    assert_eq!(transfers, 1, "only the minted ticket needed a transfer");
+}

@@ -240,7 +240,9 @@ impl Pipeline {
                     let count = reverted && !explained;
                     let failed = count && single && attempts + 1 >= self.inner.cfg.max_attempts;
                     let why = if reverted { "mint reverted" } else { "mint outcome unknown; not on chain" };
-                    let at = now + backoff_ms(if count { *attempts } else { 0 });
+                    // The chain was just read: a token it lacks after a lost answer can go in
+                    // the next batch at once; a refused one waits out its backoff.
+                    let at = if count { now + backoff_ms(*attempts) } else { now };
                     store::token_not_found(&mut tx, ticket, count, failed, why, at, now).await?;
                     store::burn_if_cancelled(&mut tx, ticket, now).await?;
                     if failed {
