@@ -674,20 +674,55 @@ async fn gift_then_resale_counts_generations_and_labels_holders() {
 
 /// After a sequence of gifts and resales over several tickets and `settle()`,
 /// the chain follows the tickets: each token's on-chain owner is the
-/// custodial address of its ticket's current holder.
+/// custodial address of its ticket's current holder (embedded chain).
 #[tokio::test]
 async fn after_gifts_and_resales_each_token_is_owned_by_its_holders_address() {
+    let app = spawn_app().await;
+    let chain = app.app.chain.chain().clone();
+    tokens_follow_gifts_and_resales(&app, chain.as_ref()).await;
+}
+
+/// The same on a real EVM node over JSON-RPC (anvil), read back through a
+/// second client of the node.
+#[tokio::test]
+async fn on_anvil_each_token_is_owned_by_its_holders_address() {
+    use entrada_chain::rpc::anvil::{self, Anvil};
+    use entrada_chain::{RoleKeys, RpcChain, RpcConfig};
+    use entrada_primitives::Secret;
+    let node = Anvil::spawn(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let keys = || {
+        let k = |i: usize| Secret::new(anvil::DEV_KEYS[i].to_owned());
+        RoleKeys { admin: k(0), minter: k(1), custodian: k(2), organizer: k(3) }
+    };
+    let url = node.url();
+    let app = spawn_app_with(move |c| {
+        let k = keys();
+        c.chain.mode = "rpc".into();
+        c.chain.rpc_url = url;
+        c.chain.chain_id = anvil::CHAIN_ID;
+        c.chain.admin_key = k.admin;
+        c.chain.minter_key = k.minter;
+        c.chain.custodian_key = k.custodian;
+        c.chain.organizer_key = k.organizer;
+    })
+    .await;
+    let mut cfg = RpcConfig::new(node.url(), anvil::CHAIN_ID, keys());
+    cfg.data_dir = Some(app.data_dir.path().to_path_buf());
+    let reader = RpcChain::connect(cfg).await.unwrap();
+    tokens_follow_gifts_and_resales(&app, &reader).await;
+}
+
+async fn tokens_follow_gifts_and_resales(app: &TestApp, chain: &dyn entrada_chain::ChainClient) {
     use entrada_chain::{Address, U256};
     use std::str::FromStr;
-    let app = spawn_app().await;
-    let w = world(&app).await;
+    let w = world(app).await;
     let a = app.register("a@example.com").await;
     let b = app.register("b@example.com").await;
-    let t2 = buy_one(&app, &w.fan, &w.event, &w.tt).await;
-    let t3 = buy_one(&app, &w.fan, &w.event, &w.tt).await;
+    let t2 = buy_one(app, &w.fan, &w.event, &w.tt).await;
+    let t3 = buy_one(app, &w.fan, &w.event, &w.tt).await;
 
     let give = |from: &User, ticket: String, to: &User| {
-        let (app, from, to) = (&app, from.clone(), to.clone());
+        let (from, to) = (from.clone(), to.clone());
         async move {
             let g = offer(app, &from, &ticket, &to.email).await.expect(201);
             app.post(&format!("/api/v1/gifts/{}/accept", g["id"].as_str().unwrap()), Some(&to.token), json!({}))
@@ -696,7 +731,7 @@ async fn after_gifts_and_resales_each_token_is_owned_by_its_holders_address() {
         }
     };
     let sell = |from: &User, ticket: String, to: &User| {
-        let (app, from, to) = (&app, from.clone(), to.clone());
+        let (from, to) = (from.clone(), to.clone());
         async move {
             let l = list(app, &from, &ticket, 2400).await.expect(201);
             let p = purchase(app, &to, l["id"].as_str().unwrap()).await.expect(201);
@@ -719,16 +754,18 @@ async fn after_gifts_and_resales_each_token_is_owned_by_its_holders_address() {
         .await
         .unwrap();
     let contract = Address::from_str(&address).unwrap();
-    let chain = app.app.chain.chain();
-    let expected = [(&w.ticket, &b), (&t2, &w.fan), (&t3, &b)];
-    for (ticket, holder) in expected {
-        assert!(holds(&app, holder, ticket).await);
+    let fan_address = app.app.chain.custodial_address(w.fan.id.parse().unwrap()).await.unwrap();
+    let b_address = app.app.chain.custodial_address(b.id.parse().unwrap()).await.unwrap();
+    assert_ne!(fan_address, b_address, "each holder has their own address");
+    for (ticket, holder) in [(&w.ticket, &b), (&t2, &w.fan), (&t3, &b)] {
+        assert!(holds(app, holder, ticket).await);
         let (serial,): (i64,) =
             sqlx::query_as("SELECT serial FROM tickets WHERE id = $1").bind(ticket).fetch_one(db).await.unwrap();
         let owner = chain.owner_of(contract, U256::from(serial as u64)).await.unwrap();
         let custodial = app.app.chain.custodial_address(holder.id.parse().unwrap()).await.unwrap();
         assert_eq!(owner, Some(custodial), "ticket {serial}");
     }
+    assert_eq!(chain.total_supply(contract).await.unwrap(), 3);
 }
 
 /// A small xorshift generator: the ledger test's sequence is random but
