@@ -70,7 +70,13 @@ struct Inner {
     /// One round at a time in this process (the background worker and `App::settle` may both
     /// run); a Tokio mutex because a round awaits the chain. Guards the reconciler's cursor.
     round: tokio::sync::Mutex<String>,
+    /// When `admissions` was last polled (clock ms): every few seconds is enough for a
+    /// collectible's attended mark, and the poll reads every unmarked minted token.
+    attended_polled: std::sync::atomic::AtomicI64,
 }
+
+/// Pause between polls of check-in's admissions outside a flush.
+const ATTENDED_POLL_MS: i64 = 5_000;
 
 /// A chain failure, sorted by what the pipeline does about it.
 enum Outcome {
@@ -116,6 +122,7 @@ impl Pipeline {
                 cfg,
                 instance,
                 round: tokio::sync::Mutex::new(String::new()),
+                attended_polled: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
             }),
         }
     }
@@ -155,7 +162,12 @@ impl Pipeline {
             self.mints(flush, &mut r).await?;
         }
         if !r.chain_unavailable {
-            self.attended(&mut r).await?;
+            let now = self.now();
+            let last = self.inner.attended_polled.load(std::sync::atomic::Ordering::Relaxed);
+            if flush || now.saturating_sub(last) >= ATTENDED_POLL_MS {
+                self.inner.attended_polled.store(now, std::sync::atomic::Ordering::Relaxed);
+                self.attended(&mut r).await?;
+            }
             self.ops(&mut r).await?;
         }
         Ok(r)
