@@ -27,6 +27,7 @@ let fanContext;
 let gateName = 'Puerta 1';
 let gateId;
 let resoldTicketId;
+let firstAccess;
 
 async function json(method, path, token, body, headers = {}) {
   const r = await fetch(server.base + path, {
@@ -55,7 +56,8 @@ async function fitsScreen(page) {
 }
 
 before(async () => {
-  server = await startServer({ demo: true });
+  // Access tokens live 65 s, so the apps refresh them quietly (a minute ahead) all through the journey.
+  server = await startServer({ demo: true, env: { ENTRADA_IDENTITY__ACCESS_TTL_SECONDS: '65' } });
   const out = server.output();
   const eventId = /Demo event on sale: \S+\/api\/v1\/events\/([0-9a-f-]{36})/.exec(out)?.[1];
   const [, email, password] = /Demo organizer: (\S+) \/ (\S+)/.exec(out) ?? [];
@@ -105,6 +107,7 @@ test('a fan signs up, buys three demo tickets through the sandbox page and sees 
   await fan.getByRole('button', { name: 'Sign up' }).click();
   await fan.getByRole('heading', { name: 'Wallet', exact: true }).waitFor();
   await fan.getByText('No tickets yet.').waitFor();
+  firstAccess = await fan.evaluate(() => JSON.parse(localStorage.getItem('entrada.session')).access);
 
   await fan.goto(`${server.base}/events/${org.eventId}`);
   const general = fan.getByTestId('ticket-type').filter({ hasText: 'General' });
@@ -397,6 +400,14 @@ test('the ticket QR still opens with no network once its credential is on the de
   await fan.getByText('Offline: the code still works.').waitFor();
   await shot(fan, '10-ticket-offline');
   await fanContext.setOffline(false);
+});
+
+test('the session was refreshed quietly along the way and still works', async () => {
+  await fan.goto(server.base + '/wallet');
+  await fan.getByTestId('ticket-card').first().waitFor();
+  const access = await fan.evaluate(() => JSON.parse(localStorage.getItem('entrada.session')).access);
+  assert.notEqual(access, firstAccess);
+  assert.equal(await fan.getByRole('button', { name: 'Log out' }).count(), 1);
 });
 
 test('the server keeps API paths as problems and serves the apps with the right caching', async () => {

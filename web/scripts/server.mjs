@@ -32,7 +32,7 @@ function freePort() {
  * Runs `entrada serve [--demo]` and waits until `/readyz` answers. Returns its base URL, the lines it printed
  * and `stop()`, which ends exactly that process and removes its data directory.
  */
-export async function startServer({ demo = false } = {}) {
+export async function startServer({ demo = false, env: extra = {} } = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const dataDir = mkdtempSync(join(tmpdir(), 'entrada-web-'));
@@ -44,6 +44,7 @@ export async function startServer({ demo = false } = {}) {
     ENTRADA_IDENTITY__PASSWORD_COST: 'fast',
     ENTRADA_RATE_LIMIT__AUTH_PER_IP_PER_MINUTE: '0',
     ENTRADA_LOG: process.env.ENTRADA_LOG ?? 'warn',
+    ...extra,
   };
   const args = ['serve', ...(demo ? ['--demo'] : [])];
   const child = spawn(entradaBin(), args, { cwd: dataDir, env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -40,11 +40,26 @@ export function setSession(r: Schemas['TokenResponse'] | null): void {
 const plain = makeClient();
 let refreshing: Promise<boolean> | null = null;
 
-/** Exchanges the refresh token; on a refused token the session ends (the user logs in again). */
+function reload(): void {
+  try {
+    tokens = JSON.parse(localStorage.getItem(KEY) ?? 'null') as Tokens | null;
+  } catch {
+    tokens = null;
+  }
+}
+
+/**
+ * Exchanges the refresh token; on a refused token the session ends (the user logs in again). Tabs share the
+ * session, and a refresh token works once (a second use ends the session as a theft), so the exchange runs under
+ * a cross-tab lock and is skipped when another tab already did it.
+ */
 export function refresh(): Promise<boolean> {
-  refreshing ??= (async () => {
+  const seen = tokens?.refresh;
+  const run = async (): Promise<boolean> => {
+    reload();
     const t = tokens;
     if (!t) return false;
+    if (t.refresh !== seen) return true;
     try {
       const r = await plain.POST('/api/v1/auth/refresh', { body: { refresh_token: t.refresh } });
       if (r.data) {
@@ -55,10 +70,16 @@ export function refresh(): Promise<boolean> {
       return false;
     } catch {
       return false;
-    } finally {
-      refreshing = null;
     }
-  })();
+  };
+  if (!refreshing) {
+    const locked: Promise<boolean> = navigator.locks
+      ? navigator.locks.request('entrada.refresh', () => run()).then((x) => x)
+      : run();
+    refreshing = locked.finally(() => {
+      refreshing = null;
+    });
+  }
   return refreshing;
 }
 
@@ -66,11 +87,12 @@ const auth: Middleware = {
   async onRequest({ request }) {
     if (tokens && tokens.expiresAt - Date.now() < 60_000 && !request.url.includes('/auth/')) await refresh();
     if (tokens) request.headers.set('authorization', `Bearer ${tokens.access}`);
-    // Keep a copy of the body: a 401 is retried once after a refresh.
     return request;
   },
   async onResponse({ request, response }) {
-    if (response.status !== 401 || !tokens || request.url.includes('/auth/')) return response;
+    // Only requests without a body are replayed: a sent body cannot be read again.
+    const replayable = request.method === 'GET' || request.method === 'DELETE';
+    if (response.status !== 401 || !tokens || !replayable || request.url.includes('/auth/')) return response;
     if (!(await refresh())) return response;
     const retry = new Request(request, { headers: new Headers(request.headers) });
     retry.headers.set('authorization', `Bearer ${tokens!.access}`);

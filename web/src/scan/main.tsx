@@ -341,7 +341,7 @@ function Scanner(props: {
       now: Math.floor(Date.now() / 1000),
     });
     const used = new Map(Object.entries((await kv.get<Record<string, number>>('used')) ?? {}));
-    const v = decide(outcome, b, gateId, used);
+    const v = decide(outcome, b, gateId, used, Date.now());
     if (v.ok && v.ticket_id) await markUsed(v.ticket_id);
     await db.put('queue', nonce, { nonce, payload, gate_id: gateId, scanned_at: scannedAt, admitted: v.ok });
     await refreshQueue();

@@ -14,6 +14,7 @@ const v = vectors.vectors.find((x) => x.name === 'rotating_ok')!;
 const uuid = (h: string) => `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 const TICKET = uuid('11111111111111111111111111111111');
 const TYPE = uuid('33333333333333333333333333333333');
+const NOW = v.now * 1000;
 
 function bundle(extra: Partial<Bundle> = {}): Bundle {
   return {
@@ -27,6 +28,7 @@ function bundle(extra: Partial<Bundle> = {}): Bundle {
     revocations: [],
     next_cursor: 1,
     doors_close_at: '2030-01-01T00:00:00Z',
+    doors_open_at: '2026-05-01T00:00:00Z',
     ...extra,
   };
 }
@@ -39,22 +41,28 @@ describe('offline decisions', () => {
   it('admits a valid credential once at a gate of its zone, then says already_used', async () => {
     const b = bundle();
     const used = new Map<string, number>();
-    const first = decide(await outcome(b), b, 'g1', used);
+    const first = decide(await outcome(b), b, 'g1', used, NOW);
     expect(first).toMatchObject({ ok: true, reason: 'ok', ticket_type: 'General' });
     used.set(first.ticket_id!, 1);
-    expect(decide(await outcome(b), b, 'g1', used)).toMatchObject({ ok: false, reason: 'already_used' });
+    expect(decide(await outcome(b), b, 'g1', used, NOW)).toMatchObject({ ok: false, reason: 'already_used' });
   });
   it('refuses a gate of another zone, a cancelled ticket and a superseded generation', async () => {
     const b = bundle();
-    expect(decide(await outcome(b), b, 'g2', new Map())).toMatchObject({ ok: false, reason: 'wrong_zone' });
+    expect(decide(await outcome(b), b, 'g2', new Map(), NOW)).toMatchObject({ ok: false, reason: 'wrong_zone' });
     const cancelled = bundle({ revocations: [{ ticket_id: TICKET, min_generation: 0, cancelled: true }] });
-    expect(decide(await outcome(cancelled), cancelled, 'g1', new Map()).reason).toBe('cancelled');
+    expect(decide(await outcome(cancelled), cancelled, 'g1', new Map(), NOW).reason).toBe('cancelled');
     const gifted = bundle({ revocations: [{ ticket_id: TICKET, min_generation: 3, cancelled: false }] });
-    expect(decide(await outcome(gifted), gifted, 'g1', new Map()).reason).toBe('superseded_generation');
+    expect(decide(await outcome(gifted), gifted, 'g1', new Map(), NOW).reason).toBe('superseded_generation');
+  });
+  it('refuses before the doors open and from their closing on', async () => {
+    const b = bundle({ doors_open_at: new Date(NOW + 60_000).toISOString() });
+    expect(decide(await outcome(b), b, 'g1', new Map(), NOW).reason).toBe('not_yet_open');
+    const closed = bundle({ doors_close_at: new Date(NOW).toISOString() });
+    expect(decide(await outcome(closed), closed, 'g1', new Map(), NOW).reason).toBe('closed');
   });
   it('passes the verifier rejection through', async () => {
     const b = bundle({ keys: [] });
-    expect(decide(await outcome(b), b, 'g1', new Map())).toEqual({ ok: false, reason: 'unknown_key' });
+    expect(decide(await outcome(b), b, 'g1', new Map(), NOW)).toEqual({ ok: false, reason: 'unknown_key' });
   });
   it('merges revocation deltas over the stored bundle', () => {
     const old = bundle({ revocations: [{ ticket_id: TICKET, min_generation: 1, cancelled: false }] });

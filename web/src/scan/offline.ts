@@ -57,9 +57,16 @@ export function mergeBundle(old: Bundle | undefined, delta: Bundle): Bundle {
 
 /**
  * What the gate shows for a credential verified on the device: the signature outcome first, then the ticket's
- * revocation, the gate's zone, and entries this device already admitted (`used`: ticket id hex → count).
+ * revocation, the gate's zone, the doors at `nowMs`, and entries this device already admitted (`used`: ticket id hex
+ * → count), in the order of the server's `ticket_check`.
  */
-export function decide(outcome: Outcome, bundle: Bundle, gateId: string, used: Map<string, number>): LocalVerdict {
+export function decide(
+  outcome: Outcome,
+  bundle: Bundle,
+  gateId: string,
+  used: Map<string, number>,
+  nowMs: number,
+): LocalVerdict {
   if (!outcome.ok) return { ok: false, reason: outcome.reason };
   const c = outcome.verified.claims;
   const ticket_id = c.ticket_id;
@@ -71,6 +78,9 @@ export function decide(outcome: Outcome, bundle: Bundle, gateId: string, used: M
   const gate = bundle.gates.find((g) => g.id === gateId);
   const zones = type ? type.zones : c.zones;
   if (gate && zones.length > 0 && !zones.includes(gate.zone_name)) return { ok: false, reason: 'wrong_zone', ...base };
+  // The doors, as the server checks them: before opening, and from closing on.
+  if (bundle.doors_open_at && nowMs < Date.parse(bundle.doors_open_at)) return { ok: false, reason: 'not_yet_open', ...base };
+  if (nowMs >= Date.parse(bundle.doors_close_at)) return { ok: false, reason: 'closed', ...base };
   const max = type ? (type.reentry ? Math.max(1, type.max_entries) : 1) : 1;
   if ((used.get(ticket_id) ?? 0) >= max) return { ok: false, reason: 'already_used', ...base };
   return { ok: true, reason: 'ok', ...base };
