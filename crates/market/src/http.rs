@@ -104,12 +104,16 @@ impl From<Money> for MoneyView {
     }
 }
 
+/// The highest asking price accepted, minor units (ten million in major units).
+const MAX_PRICE_MINOR: i64 = 1_000_000_000;
+
 impl MoneyView {
     fn parse(&self) -> Result<Money, Problem> {
         let c = Currency::parse(&self.currency)
             .map_err(|_| Problem::invalid_field("price.currency", "an ISO 4217 code such as EUR"))?;
-        if self.amount_minor <= 0 {
-            return Err(Problem::invalid_field("price.amount_minor", "must be greater than zero"));
+        // An upper bound keeps every sum of prices far inside i64, whatever the cap.
+        if !(1..=MAX_PRICE_MINOR).contains(&self.amount_minor) {
+            return Err(Problem::invalid_field("price.amount_minor", format!("must be 1 to {MAX_PRICE_MINOR}")));
         }
         Ok(Money::new(self.amount_minor, c))
     }

@@ -323,6 +323,8 @@ async fn a_listing_is_listed_repriced_withdrawn_and_bought() {
     .await
     .expect_problem(422, "currency_mismatch");
 
+    list(&app, &w.fan, &w.ticket, 0).await.expect_problem(422, "validation_failed");
+    list(&app, &w.fan, &w.ticket, i64::MAX).await.expect_problem(422, "validation_failed");
     let l = list(&app, &w.fan, &w.ticket, 2600).await.expect(201);
     assert_eq!(
         (l["status"].as_str(), l["cap"].clone(), l["face_value"].clone()),
