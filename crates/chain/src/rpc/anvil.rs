@@ -116,14 +116,38 @@ impl Anvil {
     }
 
     /// Freezes the node (SIGSTOP): connections are accepted by the kernel but nothing answers,
-    /// which is what a hung node looks like to a client.
+    /// which is what a hung node looks like to a client. Returns once the kernel reports the
+    /// process stopped (a signal takes effect asynchronously).
     pub fn pause(&self) -> Result<(), String> {
-        self.signal("-STOP")
+        self.signal("-STOP")?;
+        self.wait_state(true)
     }
 
-    /// Lets a paused node run again (SIGCONT).
+    /// Lets a paused node run again (SIGCONT), returning once it is no longer stopped.
     pub fn resume(&self) -> Result<(), String> {
-        self.signal("-CONT")
+        self.signal("-CONT")?;
+        self.wait_state(false)
+    }
+
+    /// Waits until `/proc/PID/status` says the process is (or is no longer) stopped.
+    fn wait_state(&self, stopped: bool) -> Result<(), String> {
+        let status = format!("/proc/{}/status", self.child.id());
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&status).map_err(|e| format!("{status}: {e}"))?;
+            let is_stopped = text.lines().any(|l| l.starts_with("State:") && l.contains("T ("));
+            if is_stopped == stopped {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "anvil {} did not {} within 10 s",
+                    self.child.id(),
+                    if stopped { "stop" } else { "resume" }
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn signal(&self, sig: &str) -> Result<(), String> {

@@ -4,6 +4,7 @@
 //! pool, nonce taken by another transaction) reconciled by reading the chain, never re-sent
 //! blindly.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use alloy::providers::Provider;
@@ -17,6 +18,16 @@ use crate::{addr, event_key, id, params};
 
 async fn raw(chain: &RpcChain, method: &'static str, params: Value) -> Value {
     chain.provider().raw_request(method.into(), params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+/// A zero-value transaction from `who` that the node signs (its dev accounts are unlocked),
+/// waited for until it is included: someone else using the key behind the client's back.
+async fn spend_nonce_behind_the_clients_back(chain: &RpcChain, who: Address) {
+    let hash = raw(chain, "eth_sendTransaction", json!([{ "from": who, "to": who, "value": "0x0" }])).await;
+    let hash = entrada_chain::B256::from_str(hash.as_str().unwrap()).unwrap();
+    while chain.provider().get_transaction_receipt(hash).await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Transactions the account has had included.
@@ -70,7 +81,7 @@ async fn nonces_stay_continuous_over_many_concurrent_sends() {
     assert_eq!(chain.total_supply(c).await.unwrap(), 40);
 
     // Someone else spends the minter's next nonce (anvil signs for its dev accounts).
-    let _ = raw(&chain, "eth_sendTransaction", json!([{ "from": minter, "to": minter, "value": "0x0" }])).await;
+    spend_nonce_behind_the_clients_back(&chain, minter).await;
     assert_eq!(nonce(&chain, minter).await, 41);
     chain.mint_batch(c, &one(addr("late"), 41)).await.unwrap();
     assert_eq!(nonce(&chain, minter).await, 42);
@@ -273,7 +284,7 @@ async fn dropped_transactions_are_rebroadcast_or_resent_only_when_provably_dead(
     assert!(matches!(chain.mint_batch(c, &mints).await, Err(ChainError::Unavailable(_))));
     let _ = raw(&chain, "anvil_dropAllTransactions", json!([])).await;
     let _ = raw(&chain, "evm_setAutomine", json!([true])).await;
-    let _ = raw(&chain, "eth_sendTransaction", json!([{ "from": minter, "to": minter, "value": "0x0" }])).await;
+    spend_nonce_behind_the_clients_back(&chain, minter).await;
     assert_eq!(nonce(&chain, minter).await, start + 2);
     let r = chain.mint_batch(c, &mints).await.unwrap();
     assert!(r.success);
