@@ -143,7 +143,7 @@ test('a fan signs up, buys three demo tickets through the sandbox page and sees 
 
 let firstQr;
 
-test('the ticket screen shows a rotating QR signed on the device that decodes to the same text', async () => {
+test('the ticket screen shows a QR signed on the device, decoding to the same text, redrawn at every 15 s step', async () => {
   await fan.getByTestId('ticket-card').first().getByRole('link', { name: 'Show QR' }).click();
   const qr = fan.locator('[data-testid=qr][data-qr^="EN1:"]');
   await qr.waitFor({ timeout: 15_000 });
@@ -169,6 +169,14 @@ test('the ticket screen shows a rotating QR signed on the device that decodes to
   assert.equal(decoded, firstQr);
   await fitsScreen(fan);
   await shot(fan, '05-ticket-qr');
+  // At the next 15 s step the device signs a new proof and the code is redrawn.
+  await fan.waitForFunction((s) => document.querySelector('[data-testid=qr]')?.dataset.step !== s, String(step), {
+    timeout: 20_000,
+  });
+  const rotated = await qr.getAttribute('data-qr');
+  assert.notEqual(rotated, firstQr);
+  assert.equal(Number(await qr.getAttribute('data-step')), step + 1);
+  firstQr = rotated;
 });
 
 test('a scanner enrols with its one-time code, admits the QR once and refuses it again as already used', async () => {

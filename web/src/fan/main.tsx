@@ -1033,6 +1033,7 @@ function TicketPage({ id }: { id: string }) {
   const [qr, setQr] = useState<{ text: string; step: number } | null>(null);
   const [error, setError] = useState('');
   const [online, setOnline] = useState(navigator.onLine);
+  const [left, setLeft] = useState(15);
   const cached = (JSON.parse(localStorage.getItem(WALLET_CACHE) ?? '[]') as Ticket[]).find((x) => x.id === id);
   const ev = useEvent(cached?.event_id);
   const box = useRef<HTMLDivElement>(null);
@@ -1073,6 +1074,7 @@ function TicketPage({ id }: { id: string }) {
     let last = -1;
     let stop = false;
     const tick = async () => {
+      setLeft(15 - (Math.floor(Date.now() / 1000) % 15));
       const next = await qrText(cred);
       if (stop || next.step === last) return;
       last = next.step;
@@ -1115,6 +1117,11 @@ function TicketPage({ id }: { id: string }) {
         data-qr={qr?.text ?? ''}
         data-step={qr?.step ?? ''}
       />
+      {qr && (
+        <p aria-live="off">
+          <progress max={15} value={left} aria-label={t().qr_next(left)} /> {t().qr_next(left)}
+        </p>
+      )}
       <p>{t().qr_hint}</p>
       {!online && <p class="pill bad">{t().qr_offline}</p>}
     </section>

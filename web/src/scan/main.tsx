@@ -131,6 +131,10 @@ function App() {
         gateName={gates.find((g) => g.id === gate)?.name ?? ''}
         bundle={bundle}
         onBundle={setBundle}
+        onChangeGate={async () => {
+          await db.delete('kv', 'gate');
+          setGate(undefined);
+        }}
         onForget={async () => {
           await db.clear('kv');
           await db.clear('queue');
@@ -220,6 +224,7 @@ function Scanner(props: {
   gateName: string;
   bundle: Bundle | undefined;
   onBundle: (b: Bundle) => void;
+  onChangeGate: () => Promise<void>;
   onForget: () => Promise<void>;
 }) {
   const { device, gateId } = props;
@@ -475,9 +480,14 @@ function Scanner(props: {
           ))}
         </ul>
       )}
-      <button class="link" onClick={() => void props.onForget()}>
-        {t().unenrol}
-      </button>
+      <p class="actions">
+        <button class="link" onClick={() => void props.onChangeGate()}>
+          {t().choose_gate}
+        </button>
+        <button class="link" onClick={() => void props.onForget()}>
+          {t().unenrol}
+        </button>
+      </p>
       {shown && (
         <div
           class={`verdict ${shown.ok ? 'admit' : 'deny'}`}
