@@ -6,7 +6,8 @@
 // a 360×740 screen. Screenshots of the key screens go to e2e/artifacts/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -381,6 +382,87 @@ test('an offline admission that collides with an online one at another device is
   assert.equal(await scanner.getByTestId('queued').innerText(), '0');
   await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
   await shot(scanner, '17-scanner-conflict');
+});
+
+/** A one-frame YUV4MPEG2 video of an RGBA image, for Chromium's fake camera. */
+function y4m(rgba, w, h) {
+  const y = Buffer.alloc(w * h);
+  const u = Buffer.alloc((w / 2) * (h / 2));
+  const v = Buffer.alloc((w / 2) * (h / 2));
+  for (let j = 0; j < h; j++) {
+    for (let i = 0; i < w; i++) {
+      const o = (j * w + i) * 4;
+      const [r, g, b] = [rgba[o], rgba[o + 1], rgba[o + 2]];
+      y[j * w + i] = Math.round(0.299 * r + 0.587 * g + 0.114 * b);
+      if (j % 2 === 0 && i % 2 === 0) {
+        const k = (j / 2) * (w / 2) + i / 2;
+        u[k] = Math.round(128 - 0.168736 * r - 0.331264 * g + 0.5 * b);
+        v[k] = Math.round(128 + 0.5 * r - 0.418688 * g - 0.081312 * b);
+      }
+    }
+  }
+  const header = Buffer.from(`YUV4MPEG2 W${w} H${h} F5:1 Ip A1:1 C420jpeg\n`);
+  return Buffer.concat([header, Buffer.from('FRAME\n'), y, u, v]);
+}
+
+test('the scanner reads a QR shown to its camera', async () => {
+  await fan.goto(server.base + '/wallet');
+  await fan.getByTestId('ticket-card').first().getByRole('link', { name: 'Show QR' }).click();
+  await fan.locator('[data-testid=qr][data-qr^="EN1:"]').waitFor();
+  // The code as drawn on the fan's screen, turned into the frames of a fake camera.
+  const size = 640;
+  const pixels = await fan.evaluate(async (size) => {
+    const svg = document.querySelector('[data-testid=qr] svg');
+    const img = new Image();
+    img.src = 'data:image/svg+xml;base64,' + btoa(new XMLSerializer().serializeToString(svg));
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = c.height = size;
+    const ctx = c.getContext('2d');
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, size, size);
+    ctx.drawImage(img, 80, 80, size - 160, size - 160);
+    return Array.from(ctx.getImageData(0, 0, size, size).data);
+  }, size);
+  const dir = mkdtempSync(join(tmpdir(), 'entrada-camera-'));
+  const video = join(dir, 'qr.y4m');
+  writeFileSync(video, y4m(pixels, size, size));
+  const camBrowser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-video-capture=${video}`,
+    ],
+  });
+  try {
+    const device = await json('POST', `/api/v1/events/${org.eventId}/devices`, org.token, {
+      name: 'Camera scanner',
+      gate_ids: [gateId],
+    });
+    const ctx = await camBrowser.newContext({ viewport: VIEWPORT, locale: 'en-US', permissions: ['camera'] });
+    const cam = await ctx.newPage();
+    await cam.goto(server.base + '/scan/');
+    await cam.getByLabel('One-time code').fill(device.enrolment_code);
+    await cam.getByRole('button', { name: 'Enrol', exact: true }).click();
+    await cam.getByRole('button', { name: new RegExp(gateName) }).click();
+    await cam.getByRole('button', { name: 'Start camera' }).click();
+    // That ticket was admitted earlier: what matters is that the camera read and verified it.
+    const v = cam.getByTestId('verdict');
+    await v.waitFor({ timeout: 20_000 });
+    assert.equal(await v.getAttribute('data-reason'), 'already_used', await v.innerText());
+    await shot(cam, '18-scanner-camera');
+  } finally {
+    await camBrowser.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('both apps install: manifests load and service workers take control', async () => {
