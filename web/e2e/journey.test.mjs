@@ -244,6 +244,12 @@ test('offline, the scanner verifies in the browser, queues the admission and upl
   await wedge.press('Enter');
   await verdict(scanner, 'already_used');
   await shot(scanner, '09-scanner-offline');
+  // Reopened with no network, the scanner comes back from its service worker with its queue intact.
+  await scanner.getByTestId('verdict').waitFor({ state: 'detached' });
+  await scanner.reload();
+  await scanner.getByTestId('net').filter({ hasText: 'Offline' }).waitFor();
+  // Both offline scans wait for upload: the admission and the refused repeat.
+  await scanner.getByTestId('queued').filter({ hasText: /^2$/ }).waitFor();
 
   await scannerContext.setOffline(false);
   await scanner.getByTestId('queued').filter({ hasText: /^0$/ }).waitFor({ timeout: 20_000 });
