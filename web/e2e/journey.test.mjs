@@ -110,8 +110,19 @@ test('a fan signs up, buys three demo tickets through the sandbox page and sees 
   await fan.getByText('No tickets yet.').waitFor();
   firstAccess = await fan.evaluate(() => JSON.parse(localStorage.getItem('entrada.session')).access);
 
+  // A declined card: the order page says why.
   await fan.goto(`${server.base}/events/${org.eventId}`);
   const general = fan.getByTestId('ticket-type').filter({ hasText: 'General' });
+  await general.locator('select').selectOption('1');
+  await fan.getByRole('button', { name: 'Buy' }).click();
+  await fan.waitForURL(/\/sandbox\/checkout\//);
+  await fan.locator('#card').fill('4000000000000002');
+  await fan.locator('button[type=submit]').click();
+  await fan.waitForURL(/\/orders\//);
+  await fan.getByText('Your card was declined.').waitFor({ timeout: 30_000 });
+  await shot(fan, '02b-card-declined');
+
+  await fan.goto(`${server.base}/events/${org.eventId}`);
   await general.locator('select').selectOption('3');
   await fitsScreen(fan);
   await shot(fan, '02-event');

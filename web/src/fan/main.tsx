@@ -446,7 +446,7 @@ function OrderPage({ id }: { id: string }) {
         <>
           <p>{failed ? t().order_failed : t().order_pending}</p>
           {order.last_payment_error && <ErrorText error={problemText(order.last_payment_error)} />}
-          {order.checkout_url && (
+          {order.checkout_url && !order.last_payment_error && (
             <a class="button big" href={order.checkout_url}>
               {t().pay}
             </a>
