@@ -24,6 +24,10 @@ content=\"width=device-width\"><title>Entrada</title><body style=\"font-family:s
 starts the server), or <code>npm ci &amp;&amp; npm run build</code> in <code>web/</code> and then \
 <code>cargo run -- serve --demo</code>.</p><p>The API is here: <a href=\"/api/docs\">/api/docs</a>.</p></body></html>";
 
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https:; \
+connect-src 'self'; worker-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'none'; \
+frame-ancestors 'none'; form-action 'self'";
+
 fn is_api(path: &str) -> bool {
     path == "/api" || API_PREFIXES.iter().any(|p| path.starts_with(p))
 }
@@ -40,6 +44,11 @@ fn file(path: &str, immutable: bool) -> Option<Response> {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if mime.starts_with("text/html") {
+        // The apps load nothing from elsewhere; only a collectible's art may be an image on another host.
+        h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    }
     if path.ends_with("sw.js") {
         // The scanner's worker lives under /scan/ but the fan app's at the root; each scopes itself.
         h.insert("service-worker-allowed", HeaderValue::from_static("/"));
@@ -75,4 +84,20 @@ pub async fn serve(method: Method, uri: Uri) -> Response {
         return (StatusCode::OK, [(header::CACHE_CONTROL, "no-cache")], Html(NOT_BUILT)).into_response();
     }
     crate::middleware::not_found().await.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_api;
+
+    /// API paths and their neighbours never fall back to an app page; app routes do.
+    #[test]
+    fn api_paths_are_not_app_routes() {
+        for p in ["/api", "/api/v1/nope", "/sandbox/checkout/x", "/.well-known/jwks.json", "/assets/missing.js"] {
+            assert!(is_api(p), "{p}");
+        }
+        for p in ["/", "/wallet", "/tickets/1", "/scan/", "/scan/gate", "/apiary", "/orders/1"] {
+            assert!(!is_api(p), "{p}");
+        }
+    }
 }
