@@ -277,10 +277,10 @@ test('a gift moves a ticket to a second fan: the first fan\'s QR is refused, the
   await fan.goto(server.base + '/wallet');
   const card = fan.getByTestId('ticket-card').nth(2);
   const ticketId = await card.getAttribute('data-ticket');
-  await card.getByRole('link', { name: 'Show QR' }).click();
-  const qr = fan.locator('[data-testid=qr][data-qr^="EN1:"]');
-  await qr.waitFor();
-  const oldQr = await qr.getAttribute('data-qr');
+  // The first fan keeps the ticket's screen open in a tab: it goes on signing fresh proofs of the old credential.
+  const oldTab = await fanContext.newPage();
+  await oldTab.goto(`${server.base}/tickets/${ticketId}`);
+  await oldTab.locator('[data-testid=qr][data-qr^="EN1:"]').waitFor();
 
   const bea = `bea-${Date.now()}@example.com`;
   await json('POST', '/api/v1/auth/register', null, { email: bea, password: 'bea passphrase 123', display_name: 'Bea' });
@@ -308,6 +308,8 @@ test('a gift moves a ticket to a second fan: the first fan\'s QR is refused, the
   await beaPage.locator(`[data-testid=ticket-card][data-ticket="${ticketId}"]`).waitFor();
   await beaPage.getByTestId('gift-in').waitFor({ state: 'detached' });
 
+  const oldQr = await oldTab.locator('[data-testid=qr]').getAttribute('data-qr');
+  await oldTab.close();
   const wedge = scanner.getByLabel(/Scanner input/);
   await wedge.fill(oldQr);
   await wedge.press('Enter');
