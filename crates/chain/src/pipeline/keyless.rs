@@ -1,6 +1,7 @@
 //! The fallback address book: a deterministic address per user, with no key behind it.
 //!
-//! Used when no custodial wallet is configured. The address is the last 20 bytes of
+//! For tools and tests that run the pipeline without the custodial wallet (the app uses the
+//! wallet's `Custody`). The address is the last 20 bytes of
 //! `keccak256("entrada.keyless:" ‖ user id)`; nobody can sign for it, which is harmless
 //! because the platform's custodian is every holder's pre-approved operator and moves tokens
 //! for gifts, resales, exports and repairs. When a wallet replaces this book, the reconciler

@@ -6,7 +6,7 @@
 //! - `service`: the steps that make it so (collections, batched mints, operations in order,
 //!   unknown outcomes resolved by reading the chain, reconciliation);
 //! - `worker`: the background loop; `store`: the SQL; `domain`: states and decisions;
-//! - `keyless`: the fallback address book when no custodial wallet is configured.
+//! - `keyless`: an address book without keys, for tools and tests that run without the wallet.
 //!
 //! The tables (`chain_collections`, `chain_tokens`, `chain_ops`, `chain_transactions`) are
 //! described in `docs/chain.md`. Ticketing reads `chain_tokens` and `chain_collections` to
