@@ -10,6 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import jsQR from 'jsqr';
 import { startServer } from '../scripts/server.mjs';
@@ -64,8 +65,9 @@ before(async () => {
   const eventId = /Demo event on sale: \S+\/api\/v1\/events\/([0-9a-f-]{36})/.exec(out)?.[1];
   const [, email, password] = /Demo organizer: (\S+) \/ (\S+)/.exec(out) ?? [];
   assert.ok(eventId && email && password, `demo ids in the output:\n${out}`);
+  org = { email, password };
   const login = await json('POST', '/api/v1/auth/login', null, { email, password });
-  org = { token: login.access_token, eventId };
+  org = { ...org, token: login.access_token, eventId };
   // Doors open now, so the gate admits today rather than on the demo's date.
   await json('PATCH', `/api/v1/events/${eventId}`, org.token, { doors_open_at: null });
   // launch() gives the browser a fresh temporary profile; each context below is a separate, empty one.
@@ -538,4 +540,13 @@ test('the server keeps API paths as problems and serves the apps with the right 
   assert.match(a.headers.get('content-type'), /javascript/);
   assert.match(a.headers.get('cache-control'), /immutable/);
   assert.match(index.headers.get('content-security-policy'), /default-src 'self'/);
+});
+
+test("the README's demo scanner helper opens the doors and prints a working enrolment code", async () => {
+  const script = join(here, '../scripts/demo-scanner.mjs');
+  const out = execFileSync('node', [script, org.email, org.password, server.base]).toString();
+  const code = /Scanner enrolment code: (\S+)/.exec(out)?.[1];
+  assert.ok(code, out);
+  const enrolled = await json('POST', '/api/v1/scanner/enrol', null, { code });
+  assert.equal(enrolled.event_id, org.eventId);
 });
