@@ -13,6 +13,8 @@ import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import jsQR from 'jsqr';
+import { secp256k1 } from '@noble/curves/secp256k1';
+import { keccak_256 } from '@noble/hashes/sha3';
 import { startServer } from '../scripts/server.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -549,4 +551,47 @@ test("the README's demo scanner helper opens the doors and prints a working enro
   assert.ok(code, out);
   const enrolled = await json('POST', '/api/v1/scanner/enrol', null, { code });
   assert.equal(enrolled.event_id, org.eventId);
+});
+
+/** An EIP-55 address and an EIP-191 `personal_sign` made with a real secp256k1 key, as a browser wallet does. */
+function ethereumKey(seedByte) {
+  const priv = new Uint8Array(32).fill(seedByte);
+  const raw = Buffer.from(keccak_256(secp256k1.getPublicKey(priv, false).slice(1))).subarray(12).toString('hex');
+  const hash = Buffer.from(keccak_256(Buffer.from(raw))).toString('hex');
+  const address = '0x' + [...raw].map((c, i) => (parseInt(hash[i], 16) >= 8 ? c.toUpperCase() : c)).join('');
+  const sign = (message) => {
+    const bytes = Buffer.from(message, 'utf8');
+    const digest = keccak_256(Buffer.concat([Buffer.from(`\x19Ethereum Signed Message:\n${bytes.length}`), bytes]));
+    const sig = secp256k1.sign(digest, priv);
+    return '0x' + sig.toCompactHex() + (27 + sig.recovery).toString(16);
+  };
+  return { address, sign };
+}
+
+test('a fan links a browser wallet by signing in with Ethereum and exports a ticket to it', async () => {
+  await json('PATCH', `/api/v1/events/${org.eventId}`, org.token, { resale_policy: { export_allowed: true } });
+  const key = ethereumKey(7);
+  // An injected EIP-1193 wallet whose signatures come from the key above.
+  await fanContext.exposeFunction('testWalletSign', (message) => key.sign(message));
+  await fanContext.addInitScript((address) => {
+    window.ethereum = {
+      async request({ method, params }) {
+        if (method === 'eth_requestAccounts') return [address];
+        if (method === 'personal_sign') return window.testWalletSign(params[0]);
+        throw new Error(`unsupported ${method}`);
+      },
+    };
+  }, key.address);
+  await fan.goto(server.base + '/wallet');
+  const wallets = fan.getByTestId('wallets');
+  await wallets.getByRole('button', { name: 'Link a browser wallet' }).click();
+  await wallets.getByText(key.address).waitFor();
+  await shot(fan, '19-wallet-linked');
+
+  const card = fan.getByTestId('ticket-card').first();
+  await card.getByRole('button', { name: 'Export' }).click();
+  await card.getByRole('button', { name: 'Export', exact: true }).last().click();
+  const answer = card.locator('.panel .ok, .panel [role=alert]');
+  await answer.first().waitFor();
+  assert.match(await answer.first().innerText(), /Exported/);
 });
