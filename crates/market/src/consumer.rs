@@ -1,6 +1,9 @@
 //! Payment outcomes for resale purchases (`resale:<uuid>` references),
 //! inside the dispatcher's transaction. Orders' references (`order:`) are
-//! ticketing's and are ignored here, as ticketing ignores ours.
+//! ticketing's and are ignored here, as ticketing ignores ours. The same
+//! consumer takes tickets out of the market: an export withdraws the
+//! ticket's listing and voids its gift offer; a cancellation does the same
+//! and refunds a holder who bought the ticket on the resale market.
 //!
 //! Idempotent: the purchase moves by conditional status updates and the
 //! settlement ledger transaction is unique per payment, so a replayed event
@@ -13,7 +16,7 @@ use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
 use std::sync::Arc;
 
-/// The `market.payments` consumer.
+/// The `market.payments` consumer (payment outcomes, exports, cancellations).
 pub struct ResalePayments {
     svc: Market,
 }
@@ -38,6 +41,8 @@ impl Consumer for ResalePayments {
                 Some(p) => self.svc.payment_failed(tx, now, p, reason).await,
                 None => Ok(()),
             },
+            DomainEvent::TicketExported { ticket_id, .. } => self.svc.on_exported(tx, now, *ticket_id).await,
+            DomainEvent::TicketsCancelled { tickets, .. } => self.svc.on_cancelled(tx, now, tickets).await,
             _ => Ok(()),
         };
         result.map_err(|e| Box::new(e) as anyhow_lite::Error)

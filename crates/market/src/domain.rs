@@ -227,6 +227,8 @@ pub enum MarketError {
     TicketNotTransferable,
     #[error("the ticket was already used for entry")]
     TicketCheckedIn,
+    #[error("the ticket's token was exported to an external wallet")]
+    TicketExported,
     #[error("the ticket is listed for resale")]
     TicketListed,
     #[error("the ticket has a pending gift offer")]

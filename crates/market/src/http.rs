@@ -70,6 +70,10 @@ impl From<MarketError> for Problem {
             TicketCheckedIn => {
                 Problem::conflict("ticket_checked_in", "the ticket was already used for entry and cannot move")
             }
+            TicketExported => Problem::conflict(
+                "ticket_exported",
+                "the ticket's token was exported to an external wallet; it moves there, not inside Entrada",
+            ),
             TicketListed => Problem::conflict("ticket_listed", "the ticket is listed for resale; withdraw it first"),
             GiftPending => Problem::conflict("gift_pending", "the ticket has a pending gift offer; cancel it first"),
             GiftNotPending => Problem::conflict("gift_not_pending", "the gift offer is no longer pending"),
@@ -387,7 +391,7 @@ const IDEMPOTENCY: &str = "Replays the first response for the same body";
     responses(
         (status = 201, description = "Offered; the recipient is mailed", body = GiftView),
         (status = 404, description = "`not_found`: unknown ticket or not yours"),
-        (status = 409, description = "`transfers_not_allowed`, `transfers_frozen`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`, `gift_pending`"),
+        (status = 409, description = "`transfers_not_allowed`, `transfers_frozen`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_exported`, `ticket_listed`, `gift_pending`"),
         (status = 422, description = "`validation_failed`, `self_gift`"),
     ))]
 async fn offer_gift(
@@ -428,7 +432,7 @@ async fn get_gift(
         (status = 400, description = "`malformed_json`"),
         (status = 403, description = "`claim_token_invalid`"),
         (status = 404, description = "`not_found`: unknown gift or not addressed to you"),
-        (status = 409, description = "`gift_not_pending`, `transfers_not_allowed`, `transfers_frozen`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`"),
+        (status = 409, description = "`gift_not_pending`, `transfers_not_allowed`, `transfers_frozen`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_exported`, `ticket_listed`"),
         (status = 410, description = "`gift_expired`"),
         (status = 422, description = "`invalid_body`, `validation_failed`"),
     ))]
@@ -515,7 +519,7 @@ async fn resale_terms(
     responses(
         (status = 201, description = "Listed", body = ListingView),
         (status = 404, description = "`not_found`: unknown ticket or not yours"),
-        (status = 409, description = "`resale_not_allowed`, `transfers_not_allowed`, `resale_window_not_open`, `resale_window_closed`, `resale_frozen`, `resale_limit_reached`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_listed`, `gift_pending`"),
+        (status = 409, description = "`resale_not_allowed`, `transfers_not_allowed`, `resale_window_not_open`, `resale_window_closed`, `resale_frozen`, `resale_limit_reached`, `event_closed`, `ticket_not_transferable`, `ticket_checked_in`, `ticket_exported`, `ticket_listed`, `gift_pending`"),
         (status = 422, description = "`price_above_cap` (with `cap`), `currency_mismatch`, `validation_failed`"),
     ))]
 async fn create_listing(
@@ -596,7 +600,7 @@ async fn my_listings(State(m): State<Market>, AuthUser(who): AuthUser) -> Result
     responses(
         (status = 201, description = "Reserved; pay at `checkout_url` before `expires_at`", body = PurchaseView),
         (status = 404, description = "`not_found`"),
-        (status = 409, description = "`listing_unavailable`, `own_listing`, a resale policy code"),
+        (status = 409, description = "`listing_unavailable`, `own_listing`, `ticket_exported`, a resale policy code"),
         (status = 503, description = "`payments_unavailable`"),
     ))]
 async fn purchase(
@@ -673,6 +677,7 @@ mod tests {
             (MarketError::CurrencyMismatch { expected: eur }, 422, "currency_mismatch"),
             (MarketError::TicketNotTransferable, 409, "ticket_not_transferable"),
             (MarketError::TicketCheckedIn, 409, "ticket_checked_in"),
+            (MarketError::TicketExported, 409, "ticket_exported"),
             (MarketError::TicketListed, 409, "ticket_listed"),
             (MarketError::GiftPending, 409, "gift_pending"),
             (MarketError::GiftNotPending, 409, "gift_not_pending"),

@@ -150,6 +150,9 @@ impl Market {
         if t.checked_in {
             return Err(MarketError::TicketCheckedIn);
         }
+        if t.exported {
+            return Err(MarketError::TicketExported);
+        }
         Ok(t)
     }
 
@@ -241,6 +244,10 @@ impl Market {
         let now = self.now_ms();
         let me = who.user_id;
         let mut tx = self.inner.db.begin().await?;
+        // Lock order, everywhere: ticket, then listing or gift, then purchase.
+        // So the ticket is locked before the gift is, through an unlocked peek.
+        let peek = store::load_gift(&mut tx, id, "").await?.ok_or(MarketError::NotFound)?;
+        let t = store::load_ticket(&mut tx, peek.ticket_id, &self.lock_t()).await?.ok_or(MarketError::NotFound)?;
         let g = store::load_gift(&mut tx, id, self.lock_plain()).await?.ok_or(MarketError::NotFound)?;
         if !self.addressed_to(&mut tx, &g, me).await? {
             return Err(MarketError::NotFound);
@@ -258,7 +265,23 @@ impl Market {
             tx.commit().await?;
             return Err(MarketError::GiftExpired);
         }
-        let t = store::load_ticket(&mut tx, g.ticket_id, &self.lock_t()).await?.ok_or(MarketError::NotFound)?;
+        if t.exported {
+            // The export voids every offer (see `on_exported`); one the
+            // consumer has not reached yet is voided here.
+            store::close_gift(&mut tx, g.id, "void", None, now).await?;
+            audit::record(
+                &mut tx,
+                now,
+                &Actor::System,
+                "gift.void",
+                "gift",
+                &g.id.to_string(),
+                json!({ "reason": "ticket_exported" }),
+            )
+            .await?;
+            tx.commit().await?;
+            return Err(MarketError::TicketExported);
+        }
         let ev = self.event(&mut tx, t.event_id).await?;
         ev.policy.check_gift(now).map_err(MarketError::Policy)?;
         if !t.movable() {
@@ -404,6 +427,8 @@ impl Market {
             Some("ticket_not_transferable")
         } else if t.checked_in {
             Some("ticket_checked_in")
+        } else if t.exported {
+            Some("ticket_exported")
         } else {
             None
         };
@@ -536,6 +561,11 @@ impl Market {
         let me = who.user_id;
         let backend = self.inner.db.backend();
         let mut tx = self.inner.db.begin().await?;
+        // Ticket first, then listing: the order of `create_listing` (and of
+        // gifts and exports), so a listing created while this one is bought
+        // waits instead of deadlocking on PostgreSQL.
+        let ticket = store::ticket_of_listing(&mut tx, listing).await?.ok_or(MarketError::NotFound)?;
+        let t = store::load_ticket(&mut tx, ticket, &self.lock_t()).await?.ok_or(MarketError::NotFound)?;
         let l = store::load_listing(&mut tx, backend, listing, true).await?.ok_or(MarketError::NotFound)?;
         if l.seller_id == me {
             return Err(MarketError::OwnListing);
@@ -543,14 +573,17 @@ impl Market {
         if !l.available(now) {
             return Err(MarketError::ListingUnavailable);
         }
-        let t = store::load_ticket(&mut tx, l.ticket_id, &self.lock_t()).await?.ok_or(MarketError::NotFound)?;
         let ev = self.event(&mut tx, l.event_id).await?;
         // Checks at purchase time, beside the sweep: a listing the sweep has
         // not reached yet is taken down here instead of sold.
         let stale = t.holder_id != l.seller_id || t.generation != l.generation || !t.movable() || t.checked_in;
         let refusal = ev.policy.check_resale(now, store::resale_count(&mut tx, t.id).await?).err();
-        if stale || refusal.is_some() {
-            let reason = refusal.map_or("ticket_changed", Refusal::withdraw_reason);
+        if stale || t.exported || refusal.is_some() {
+            let reason = match refusal {
+                Some(r) => r.withdraw_reason(),
+                None if t.exported => "ticket_exported",
+                None => "ticket_changed",
+            };
             if store::withdraw(&mut tx, l.id, reason, now).await? {
                 audit::record(
                     &mut tx,
@@ -564,7 +597,11 @@ impl Market {
                 .await?;
             }
             tx.commit().await?;
-            return Err(refusal.map_or(MarketError::ListingUnavailable, MarketError::Policy));
+            return Err(match refusal {
+                Some(r) => MarketError::Policy(r),
+                None if t.exported => MarketError::TicketExported,
+                None => MarketError::ListingUnavailable,
+            });
         }
         let id = Uuid::now_v7();
         let until = now + self.inner.cfg.purchase_hold_ms;
@@ -679,10 +716,15 @@ impl Market {
         amount_minor: i64,
         currency: &str,
     ) -> R<()> {
-        let Some(p) = store::load_purchase(tx, purchase_id, self.lock_plain()).await? else {
+        let Some(peek) = store::load_purchase(tx, purchase_id, "").await? else {
             tracing::warn!(%purchase_id, %payment, "payment for an unknown resale purchase; ignored");
             return Ok(());
         };
+        // Lock order: ticket, listing, purchase (as `purchase` does).
+        let backend = self.inner.db.backend();
+        let t = store::load_ticket(tx, peek.ticket_id, &self.lock_t()).await?.ok_or(MarketError::NotFound)?;
+        let l = store::load_listing(tx, backend, peek.listing_id, true).await?.ok_or(MarketError::NotFound)?;
+        let p = store::load_purchase(tx, purchase_id, self.lock_plain()).await?.ok_or(MarketError::NotFound)?;
         let same_payment = p.payment_id.is_none_or(|x| x == payment.0);
         match p.status.as_str() {
             "completed" | "refunded" => {
@@ -703,9 +745,6 @@ impl Market {
         }
         let from = p.status.clone();
         let amount_ok = amount_minor == p.price_minor && currency == p.currency.as_str();
-        let backend = self.inner.db.backend();
-        let l = store::load_listing(tx, backend, p.listing_id, true).await?.ok_or(MarketError::NotFound)?;
-        let t = store::load_ticket(tx, p.ticket_id, &self.lock_t()).await?.ok_or(MarketError::NotFound)?;
         let ours = l.status == "held" && l.purchase_id == Some(p.id);
         // A payment after the hold expired still wins if nobody else took the
         // listing meanwhile (it is active, or held by an expired hold).
@@ -715,6 +754,8 @@ impl Market {
             Some("amount_mismatch")
         } else if !listing_ok {
             Some("listing_sold_to_another_buyer")
+        } else if t.exported {
+            Some("ticket_exported")
         } else if !ticket_ok {
             Some("ticket_changed")
         } else {
@@ -832,6 +873,114 @@ impl Market {
         Ok(())
     }
 
+    // ---- tickets leaving the market ----
+
+    /// Withdraws the ticket's open listing and voids its pending gift offer,
+    /// inside the caller's transaction (ticket already locked). A listing
+    /// held by a buyer still paying stays held: its payment is refunded at
+    /// settlement, which refuses a ticket that can no longer move.
+    async fn close_open_offers(&self, tx: &mut Tx, now: i64, ticket: TicketId, reason: &str) -> R<()> {
+        if let Some(l) = store::open_listing_of_ticket(tx, ticket).await?
+            && store::withdraw(tx, l.id, reason, now).await?
+        {
+            audit::record(
+                tx,
+                now,
+                &Actor::System,
+                "listing.withdrawn",
+                "listing",
+                &l.id.to_string(),
+                json!({ "reason": reason }),
+            )
+            .await?;
+        }
+        if let Some(g) = store::pending_gift_id(tx, ticket).await?
+            && store::close_gift(tx, g, "void", None, now).await?
+        {
+            audit::record(tx, now, &Actor::System, "gift.void", "gift", &g.to_string(), json!({ "reason": reason }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `ticket.exported`: the token now lives in the holder's own wallet, so
+    /// the ticket leaves the market for good. Idempotent: a replay finds
+    /// nothing open.
+    pub(crate) async fn on_exported(&self, tx: &mut Tx, now: i64, ticket: TicketId) -> R<()> {
+        if store::load_ticket(tx, ticket, &self.lock_t()).await?.is_none() {
+            return Ok(());
+        }
+        self.close_open_offers(tx, now, ticket, "ticket_exported").await
+    }
+
+    /// `tickets.cancelled` (an organizer refund, usually of the first
+    /// buyer's order). A holder who bought a cancelled ticket on the resale
+    /// market gets that payment back: the purchase becomes `refunded`, a
+    /// refund of its payment is requested through payments, and the
+    /// seller's proceeds are taken back while their payout is still `due`
+    /// (payout `reversed`, plus the exact reverse of the settlement's ledger
+    /// transaction). Idempotent: the purchase moves `completed → refunded`
+    /// once, and the reversal's ledger transaction is unique per payment.
+    pub(crate) async fn on_cancelled(&self, tx: &mut Tx, now: i64, tickets: &[TicketId]) -> R<()> {
+        for &id in tickets {
+            let Some(t) = store::load_ticket(tx, id, &self.lock_t()).await? else { continue };
+            self.close_open_offers(tx, now, t.id, "ticket_changed").await?;
+            let Some(pid) = store::purchase_of_holder(tx, t.id, t.holder_id).await? else { continue };
+            let Some(p) = store::load_purchase(tx, pid, self.lock_plain()).await? else { continue };
+            let Some(payment) = p.payment_id.map(PaymentId) else {
+                return Err(MarketError::Corrupt(format!("completed purchase {} has no payment", p.id)));
+            };
+            if !store::close_purchase(tx, p.id, "completed", "refunded", None, now).await? {
+                continue;
+            }
+            self.refund(tx, now, &p, payment, "ticket_cancelled").await?;
+            let payout = store::payout_of(tx, p.id).await?;
+            let reversed = store::reverse_payout(tx, p.id).await?;
+            if reversed {
+                // The exact reverse of the settlement: the seller's proceeds
+                // and the platform fee go back to the organizer's account,
+                // which the payment refund then debits by the whole price.
+                let lines: Vec<Posting> = [
+                    (organizer_account(p.organization_id), -(p.seller_minor + p.fee_minor)),
+                    (seller_account(p.seller_id), p.seller_minor),
+                    (PLATFORM_FEES.to_owned(), p.fee_minor),
+                ]
+                .into_iter()
+                .filter(|(_, a)| *a != 0)
+                .map(|(account, amount_minor)| Posting { account, amount_minor, currency: p.currency })
+                .collect();
+                if !lines.is_empty() {
+                    let postings = BalancedPostings::new(lines).map_err(|e| MarketError::Corrupt(e.to_string()))?;
+                    entrada_payments::store::post_ledger(tx, "resale_settlement_reversal", payment, &postings, now)
+                        .await
+                        .map_err(|e| MarketError::Corrupt(e.to_string()))?;
+                }
+            }
+            let payout_status = match (&payout, reversed) {
+                (_, true) => "reversed",
+                (Some((_, status)), false) => status.as_str(),
+                (None, false) => "none",
+            };
+            if !reversed {
+                tracing::warn!(purchase = %p.id, payout_status, "resale refunded after its payout left the due state; \
+                    the seller's proceeds are not taken back");
+            }
+            audit::record(
+                tx,
+                now,
+                &Actor::System,
+                "resale_purchase.refunded",
+                "resale_purchase",
+                &p.id.to_string(),
+                json!({ "reason": "ticket_cancelled", "payment_id": payment, "ticket_id": t.id,
+                        "price_minor": p.price_minor, "currency": p.currency.as_str(),
+                        "payout": payout_status, "seller_minor_reversed": if reversed { p.seller_minor } else { 0 } }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     // ---- sweep ----
 
     /// Expires gift offers and purchase holds that ran out, and withdraws
@@ -857,6 +1006,8 @@ impl Market {
             }
         }
         for (purchase, listing) in purchases {
+            // Listing before purchase, the order `purchase` locks them in.
+            store::load_listing(&mut tx, self.inner.db.backend(), listing, true).await?;
             if store::close_purchase(&mut tx, purchase, "pending", "expired", None, now).await? {
                 store::release_hold(&mut tx, listing, purchase, now).await?;
                 audit::record(

@@ -52,6 +52,9 @@ pub struct TicketRow {
     pub checked_in: bool,
     pub ticket_type: String,
     pub issued_at: i64,
+    /// The token was taken out to the holder's external wallet (wallet's
+    /// `ticket_exports`): from then on it moves there, never in the market.
+    pub exported: bool,
 }
 
 impl TicketRow {
@@ -64,10 +67,11 @@ impl TicketRow {
 pub async fn load_ticket(conn: &mut Conn, id: TicketId, lock: &str) -> R<Option<TicketRow>> {
     let sql = format!(
         "SELECT t.id, t.event_id, t.holder_id, t.status, o.status, t.generation, t.serial, p.price_minor, p.currency, \
-         CASE WHEN a.ticket_id IS NULL THEN 0 ELSE 1 END, tt.name, t.issued_at \
+         CASE WHEN a.ticket_id IS NULL THEN 0 ELSE 1 END, tt.name, t.issued_at, \
+         CASE WHEN x.ticket_id IS NULL THEN 0 ELSE 1 END \
          FROM tickets t JOIN orders o ON o.id = t.order_id JOIN order_positions p ON p.id = t.position_id \
          JOIN ticket_types tt ON tt.id = t.ticket_type_id LEFT JOIN admissions a ON a.ticket_id = t.id \
-         WHERE t.id = $1{lock}"
+         LEFT JOIN ticket_exports x ON x.ticket_id = t.id WHERE t.id = $1{lock}"
     );
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_db()).fetch_optional(&mut *conn).await?;
     row.map(|r| ticket_row(&r)).transpose()
@@ -88,6 +92,7 @@ fn ticket_row(r: &AnyRow) -> R<TicketRow> {
         checked_in: checked == 1,
         ticket_type: r.try_get(10)?,
         issued_at: r.try_get(11)?,
+        exported: r.try_get::<i64, _>(12)? == 1,
     })
 }
 
@@ -396,11 +401,15 @@ pub async fn gifts_of(conn: &mut Conn, user: UserId, email: &str) -> R<(Vec<Gift
 }
 
 pub async fn pending_gift_of_ticket(conn: &mut Conn, ticket: TicketId) -> R<bool> {
+    Ok(pending_gift_id(conn, ticket).await?.is_some())
+}
+
+pub async fn pending_gift_id(conn: &mut Conn, ticket: TicketId) -> R<Option<Uuid>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT id FROM gifts WHERE ticket_id = $1 AND status = 'pending'")
         .bind(ticket.to_db())
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.is_some())
+    row.map(|r| uuid(&r.0)).transpose()
 }
 
 pub async fn due_gifts(conn: &mut Conn, now: i64, limit: i64) -> R<Vec<Uuid>> {
@@ -505,6 +514,17 @@ pub async fn insert_listing(
         Err(e) if entrada_storage::is_unique_violation(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The ticket a listing is for, unlocked: the paths that lock both lock the
+/// ticket first and the listing second (the order `create_listing`, gifts
+/// and exports use), so they read this to know which ticket to lock.
+pub async fn ticket_of_listing(conn: &mut Conn, id: Uuid) -> R<Option<TicketId>> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT ticket_id FROM listings WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| uuid(&r.0).map(TicketId)).transpose()
 }
 
 pub async fn load_listing(conn: &mut Conn, backend: Backend, id: Uuid, lock: bool) -> R<Option<ListingRow>> {
@@ -789,4 +809,46 @@ pub async fn insert_payout(conn: &mut Conn, p: &PurchaseRow, now: i64) -> R<()> 
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The completed resale purchase through which `holder` holds the ticket
+/// now: the ticket's last transfer is a resale to `holder`, and the purchase
+/// is their latest completed one for this ticket. `None` when the holder got
+/// it any other way (bought it first hand, or as a gift after a resale).
+pub async fn purchase_of_holder(conn: &mut Conn, ticket: TicketId, holder: UserId) -> R<Option<Uuid>> {
+    let last: Option<(String, String)> = sqlx::query_as(
+        "SELECT kind, to_id FROM ticket_transfers WHERE ticket_id = $1 ORDER BY generation DESC LIMIT 1",
+    )
+    .bind(ticket.to_db())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if !last.is_some_and(|(kind, to)| kind == "resale" && to == holder.to_db()) {
+        return Ok(None);
+    }
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM resale_purchases WHERE ticket_id = $1 AND buyer_id = $2 AND status = 'completed' \
+         ORDER BY completed_at DESC LIMIT 1",
+    )
+    .bind(ticket.to_db())
+    .bind(holder.to_db())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| uuid(&r.0)).transpose()
+}
+
+/// A purchase's payout: (amount, status), if one was recorded.
+pub async fn payout_of(conn: &mut Conn, purchase: Uuid) -> R<Option<(i64, String)>> {
+    Ok(sqlx::query_as("SELECT amount_minor, status FROM payouts WHERE purchase_id = $1")
+        .bind(purchase.to_string())
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// due → reversed. True when this call did it; a paid payout is not touched.
+pub async fn reverse_payout(conn: &mut Conn, purchase: Uuid) -> R<bool> {
+    let done = sqlx::query("UPDATE payouts SET status = 'reversed' WHERE purchase_id = $1 AND status = 'due'")
+        .bind(purchase.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -22,7 +22,9 @@ pub mod consumers {
     pub const PAYMENTS_REFUNDS: &str = "payments.refunds";
     /// The chain pipeline mints, moves and burns tokens to follow the tickets.
     pub const CHAIN_TOKENS: &str = "chain.tokens";
-    /// The market settles resale purchases from their payment outcomes.
+    /// The market settles resale purchases from their payment outcomes, and
+    /// takes exported and cancelled tickets off the market (the name stays:
+    /// it is the queue key of rows already stored).
     pub const MARKET_PAYMENTS: &str = "market.payments";
 }
 
@@ -162,10 +164,9 @@ impl DomainEvent {
             | Self::OrderRefunded { .. }
             | Self::GiftOffered { .. } => &[NOTIFY_MAIL],
             Self::RefundRequested { .. } => &[PAYMENTS_REFUNDS],
-            Self::TicketsIssued { .. }
-            | Self::TicketsCancelled { .. }
-            | Self::TicketHolderChanged { .. }
-            | Self::TicketExported { .. } => &[CHAIN_TOKENS],
+            Self::TicketsIssued { .. } | Self::TicketHolderChanged { .. } => &[CHAIN_TOKENS],
+            // The market withdraws what is open on the ticket, and refunds a resale buyer of a cancelled ticket.
+            Self::TicketsCancelled { .. } | Self::TicketExported { .. } => &[CHAIN_TOKENS, MARKET_PAYMENTS],
             _ => &[],
         }
     }

@@ -792,7 +792,9 @@ impl Rng {
 /// party's balance is exactly what a plain model of the money says it is
 /// owed: the provider holds every capture minus refunds, the organizer is
 /// owed face values and royalties minus refunds, each seller their proceeds,
-/// the platform its fees; payouts match the sellers' balances.
+/// the platform its fees; payouts match the sellers' balances. A refund of an
+/// order whose ticket was resold also refunds the holder's resale payment and
+/// takes the seller's proceeds and the fee back (royalty stays).
 #[tokio::test]
 async fn after_random_sales_resales_and_refunds_every_party_is_owed_exactly_its_share() {
     use std::collections::BTreeMap;
@@ -819,6 +821,8 @@ async fn after_random_sales_resales_and_refunds_every_party_is_owed_exactly_its_
     let organizer = format!("organizer:{}", org_id.0);
     *owed.entry(provider.clone()).or_default() += 2500;
     *owed.entry(organizer.clone()).or_default() -= 2500;
+    // per ticket: the last resale (seller, price, royalty, fee), which a refund of the ticket unwinds
+    let mut last_resale: BTreeMap<String, (String, i64, i64, i64)> = BTreeMap::new();
 
     for _ in 0..14 {
         match rng.below(10) {
@@ -852,6 +856,7 @@ async fn after_random_sales_resales_and_refunds_every_party_is_owed_exactly_its_
                 *owed.entry(organizer.clone()).or_default() -= royalty;
                 *owed.entry(format!("seller:{}", seller.id)).or_default() -= price - royalty - fee;
                 *owed.entry("platform:fees".to_owned()).or_default() -= fee;
+                last_resale.insert(ticket.clone(), (seller.id.clone(), price, royalty, fee));
             }
             _ => {
                 let paid: Vec<(String, i64)> =
@@ -867,6 +872,19 @@ async fn after_random_sales_resales_and_refunds_every_party_is_owed_exactly_its_
                 app.settle().await;
                 *owed.entry(provider.clone()).or_default() -= total;
                 *owed.entry(organizer.clone()).or_default() += total;
+                let tickets: Vec<(String,)> = sqlx::query_as("SELECT id FROM tickets WHERE order_id = $1")
+                    .bind(&order)
+                    .fetch_all(app.app.db.reader())
+                    .await
+                    .unwrap();
+                for (t,) in tickets {
+                    if let Some((seller, price, royalty, fee)) = last_resale.remove(&t) {
+                        *owed.entry(provider.clone()).or_default() -= price;
+                        *owed.entry(organizer.clone()).or_default() += royalty;
+                        *owed.entry(format!("seller:{seller}")).or_default() += price - royalty - fee;
+                        *owed.entry("platform:fees".to_owned()).or_default() += fee;
+                    }
+                }
             }
         }
     }
@@ -884,12 +902,279 @@ async fn after_random_sales_resales_and_refunds_every_party_is_owed_exactly_its_
         assert_eq!(balance(&app, account).await, *expected, "{account} (seed {seed})");
     }
     for fan in &fans {
-        let (due,): (i64,) =
-            sqlx::query_as("SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM payouts WHERE seller_id = $1")
-                .bind(&fan.id)
+        let (due,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM payouts WHERE seller_id = $1 \
+                 AND status = 'due'",
+        )
+        .bind(&fan.id)
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+        assert_eq!(due, -balance(&app, &format!("seller:{}", fan.id)).await, "payouts of {}", fan.email);
+    }
+}
+
+/// Links a new external key to `fan` through the wallet's challenge and a real signature; returns its address.
+async fn link_wallet(app: &TestApp, fan: &User) -> String {
+    use alloy::signers::SignerSync as _;
+    let key = alloy::signers::local::PrivateKeySigner::random();
+    let address = key.address().to_checksum(None);
+    let c = app
+        .post("/api/v1/me/wallet/links/challenge", Some(&fan.token), json!({ "address": address }))
+        .await
+        .expect(201);
+    let message = c["message"].as_str().unwrap();
+    let sig = key.sign_message_sync(message.as_bytes()).unwrap();
+    app.post(
+        "/api/v1/me/wallet/links",
+        Some(&fan.token),
+        json!({ "message": message, "signature": format!("0x{}", hex::encode(sig.as_bytes())) }),
+    )
+    .await
+    .expect(201);
+    address
+}
+
+async fn export(app: &TestApp, fan: &User, ticket: &str, to: &str) {
+    app.post(&format!("/api/v1/tickets/{ticket}/export"), Some(&fan.token), json!({ "address": to })).await.expect(201);
+}
+
+/// An exported ticket leaves the market: the export withdraws its listing
+/// and voids its gift offer (at once when the market's consumer runs, and at
+/// the next touch before that); listing, gifting and buying it are refused
+/// with 409 `ticket_exported`; a buyer who was already paying for it is
+/// refunded and the ticket stays with its holder.
+#[tokio::test]
+async fn an_exported_ticket_cannot_be_gifted_listed_or_bought() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    set_policy(&app, &w, json!({"export_allowed": true})).await;
+    let to = link_wallet(&app, &w.fan).await;
+    let friend = app.register("friend@example.com").await;
+    let buyer = app.register("buyer@example.com").await;
+    let second = buy_one(&app, &w.fan, &w.event, &w.tt).await;
+    let third = buy_one(&app, &w.fan, &w.event, &w.tt).await;
+    let fourth = buy_one(&app, &w.fan, &w.event, &w.tt).await;
+
+    // listed, exported, settled: the consumer withdraws the listing
+    let l1 = list(&app, &w.fan, &w.ticket, 2500).await.expect(201)["id"].as_str().unwrap().to_owned();
+    export(&app, &w.fan, &w.ticket, &to).await;
+    app.settle().await;
+    let l = app.get(&format!("/api/v1/listings/{l1}"), None).await.expect(200);
+    assert_eq!((l["status"].as_str(), l["withdraw_reason"].as_str()), (Some("withdrawn"), Some("ticket_exported")));
+    list(&app, &w.fan, &w.ticket, 2500).await.expect_problem(409, "ticket_exported");
+    offer(&app, &w.fan, &w.ticket, "friend@example.com").await.expect_problem(409, "ticket_exported");
+    let terms = app.get(&format!("/api/v1/tickets/{}/resale-terms", w.ticket), Some(&w.fan.token)).await.expect(200);
+    assert_eq!(
+        (terms["resale_refusal"].as_str(), terms["gift_refusal"].as_str()),
+        (Some("ticket_exported"), Some("ticket_exported"))
+    );
+
+    // listed, exported, bought before the consumer ran: refused, listing taken down
+    let l2 = list(&app, &w.fan, &second, 2500).await.expect(201)["id"].as_str().unwrap().to_owned();
+    export(&app, &w.fan, &second, &to).await;
+    purchase(&app, &buyer, &l2).await.expect_problem(409, "ticket_exported");
+    let l = app.get(&format!("/api/v1/listings/{l2}"), None).await.expect(200);
+    assert_eq!((l["status"].as_str(), l["withdraw_reason"].as_str()), (Some("withdrawn"), Some("ticket_exported")));
+
+    // offered, exported, accepted before the consumer ran: refused, offer void
+    let g = offer(&app, &w.fan, &third, "friend@example.com").await.expect(201)["id"].as_str().unwrap().to_owned();
+    export(&app, &w.fan, &third, &to).await;
+    app.post(&format!("/api/v1/gifts/{g}/accept"), Some(&friend.token), json!({}))
+        .await
+        .expect_problem(409, "ticket_exported");
+    app.settle().await;
+    let gift = app.get(&format!("/api/v1/gifts/{g}"), Some(&w.fan.token)).await.expect(200);
+    assert_eq!(gift["status"], "void");
+    assert!(holds(&app, &w.fan, &third).await);
+
+    // a buyer holding the listing pays after the export: refunded, the ticket stays
+    let l4 = list(&app, &w.fan, &fourth, 2300).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let p = purchase(&app, &buyer, &l4).await.expect(201);
+    export(&app, &w.fan, &fourth, &to).await;
+    app.settle().await;
+    app.pay(p["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    app.settle().await;
+    let done = app.get(&format!("/api/v1/resale-purchases/{}", p["id"].as_str().unwrap()), Some(&buyer.token)).await;
+    assert_eq!(done.expect(200)["status"], "refunded");
+    assert!(holds(&app, &w.fan, &fourth).await);
+    assert!(!holds(&app, &buyer, &fourth).await);
+    let (refunded,): (String,) = sqlx::query_as("SELECT status FROM payments WHERE reference = $1")
+        .bind(format!("resale:{}", p["id"].as_str().unwrap()))
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+    assert_eq!(refunded, "refunded");
+    assert!(ledger_sums(&app).await.iter().all(|(_, s)| *s == 0));
+    assert_eq!(balance(&app, &format!("seller:{}", w.fan.id)).await, 0);
+    let (payouts,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM payouts").fetch_one(app.app.db.reader()).await.unwrap();
+    assert_eq!(payouts, 0);
+}
+
+/// The first buyer's order is refunded by the organizer after they resold
+/// the ticket: the resale buyer, whose ticket is now cancelled, gets their
+/// payment back too; the seller's due payout is reversed with a reversing
+/// ledger transaction; each payment is refunded exactly once, also when the
+/// cancellation is delivered to the market again; the ledger balances and
+/// every account is back to zero.
+#[tokio::test]
+async fn refunding_the_original_order_refunds_the_resale_buyer_and_reverses_the_payout() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    set_policy(&app, &w, json!({"price_cap_bps": 12000, "royalty_bps": 500, "fee_bps": 250})).await;
+    let buyer = app.register("buyer@example.com").await;
+    let lid = list(&app, &w.fan, &w.ticket, 2750).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let p = purchase(&app, &buyer, &lid).await.expect(201);
+    let pid = p["id"].as_str().unwrap().to_owned();
+    app.pay(p["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+    app.settle().await;
+    assert!(holds(&app, &buyer, &w.ticket).await);
+    let (order,): (String,) = sqlx::query_as("SELECT order_id FROM tickets WHERE id = $1")
+        .bind(&w.ticket)
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+
+    app.post(&format!("/api/v1/orders/{order}/refund"), Some(&w.org.token), json!({})).await.expect(200);
+    app.settle().await;
+
+    let mine = app.get(&format!("/api/v1/resale-purchases/{pid}"), Some(&buyer.token)).await.expect(200);
+    assert_eq!(mine["status"], "refunded");
+    let (payout,): (String,) = sqlx::query_as("SELECT status FROM payouts WHERE purchase_id = $1")
+        .bind(&pid)
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+    assert_eq!(payout, "reversed");
+
+    let (app, w) = (&app, &w);
+    let check = |label: &'static str| async move {
+        {
+            let payments: Vec<(String, String)> =
+                sqlx::query_as("SELECT reference, status FROM payments ORDER BY created_at")
+                    .fetch_all(app.app.db.reader())
+                    .await
+                    .unwrap();
+            assert_eq!(payments.len(), 2, "{label}");
+            assert!(payments.iter().all(|p| p.1 == "refunded"), "{label}: both buyers refunded: {payments:?}");
+            let refunds: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT payment_id, COUNT(*) FROM ledger_transactions WHERE kind = 'refund' GROUP BY payment_id",
+            )
+            .fetch_all(app.app.db.reader())
+            .await
+            .unwrap();
+            assert_eq!(refunds.len(), 2, "{label}: {refunds:?}");
+            assert!(refunds.iter().all(|r| r.1 == 1), "{label}: each payment refunded once: {refunds:?}");
+            let (reversals,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'resale_settlement_reversal'")
+                    .fetch_one(app.app.db.reader())
+                    .await
+                    .unwrap();
+            assert_eq!(reversals, 1, "{label}");
+            let (audits,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE action = 'resale_purchase.refunded'")
+                    .fetch_one(app.app.db.reader())
+                    .await
+                    .unwrap();
+            assert_eq!(audits, 1, "{label}");
+            assert!(ledger_sums(app).await.iter().all(|(_, s)| *s == 0), "{label}");
+            let org_id: (String,) = sqlx::query_as("SELECT organization_id FROM events WHERE id = $1")
+                .bind(&w.event)
                 .fetch_one(app.app.db.reader())
                 .await
                 .unwrap();
-        assert_eq!(due, -balance(&app, &format!("seller:{}", fan.id)).await, "payouts of {}", fan.email);
+            // every party is back where it started: the refund of 2750 and the reversal of 2545 + 68
+            for account in [
+                "provider:sandbox".to_owned(),
+                format!("organizer:{}", org_id.0),
+                format!("seller:{}", w.fan.id),
+                "platform:fees".to_owned(),
+            ] {
+                assert_eq!(balance(app, &account).await, 0, "{label}: {account}");
+            }
+        }
+    };
+    check("after the refund").await;
+
+    // the cancellation delivered again changes nothing
+    let ticket: entrada_primitives::ids::TicketId = w.ticket.parse().unwrap();
+    let event: entrada_primitives::ids::EventId = w.event.parse().unwrap();
+    let mut tx = app.app.db.begin().await.unwrap();
+    entrada_storage::outbox::append(
+        &mut tx,
+        app.clock.now_ms(),
+        &entrada_storage::events::DomainEvent::TicketsCancelled {
+            event_id: event,
+            tickets: vec![ticket],
+            reason: "refund".into(),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    app.settle().await;
+    check("after redelivery").await;
+}
+
+/// On PostgreSQL, buying a listing used to lock listing then ticket (and then
+/// the previous buyer's purchase), while a late payment's settlement locked
+/// purchase, listing, ticket, and the sweep purchase then listing: run at
+/// the same moment, they could deadlock and answer 500. Now every path locks
+/// ticket, listing or gift, purchase, in that order. Many rounds of: a new
+/// listing, a gift offer and a purchase of the same ticket while the payment
+/// of an expired hold on its listing settles and the sweep runs. Every
+/// request gets its proper answer, never a 5xx, and exactly one buyer ends
+/// up with the ticket (or the hold).
+#[tokio::test]
+async fn listing_and_buying_one_ticket_at_once_never_fails() {
+    let app = spawn_app().await;
+    let mut w = world(&app).await;
+    let mut b1 = app.register("b1@example.com").await;
+    let mut b2 = app.register("b2@example.com").await;
+    for round in 0..25 {
+        login(&app, &mut w.fan).await;
+        login(&app, &mut b1).await;
+        login(&app, &mut b2).await;
+        let ticket = buy_one(&app, &w.fan, &w.event, &w.tt).await;
+        let lid = list(&app, &w.fan, &ticket, 2400).await.expect(201)["id"].as_str().unwrap().to_owned();
+        let late = purchase(&app, &b1, &lid).await.expect(201);
+        // the first buyer's hold runs out, then they pay anyway
+        app.clock.advance(time::Duration::minutes(11));
+        login(&app, &mut b2).await;
+        login(&app, &mut w.fan).await;
+        app.pay(late["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+        let (settled, p2, relist, gift) = tokio::join!(
+            app.app.settle(),
+            purchase(&app, &b2, &lid),
+            list(&app, &w.fan, &ticket, 2450),
+            offer(&app, &w.fan, &ticket, "friend@example.com"),
+        );
+        settled.unwrap();
+        for r in [&p2, &relist, &gift] {
+            assert!(r.status < 500, "round {round}: {} {:#}", r.status, r.body);
+            if r.status != 201 {
+                let code = r.body["code"].as_str().unwrap_or_default();
+                assert!(
+                    ["listing_unavailable", "ticket_listed", "not_found"].contains(&code),
+                    "round {round}: {:#}",
+                    r.body
+                );
+            }
+        }
+        app.settle().await;
+        let path = format!("/api/v1/resale-purchases/{}", late["id"].as_str().unwrap());
+        let first = app.get(&path, Some(&b1.token)).await.expect(200)["status"].as_str().unwrap().to_owned();
+        if p2.status == 201 {
+            // the second buyer holds the listing; the late payment went back
+            assert_eq!(first, "refunded", "round {round}");
+            assert!(holds(&app, &w.fan, &ticket).await, "round {round}");
+        } else {
+            p2.expect_problem(409, "listing_unavailable");
+            assert_eq!(first, "completed", "round {round}");
+            assert!(holds(&app, &b1, &ticket).await, "round {round}");
+        }
+        assert!(relist.status != 201 && gift.status != 201, "round {round}: the ticket stays listed or sold");
     }
+    assert!(ledger_sums(&app).await.iter().all(|(_, s)| *s == 0));
 }
