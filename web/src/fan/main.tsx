@@ -93,6 +93,13 @@ function App() {
     };
   }, []);
   const user = currentUser();
+  const mainRef = useRef<HTMLElement>(null);
+  const first = useRef(true);
+  useEffect(() => {
+    // A screen change moves focus to the new content, so screen readers announce it.
+    if (first.current) first.current = false;
+    else mainRef.current?.focus({ preventScroll: true });
+  }, [path]);
   const [route, query] = path.split('?') as [string, string | undefined];
   const seg = route.split('/').filter(Boolean);
   let page: preact.JSX.Element;
@@ -140,7 +147,7 @@ function App() {
           </select>
         </nav>
       </header>
-      <main id="main" class="pad">
+      <main id="main" class="pad" tabIndex={-1} ref={mainRef}>
         {page}
       </main>
     </>
