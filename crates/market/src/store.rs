@@ -813,24 +813,29 @@ pub async fn insert_payout(conn: &mut Conn, p: &PurchaseRow, now: i64) -> R<()> 
 
 /// The completed resale purchase through which `holder` holds the ticket
 /// now: the ticket's last transfer is a resale to `holder`, and the purchase
-/// is their latest completed one for this ticket. `None` when the holder got
-/// it any other way (bought it first hand, or as a gift after a resale).
+/// is the one that sold the listing made at the generation before it (a sale
+/// moves the ticket from the listing's generation to the next). `None` when
+/// the holder got it any other way (first hand, or as a gift after a resale).
+/// Matched by generation, not by time: one buyer may have bought the same
+/// ticket twice within the same millisecond of the clock.
 pub async fn purchase_of_holder(conn: &mut Conn, ticket: TicketId, holder: UserId) -> R<Option<Uuid>> {
-    let last: Option<(String, String)> = sqlx::query_as(
-        "SELECT kind, to_id FROM ticket_transfers WHERE ticket_id = $1 ORDER BY generation DESC LIMIT 1",
+    let last: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT kind, to_id, generation FROM ticket_transfers WHERE ticket_id = $1 ORDER BY generation DESC LIMIT 1",
     )
     .bind(ticket.to_db())
     .fetch_optional(&mut *conn)
     .await?;
-    if !last.is_some_and(|(kind, to)| kind == "resale" && to == holder.to_db()) {
+    let Some((_, _, generation)) = last.filter(|(kind, to, _)| kind == "resale" && *to == holder.to_db()) else {
         return Ok(None);
-    }
+    };
     let row: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM resale_purchases WHERE ticket_id = $1 AND buyer_id = $2 AND status = 'completed' \
-         ORDER BY completed_at DESC LIMIT 1",
+        "SELECT p.id FROM resale_purchases p JOIN listings l ON l.id = p.listing_id \
+         WHERE p.ticket_id = $1 AND p.buyer_id = $2 AND p.status = 'completed' AND l.status = 'sold' \
+         AND l.purchase_id = p.id AND l.generation = $3",
     )
     .bind(ticket.to_db())
     .bind(holder.to_db())
+    .bind(generation - 1)
     .fetch_optional(&mut *conn)
     .await?;
     row.map(|r| uuid(&r.0)).transpose()

@@ -1178,3 +1178,47 @@ async fn listing_and_buying_one_ticket_at_once_never_fails() {
     }
     assert!(ledger_sums(&app).await.iter().all(|(_, s)| *s == 0));
 }
+
+/// Only the purchase through which the holder holds the ticket now is
+/// unwound by a refund: A sells to B, B to C, C back to B (all in the same
+/// millisecond of the test clock); the organizer refunds A's order; B's
+/// second purchase is refunded and C's payout reversed, while B's first
+/// purchase and C's purchase stay settled.
+#[tokio::test]
+async fn a_refund_unwinds_only_the_resale_the_holder_holds_the_ticket_by() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let b = app.register("b@example.com").await;
+    let c = app.register("c@example.com").await;
+    let mut purchases = Vec::new();
+    for (seller, buyer, price) in [(&w.fan, &b, 2400), (&b, &c, 2300), (&c, &b, 2200)] {
+        let lid = list(&app, seller, &w.ticket, price).await.expect(201)["id"].as_str().unwrap().to_owned();
+        let p = purchase(&app, buyer, &lid).await.expect(201);
+        app.pay(p["checkout_url"].as_str().unwrap(), "4242424242424242").await.expect(200);
+        app.settle().await;
+        purchases.push(p["id"].as_str().unwrap().to_owned());
+    }
+    assert!(holds(&app, &b, &w.ticket).await);
+    let (order,): (String,) = sqlx::query_as("SELECT order_id FROM tickets WHERE id = $1")
+        .bind(&w.ticket)
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+    app.post(&format!("/api/v1/orders/{order}/refund"), Some(&w.org.token), json!({})).await.expect(200);
+    app.settle().await;
+    let mut states = Vec::new();
+    for id in &purchases {
+        let row: (String, String) = sqlx::query_as(
+            "SELECT p.status, o.status FROM resale_purchases p JOIN payouts o ON o.purchase_id = p.id WHERE p.id = $1",
+        )
+        .bind(id)
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+        states.push(row);
+    }
+    let expected = [("completed", "due"), ("completed", "due"), ("refunded", "reversed")];
+    assert_eq!(states, expected.map(|(p, o)| (p.to_owned(), o.to_owned())));
+    assert!(ledger_sums(&app).await.iter().all(|(_, s)| *s == 0));
+    assert_eq!(balance(&app, &format!("seller:{}", c.id)).await, 0, "C's proceeds from selling back were taken back");
+}
