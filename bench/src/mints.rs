@@ -49,24 +49,28 @@ pub async fn mints(a: MintArgs) {
     if matches!(a.chain, ChainKind::Embedded | ChainKind::Both) {
         let clock: SharedClock = Arc::new(SystemClock);
         let chain: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::in_memory(clock).expect("embedded chain"));
-        run("embedded", chain, &a, deadline).await;
+        run("embedded", chain, &a.batch, &a, deadline).await;
     }
     if matches!(a.chain, ChainKind::Anvil | ChainKind::Both) {
-        let node = Anvil::spawn(&[]).unwrap_or_else(|e| panic!("{e}"));
-        let k = |i: usize| Secret::new(anvil::DEV_KEYS[i].to_owned());
-        let keys = RoleKeys { admin: k(0), minter: k(1), custodian: k(2), organizer: k(3) };
-        let mut cfg = RpcConfig::new(node.url(), anvil::CHAIN_ID, keys);
-        // A local node answers at once; poll as a busy production client would not.
-        cfg.poll_interval = Duration::from_millis(2);
-        let chain = RpcChain::connect(cfg).await.expect("connect to anvil");
-        run("anvil (JSON-RPC)", Arc::new(chain), &a, deadline).await;
-        drop(node);
+        // A fresh node per batch size: anvil slows down as its in-memory history grows (by
+        // thousands of transactions), which would bias the sizes measured last.
+        for &size in &a.batch {
+            let node = Anvil::spawn(&[]).unwrap_or_else(|e| panic!("{e}"));
+            let k = |i: usize| Secret::new(anvil::DEV_KEYS[i].to_owned());
+            let keys = RoleKeys { admin: k(0), minter: k(1), custodian: k(2), organizer: k(3) };
+            let mut cfg = RpcConfig::new(node.url(), anvil::CHAIN_ID, keys);
+            // A local node answers at once; poll faster than a production client would.
+            cfg.poll_interval = Duration::from_millis(2);
+            let chain = RpcChain::connect(cfg).await.expect("connect to anvil");
+            run("anvil (JSON-RPC)", Arc::new(chain), &[size], &a, deadline).await;
+            drop(node);
+        }
     }
 }
 
-async fn run(label: &str, chain: Arc<dyn ChainClient>, a: &MintArgs, deadline: Instant) {
+async fn run(label: &str, chain: Arc<dyn ChainClient>, sizes: &[u64], a: &MintArgs, deadline: Instant) {
     chain.ensure_factory().await.expect("factory");
-    for &size in &a.batch {
+    for &size in sizes {
         let size = size.clamp(1, 500);
         let key = B256::from(U256::from(size) + U256::from(1u64 << 40));
         let params = CollectionParams {
