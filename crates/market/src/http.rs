@@ -442,20 +442,9 @@ async fn accept_gift(
     Path(id): Path<Uuid>,
     body: Bytes,
 ) -> Result<Json<GiftView>, Problem> {
-    // The body is optional (a recipient with an account sends none), so it
-    // is read as bytes rather than through `Json`, which insists on a JSON
-    // content type.
-    let body: AcceptGiftBody = if body.iter().all(u8::is_ascii_whitespace) {
-        AcceptGiftBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                Problem::unprocessable("invalid_body", format!("the body does not match the schema: {e}"))
-            } else {
-                Problem::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-            }
-        })?
-    };
+    // Optional body (a recipient with an account sends none): read as
+    // bytes, see `optional_json`.
+    let body: AcceptGiftBody = entrada_primitives::extract::optional_json(&body)?;
     if body.claim_token.as_ref().is_some_and(|t| t.len() > 200) {
         return Err(Problem::invalid_field("claim_token", "at most 200 characters"));
     }

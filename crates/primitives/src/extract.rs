@@ -31,16 +31,29 @@ where
                 "the request body could not be read or is too large",
             )
         })?;
-        // Every request body of this API is a JSON object. serde would also
-        // accept a struct written as an array of its fields in order, which
-        // no client means to send; refuse it rather than guess.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            return Err(Problem::unprocessable("invalid_body", "the body must be a JSON object, not an array"));
-        }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rej) => Err(json_rejection(rej)),
-        }
+        parse_object(&bytes).map(Json)
+    }
+}
+
+/// The body of a request whose body is optional: nothing (or only
+/// whitespace) is `T::default()`, anything else must be a JSON object of `T`
+/// with the same problems as [`Json`]. Handlers take the raw `Bytes` and call
+/// this, because [`Json`] insists on a JSON content type that a client
+/// sending no body does not set.
+pub fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Problem> {
+    if bytes.iter().all(u8::is_ascii_whitespace) { Ok(T::default()) } else { parse_object(bytes) }
+}
+
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    // Every request body of this API is a JSON object. serde would also
+    // accept a struct written as an array of its fields in order, which
+    // no client means to send; refuse it rather than guess.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(Problem::unprocessable("invalid_body", "the body must be a JSON object, not an array"));
+    }
+    match axum::Json::<T>::from_bytes(bytes) {
+        Ok(axum::Json(v)) => Ok(v),
+        Err(rej) => Err(json_rejection(rej)),
     }
 }
 
@@ -180,5 +193,31 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeIdempotencyKey {
                 Ok(Self(Some(IdempotencyKey::parse(s)?)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::optional_json;
+    use axum::http::StatusCode;
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    struct Body {
+        reason: Option<String>,
+    }
+
+    /// An optional body may be absent, but what is sent is held to the same
+    /// rules as a required one: an object of the schema, never an array.
+    #[test]
+    fn optional_bodies_default_when_empty_and_are_checked_otherwise() {
+        assert_eq!(optional_json::<Body>(b"").unwrap(), Body::default());
+        assert_eq!(optional_json::<Body>(b" \n").unwrap(), Body::default());
+        assert_eq!(optional_json::<Body>(br#"{"reason":"x"}"#).unwrap(), Body { reason: Some("x".into()) });
+        let array = optional_json::<Body>(br#"["x"]"#).unwrap_err();
+        assert_eq!((array.status, array.code.as_ref()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+        let wrong_type = optional_json::<Body>(br#"{"reason":1}"#).unwrap_err();
+        assert_eq!((wrong_type.status, wrong_type.code.as_ref()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"));
+        let malformed = optional_json::<Body>(b"{").unwrap_err();
+        assert_eq!((malformed.status, malformed.code.as_ref()), (StatusCode::BAD_REQUEST, "malformed_json"));
     }
 }

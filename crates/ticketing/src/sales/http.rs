@@ -406,19 +406,8 @@ async fn refund(
     Path(id): Path<OrderId>,
     body: Bytes,
 ) -> Result<Json<OrderView>, Problem> {
-    // The body is optional, so it is read as bytes rather than through the
-    // `Json` extractor, which insists on a JSON content type.
-    let body: RefundBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RefundBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            if e.is_data() {
-                Problem::unprocessable("invalid_body", format!("the body does not match the schema: {e}"))
-            } else {
-                Problem::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-            }
-        })?
-    };
+    // Optional body: read as bytes, see `optional_json`.
+    let body: RefundBody = entrada_primitives::extract::optional_json(&body)?;
     let reason = body.reason.unwrap_or_else(|| "requested_by_organizer".to_owned());
     if reason.chars().count() > 500 {
         return Err(Problem::invalid_field("reason", "at most 500 characters"));
