@@ -365,12 +365,15 @@ async fn killing_the_server_during_minting_mints_every_ticket_once() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
+    let log = ServerLog::default();
     let start = || {
         let mut env = server_env(&db_url, data.path(), port);
         env.push(("ENTRADA_CHAIN__BATCH_SIZE", "5".into()));
         env.push(("ENTRADA_CHAIN__BATCH_WINDOW_MS", "20".into()));
         env.push(("ENTRADA_CHAIN__TICK_MS", "5".into()));
-        async move { spawn_entrada(&["serve"], &env).await }
+        env.push(("ENTRADA_LOG", "warn".into()));
+        let log = log.clone();
+        async move { spawn_entrada_logged(&["serve"], &env, Some(log)).await }
     };
     let mut server = start().await;
 
@@ -399,8 +402,11 @@ async fn killing_the_server_during_minting_mints_every_ticket_once() {
     let (_, tt) =
         post(&http, format!("{base}/api/v1/events/{event}/ticket-types"), Some(&org_token), body).await.unwrap();
     let tt = tt["id"].as_str().unwrap().to_owned();
-    post(&http, format!("{base}/api/v1/events/{event}/publish"), Some(&org_token), json!({})).await.unwrap();
-    post(&http, format!("{base}/api/v1/events/{event}/open-sales"), Some(&org_token), json!({})).await.unwrap();
+    for step in ["publish", "open-sales"] {
+        let (s, b) =
+            post(&http, format!("{base}/api/v1/events/{event}/{step}"), Some(&org_token), json!({})).await.unwrap();
+        assert_eq!(s, 200, "{step}: {b}");
+    }
     let mut fans = Vec::new();
     for i in 0..6 {
         fans.push(reg(format!("fan{i}@example.com")).await);
@@ -412,36 +418,64 @@ async fn killing_the_server_during_minting_mints_every_ticket_once() {
     let minted: Arc<Vec<AtomicU64>> = Arc::new((0..fans.len()).map(|_| AtomicU64::new(0)).collect());
     let seen = |m: &[AtomicU64]| m.iter().map(|a| a.load(Ordering::SeqCst)).sum::<u64>();
     let progress = Arc::new(tokio::sync::Notify::new());
+    // What a fan last failed at: a round that makes no progress says why.
+    let failure = Arc::new(std::sync::Mutex::new(String::new()));
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for (i, token) in fans.clone().into_iter().enumerate() {
             let (http, base, event, tt) = (http.clone(), base.clone(), event.clone(), tt.clone());
             let (stop, steps, progress, minted) = (stop.clone(), steps.clone(), progress.clone(), minted.clone());
+            let failure = failure.clone();
+            let failed = move |what: String| *failure.lock().unwrap() = what;
+            // Every failure is noted and the fan tries again: a request cut by the kill
+            // fails too, and `stop` ends the loop right after it.
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let hold = json!({"event_id": event, "items": [{"ticket_type_id": tt, "quantity": 2}]});
-                    let Ok((s, hold)) = post(&http, format!("{base}/api/v1/holds"), Some(&token), hold).await else {
-                        return;
+                    let (s, hold) = match post(&http, format!("{base}/api/v1/holds"), Some(&token), hold).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            failed(format!("hold: {e}"));
+                            continue;
+                        }
                     };
                     if s != 201 {
+                        failed(format!("hold: {s} {hold}"));
                         continue;
                     }
                     let order = json!({"hold_id": hold["id"]});
-                    let Ok((s, order)) = post(&http, format!("{base}/api/v1/orders"), Some(&token), order).await else {
-                        return;
+                    let (s, order) = match post(&http, format!("{base}/api/v1/orders"), Some(&token), order).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            failed(format!("order: {e}"));
+                            continue;
+                        }
                     };
-                    let Some(url) = order["checkout_url"].as_str().filter(|_| s == 201) else { continue };
-                    if post(&http, url.to_owned(), None, json!({"card": "4242424242424242"})).await.is_err() {
-                        return;
+                    let Some(url) = order["checkout_url"].as_str().filter(|_| s == 201) else {
+                        failed(format!("order: {s} {order}"));
+                        continue;
+                    };
+                    match post(&http, url.to_owned(), None, json!({"card": "4242424242424242"})).await {
+                        Ok((s, b)) if s >= 400 => failed(format!("checkout: {s} {b}")),
+                        Ok(_) => {}
+                        Err(e) => {
+                            failed(format!("checkout: {e}"));
+                            continue;
+                        }
                     }
                     steps.fetch_add(1, Ordering::SeqCst);
                     let mine = http.get(format!("{base}/api/v1/me/tickets?limit=200")).bearer_auth(&token).send().await;
-                    let Ok(Ok(page)) = (match mine {
-                        Ok(r) => Ok(r.json::<Value>().await),
-                        Err(e) => Err(e),
-                    }) else {
-                        return;
+                    let page = match mine {
+                        Ok(r) => r.json::<Value>().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let page = match page {
+                        Ok(p) => p,
+                        Err(e) => {
+                            failed(format!("tickets: {e}"));
+                            continue;
+                        }
                     };
                     let confirmed = page["items"]
                         .as_array()
@@ -460,7 +494,17 @@ async fn killing_the_server_during_minting_mints_every_ticket_once() {
             }
         })
         .await;
-        assert!(waited.is_ok(), "round {round}: no new token minted by the running server");
+        if waited.is_err() {
+            let state = pipeline_state(&db_url).await;
+            let said = log.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
+            panic!(
+                "round {round}: no new token minted by the running server after {} payments ({} tokens seen)\n\
+                 last fan failure: {}\nstate: {state}\nserver said:\n{said}",
+                steps.load(Ordering::SeqCst),
+                seen(&minted),
+                failure.lock().unwrap()
+            );
+        }
         kill(server).await;
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
@@ -519,6 +563,63 @@ async fn killing_the_server_during_minting_mints_every_ticket_once() {
             .await
             .unwrap();
     println!("after 3 crashes: {} tickets minted in {sent} mint transactions; {outcomes:?}", tickets.len());
+}
+
+/// Where a stalled sale or mint stands, read straight from the database: orders, tickets,
+/// undelivered webhooks and outbox rows, collections and tokens, with their last errors.
+async fn pipeline_state(db_url: &str) -> String {
+    let Ok(db) =
+        entrada_storage::Db::connect(&entrada_storage::DbConfig { url: db_url.into(), max_connections: 2 }).await
+    else {
+        return "database unreachable".into();
+    };
+    let db = db.reader();
+    let counts = |sql: &'static str| async move {
+        sqlx::query_as::<_, (String, i64)>(sql).fetch_all(db).await.map_or_else(|e| e.to_string(), |r| format!("{r:?}"))
+    };
+    let errors = |sql: &'static str| async move {
+        sqlx::query_as::<_, (String, i64, String)>(sql)
+            .fetch_all(db)
+            .await
+            .map_or_else(|e| e.to_string(), |r| format!("{r:?}"))
+    };
+    [
+        ("orders", counts("SELECT status, COUNT(*) FROM orders GROUP BY status").await),
+        ("tickets", counts("SELECT status, COUNT(*) FROM tickets GROUP BY status").await),
+        ("tokens", counts("SELECT state, COUNT(*) FROM chain_tokens GROUP BY state").await),
+        (
+            "webhooks waiting",
+            errors(
+                "SELECT event_id, CAST(attempts AS BIGINT), COALESCE(last_error, '') FROM sandbox_webhooks \
+                 WHERE delivered_at IS NULL ORDER BY id LIMIT 5",
+            )
+            .await,
+        ),
+        (
+            "outbox retries",
+            errors(
+                "SELECT consumer, CAST(attempts AS BIGINT), COALESCE(last_error, '') FROM outbox_queue \
+                 WHERE attempts > 0 ORDER BY event_id LIMIT 5",
+            )
+            .await,
+        ),
+        (
+            "collections",
+            errors("SELECT state, CAST(attempts AS BIGINT), COALESCE(last_error, '') FROM chain_collections").await,
+        ),
+        (
+            "token retries",
+            errors(
+                "SELECT ticket_id, CAST(attempts AS BIGINT), COALESCE(last_error, '') FROM chain_tokens \
+                 WHERE attempts > 0 ORDER BY token_id LIMIT 5",
+            )
+            .await,
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}: {v}"))
+    .collect::<Vec<_>>()
+    .join("; ")
 }
 
 /// A gift moves the token: a minted ticket is transferred by the custodian to the new

@@ -305,6 +305,16 @@ impl TestApp {
 /// Starts the real `entrada` binary and returns once it has bound its port
 /// (it prints "listening" then), without polling or sleeping.
 pub async fn spawn_entrada(args: &[&str], envs: &[(&str, String)]) -> tokio::process::Child {
+    spawn_entrada_logged(args, envs, None).await
+}
+
+/// Like [`spawn_entrada`], keeping the last lines the server prints in `log` so a failing
+/// test can show what the server said.
+pub async fn spawn_entrada_logged(
+    args: &[&str],
+    envs: &[(&str, String)],
+    log: Option<ServerLog>,
+) -> tokio::process::Child {
     use tokio::io::AsyncBufReadExt;
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_entrada"));
     cmd.args(args).env("ENTRADA_LOG", "error").stdout(std::process::Stdio::piped()).kill_on_drop(true);
@@ -314,9 +324,20 @@ pub async fn spawn_entrada(args: &[&str], envs: &[(&str, String)]) -> tokio::pro
     let mut child = cmd.spawn().expect("start entrada");
     let stdout = child.stdout.take().expect("stdout piped");
     let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let keep = |log: &Option<ServerLog>, line: String| {
+        if let Some(log) = log {
+            let mut log = log.lock().unwrap();
+            if log.len() == SERVER_LOG_LINES {
+                log.pop_front();
+            }
+            log.push_back(line);
+        }
+    };
     let found = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("listening") {
+            let listening = line.contains("listening");
+            keep(&log, line);
+            if listening {
                 return true;
             }
         }
@@ -325,6 +346,14 @@ pub async fn spawn_entrada(args: &[&str], envs: &[(&str, String)]) -> tokio::pro
     .await;
     assert!(matches!(found, Ok(true)), "entrada did not start listening");
     // Keep draining so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep(&log, line);
+        }
+    });
     child
 }
+
+/// The tail of what a spawned server printed.
+pub type ServerLog = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
+const SERVER_LOG_LINES: usize = 200;
