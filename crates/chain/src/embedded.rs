@@ -1,11 +1,17 @@
 //! An in-process EVM chain on revm: the real contract bytecode, one block per transaction,
 //! receipts with logs, and state kept in the data directory so tokens survive a restart.
 //!
-//! Persistence is a snapshot of revm's `CacheDB` (accounts, code, storage) plus the chain head
-//! and the receipts, rewritten atomically (temporary file, fsync, rename) after every block.
-//! That is the right size for one-process development and demo installs; it is not meant for
-//! millions of tokens, where a `DatabaseRef` over SQL tables written in the same transaction as
-//! the business rows is the shape to grow into.
+//! Persistence is a write-ahead journal over a snapshot. Every block appends its one
+//! transaction (sender, target, calldata, timestamp) to `chain-journal.jsonl` and syncs it
+//! before the receipt is returned; execution is deterministic, so reopening loads the snapshot
+//! of revm's `CacheDB` (accounts, code, storage), the chain head and the receipts from
+//! `chain-state.json` and re-executes the journal on top of it. Every
+//! [`COMPACT_AFTER_BLOCKS`] blocks the snapshot is rewritten atomically (temporary file, fsync,
+//! rename) and the journal emptied, so a block costs one small append instead of a rewrite of
+//! the whole state, and reopening re-executes at most that many blocks. A torn last line (a
+//! crash during the append, before the block was acknowledged) is dropped at open; any other
+//! damage is an error. For millions of tokens, a `DatabaseRef` over SQL tables written in the
+//! same transaction as the business rows is the shape to grow into.
 //!
 //! There are no signatures: a transaction's sender is simply the account we execute it as.
 //! The platform accounts are fixed, well-known addresses, so a fresh chain always puts the
@@ -39,6 +45,10 @@ const BLOCK_GAS_LIMIT: u64 = 60_000_000;
 /// Prague: what the public chains run, and before Osaka's 16.7 M per-transaction gas cap.
 const SPEC: SpecId = SpecId::PRAGUE;
 const STATE_FILE: &str = "chain-state.json";
+const JOURNAL_FILE: &str = "chain-journal.jsonl";
+/// Blocks journaled before the snapshot is rewritten and the journal emptied: bounds both the
+/// snapshot's cost per block and the blocks re-executed at open.
+pub const COMPACT_AFTER_BLOCKS: u64 = 1_000;
 /// Bumped when the snapshot's shape changes incompatibly.
 const STATE_FORMAT: u32 = 1;
 
@@ -60,6 +70,21 @@ struct State {
     receipts: HashMap<B256, Receipt>,
     /// `None` for a chain that lives in memory only.
     file: Option<PathBuf>,
+    /// The open journal and how many blocks it holds (file-backed chains only).
+    journal: Option<fs::File>,
+    journaled: u64,
+    factory: Address,
+}
+
+/// One block of the journal: enough to re-execute it, and its hash to check the replay.
+#[derive(Serialize, Deserialize)]
+struct JournalEntry {
+    block: u64,
+    time: u64,
+    from: Address,
+    to: Option<Address>,
+    data: Bytes,
+    tx: B256,
 }
 
 #[derive(Serialize)]
@@ -125,6 +150,9 @@ impl EmbeddedChain {
             block_timestamp: unix_secs(&clock),
             receipts: HashMap::new(),
             file,
+            journal: None,
+            journaled: 0,
+            factory: Address::ZERO,
         };
         let ctor = TicketFactory::constructorCall { owner_: roles.admin }.abi_encode();
         let mut initcode = TicketFactory::BYTECODE.to_vec();
@@ -133,7 +161,15 @@ impl EmbeddedChain {
         let receipt = state.execute(roles.admin, None, initcode.into(), now)?;
         let factory =
             receipt.contract_address.ok_or_else(|| ChainError::Evm("factory deployment created no contract".into()))?;
-        state.persist(factory)?;
+        state.factory = factory;
+        if let Some(file) = &state.file {
+            // A journal without the snapshot it continues cannot be replayed onto a new chain.
+            let journal = file.with_file_name(JOURNAL_FILE);
+            if fs::metadata(&journal).is_ok_and(|m| m.len() > 0) {
+                return Err(ChainError::State(format!("{}: a journal without its snapshot", journal.display())));
+            }
+        }
+        state.compact()?;
         tracing::info!(%factory, "embedded chain created with the ticket factory");
         Ok(Self { state: Arc::new(Mutex::new(state)), clock, roles, factory })
     }
@@ -151,13 +187,17 @@ impl EmbeddedChain {
         }
         let mut db = CacheDB::new(EmptyDB::default());
         db.cache = snap.cache;
-        let state = State {
+        let mut state = State {
             db,
             block_number: snap.block_number,
             block_timestamp: snap.block_timestamp,
             receipts: snap.receipts.into_iter().map(|r| (r.tx_hash, r)).collect(),
             file: Some(file.to_path_buf()),
+            journal: None,
+            journaled: 0,
+            factory: snap.factory,
         };
+        state.replay_journal()?;
         Ok(Self { state: Arc::new(Mutex::new(state)), clock, roles: Self::platform_roles(), factory: snap.factory })
     }
 
@@ -171,15 +211,13 @@ impl EmbeddedChain {
     /// through [`ChainClient`].
     pub async fn transact_as(&self, from: Address, to: Address, data: Bytes) -> Result<Receipt, ChainError> {
         let now = unix_secs(&self.clock);
-        let factory = self.factory;
-        self.run(move |s| s.execute_and_persist(from, Some(to), data, now, factory)).await
+        self.run(move |s| s.execute_and_persist(from, Some(to), data, now)).await
     }
 
     /// Deploys a contract from `initcode` (creation bytecode and encoded constructor args).
     pub async fn deploy_as(&self, from: Address, initcode: Bytes) -> Result<Receipt, ChainError> {
         let now = unix_secs(&self.clock);
-        let factory = self.factory;
-        self.run(move |s| s.execute_and_persist(from, None, initcode, now, factory)).await
+        self.run(move |s| s.execute_and_persist(from, None, initcode, now)).await
     }
 
     /// Runs a read-only call against the latest state at the current time; nothing is kept.
@@ -225,10 +263,16 @@ impl State {
         to: Option<Address>,
         data: Bytes,
         now: u64,
-        factory: Address,
     ) -> Result<Receipt, ChainError> {
-        let receipt = self.execute(from, to, data, now)?;
-        self.persist(factory)?;
+        let receipt = self.execute(from, to, data.clone(), now)?;
+        self.persist(JournalEntry {
+            block: receipt.block_number,
+            time: receipt.block_timestamp,
+            from,
+            to,
+            data,
+            tx: receipt.tx_hash,
+        })?;
         if receipt.success {
             Ok(receipt)
         } else {
@@ -338,9 +382,36 @@ impl State {
         }
     }
 
-    /// Writes the snapshot atomically: a crash leaves either the old or the new file.
-    fn persist(&self, factory: Address) -> Result<(), ChainError> {
-        let Some(file) = &self.file else { return Ok(()) };
+    /// Makes a new block durable: appends it to the journal and syncs, or rewrites the
+    /// snapshot once the journal holds [`COMPACT_AFTER_BLOCKS`] blocks.
+    fn persist(&mut self, entry: JournalEntry) -> Result<(), ChainError> {
+        let Some(file) = self.file.clone() else { return Ok(()) };
+        if self.journaled + 1 >= COMPACT_AFTER_BLOCKS {
+            return self.compact();
+        }
+        let path = file.with_file_name(JOURNAL_FILE);
+        if self.journal.is_none() {
+            let f = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| state_error(&path, &e))?;
+            self.journal = Some(f);
+        }
+        let mut line = serde_json::to_vec(&entry).map_err(|e| state_error(&path, &e))?;
+        line.push(b'\n');
+        let written = self.journal.as_mut().map(|f| f.write_all(&line).and_then(|()| f.sync_data()));
+        if let Some(Err(e)) = written {
+            // The block is in memory but not durable: a later append must not follow a
+            // partial line, so the next block rewrites the snapshot instead.
+            self.journal = None;
+            self.journaled = COMPACT_AFTER_BLOCKS;
+            return Err(state_error(&path, &e));
+        }
+        self.journaled += 1;
+        Ok(())
+    }
+
+    /// Writes the snapshot atomically (a crash leaves either the old or the new file), then
+    /// empties the journal it now contains.
+    fn compact(&mut self) -> Result<(), ChainError> {
+        let Some(file) = self.file.clone() else { return Ok(()) };
         let mut receipts: Vec<&Receipt> = self.receipts.values().collect();
         receipts.sort_by_key(|r| r.block_number);
         let snap = SnapshotRef {
@@ -348,7 +419,7 @@ impl State {
             chain_id: EMBEDDED_CHAIN_ID,
             block_number: self.block_number,
             block_timestamp: self.block_timestamp,
-            factory,
+            factory: self.factory,
             cache: &self.db.cache,
             receipts,
         };
@@ -359,15 +430,78 @@ impl State {
         f.write_all(&bytes).map_err(|e| err(&e))?;
         f.sync_all().map_err(|e| err(&e))?;
         drop(f);
-        fs::rename(&tmp, file).map_err(|e| err(&e))?;
+        fs::rename(&tmp, &file).map_err(|e| err(&e))?;
         // The rename itself is durable only once the directory is synced.
         if let Some(dir) = file.parent()
             && let Ok(d) = fs::File::open(dir)
         {
             let _ = d.sync_all();
         }
+        // Entries at or below the snapshot's head are skipped at open, so a crash before the
+        // journal is emptied loses nothing.
+        let path = file.with_file_name(JOURNAL_FILE);
+        let journal = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| state_error(&path, &e))?;
+        journal.sync_all().map_err(|e| state_error(&path, &e))?;
+        drop(journal);
+        self.journal = None;
+        self.journaled = 0;
         Ok(())
     }
+
+    /// Re-executes the journal's blocks above the snapshot's head, checking each one's
+    /// number and transaction hash. A torn last line is cut off; anything else is an error.
+    fn replay_journal(&mut self) -> Result<(), ChainError> {
+        let Some(file) = self.file.clone() else { return Ok(()) };
+        let path = file.with_file_name(JOURNAL_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(state_error(&path, &e)),
+        };
+        let mut good = 0;
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let Some(end) = rest.iter().position(|b| *b == b'\n') else { break };
+            let line = &rest[..end];
+            let entry: JournalEntry = match serde_json::from_slice(line) {
+                Ok(e) => e,
+                // Only the last line can be torn; it was never acknowledged.
+                Err(_) if end + 1 == rest.len() => break,
+                Err(e) => return Err(state_error(&path, &e)),
+            };
+            rest = &rest[end + 1..];
+            good = bytes.len() - rest.len();
+            if entry.block <= self.block_number {
+                continue;
+            }
+            let receipt = self.execute(entry.from, entry.to, entry.data, entry.time)?;
+            if receipt.block_number != entry.block || receipt.tx_hash != entry.tx {
+                return Err(state_error(
+                    &path,
+                    &format!(
+                        "block {} replayed as {} {}, not {}",
+                        entry.block, receipt.block_number, receipt.tx_hash, entry.tx
+                    ),
+                ));
+            }
+            self.journaled += 1;
+        }
+        if good < bytes.len() {
+            tracing::warn!(journal = %path.display(), dropped = bytes.len() - good, "dropped a torn last journal line");
+            let f = fs::OpenOptions::new().write(true).open(&path).map_err(|e| state_error(&path, &e))?;
+            f.set_len(good as u64).and_then(|()| f.sync_all()).map_err(|e| state_error(&path, &e))?;
+        }
+        Ok(())
+    }
+}
+
+fn state_error(path: &Path, e: &dyn std::fmt::Display) -> ChainError {
+    ChainError::State(format!("{}: {e}", path.display()))
 }
 
 fn unix_secs(clock: &SharedClock) -> u64 {

@@ -308,14 +308,17 @@ async fn the_reconciler_repairs_a_lost_mint_and_a_wrong_owner() {
     let fan = app.register("fan@example.com").await;
     let other = app.register("other@example.com").await;
     app.buy(&fan, &event, &tt, 1).await;
-    let state = app.data_dir.path().join("chain-state.json");
-    let before_second = std::fs::read(&state).unwrap();
+    // The chain's files: its snapshot and the journal of blocks since.
+    let files = ["chain-state.json", "chain-journal.jsonl"].map(|f| app.data_dir.path().join(f));
+    let before_second = files.clone().map(|f| std::fs::read(f).unwrap_or_default());
     app.buy(&other, &event, &tt, 1).await;
     let second = my_tickets(&app, &other).await[0].clone();
     assert_eq!(second["chain"]["status"], "confirmed");
 
     // A second process over the same database, whose chain lost the second mint.
-    std::fs::write(&state, before_second).unwrap();
+    for (file, bytes) in files.iter().zip(before_second) {
+        std::fs::write(file, bytes).unwrap();
+    }
     let shared: entrada_primitives::SharedClock = Arc::new(app.clock.clone());
     let embedded = EmbeddedChain::open(app.data_dir.path(), shared.clone()).unwrap();
     let restarted =
