@@ -124,12 +124,22 @@ contract EventTickets is ERC721, ERC2981, AccessControl, Initializable {
         }
     }
 
-    /// @notice Records the ticket's check-in; its metadata switches to the attended variant.
-    function markAttended(uint256 tokenId) external onlyRole(MINTER_ROLE) {
-        _requireOwned(tokenId);
-        _attendedBits[tokenId >> 8] |= 1 << (tokenId & 0xff);
-        emit Attended(tokenId);
-        emit MetadataUpdate(tokenId);
+    /// @notice Records check-ins, many per transaction (a gate admits thousands an hour); each
+    /// token's metadata switches to the attended variant. Ids without a token (burned by a
+    /// refund meanwhile, or never minted) and tokens already attended are skipped, so one of
+    /// them cannot hold up the others and a repeated call changes nothing.
+    function markAttended(uint256[] calldata tokenIds) external onlyRole(MINTER_ROLE) {
+        for (uint256 i = 0; i < tokenIds.length; ++i) {
+            uint256 tokenId = tokenIds[i];
+            uint256 bit = 1 << (tokenId & 0xff);
+            uint256 word = _attendedBits[tokenId >> 8];
+            if (word & bit != 0 || _ownerOf(tokenId) == address(0)) {
+                continue;
+            }
+            _attendedBits[tokenId >> 8] = word | bit;
+            emit Attended(tokenId);
+            emit MetadataUpdate(tokenId);
+        }
     }
 
     // ---- transfer policy ----

@@ -149,8 +149,9 @@ pub trait ChainClient: Send + Sync {
     /// Burns a token (refund, cancellation), as the minter.
     async fn burn(&self, collection: Address, token_id: U256) -> Result<Receipt, ChainError>;
 
-    /// Marks a token attended, switching its metadata to the attended variant.
-    async fn mark_attended(&self, collection: Address, token_id: U256) -> Result<Receipt, ChainError>;
+    /// Marks tokens attended in one transaction, switching their metadata to the attended
+    /// variant; ids without a token and tokens already attended are skipped.
+    async fn mark_attended(&self, collection: Address, token_ids: &[U256]) -> Result<Receipt, ChainError>;
 
     /// Sets the transfer lock and the event's end (unix seconds, 0 = not set), as the organizer.
     async fn set_transfer_policy(

@@ -580,8 +580,8 @@ impl ChainClient for EmbeddedChain {
         self.send(self.roles.minter, collection, EventTickets::burnCall { tokenId: token_id }).await
     }
 
-    async fn mark_attended(&self, collection: Address, token_id: U256) -> Result<Receipt, ChainError> {
-        self.send(self.roles.minter, collection, EventTickets::markAttendedCall { tokenId: token_id }).await
+    async fn mark_attended(&self, collection: Address, token_ids: &[U256]) -> Result<Receipt, ChainError> {
+        self.send(self.roles.minter, collection, EventTickets::markAttendedCall { tokenIds: token_ids.to_vec() }).await
     }
 
     async fn set_transfer_policy(

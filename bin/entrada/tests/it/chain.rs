@@ -68,9 +68,9 @@ impl ChainClient for Outage {
         self.check()?;
         self.inner.burn(c, id).await
     }
-    async fn mark_attended(&self, c: Address, id: U256) -> Result<Receipt, ChainError> {
+    async fn mark_attended(&self, c: Address, ids: &[U256]) -> Result<Receipt, ChainError> {
         self.check()?;
-        self.inner.mark_attended(c, id).await
+        self.inner.mark_attended(c, ids).await
     }
     async fn set_transfer_policy(&self, c: Address, locked: bool, end: u64) -> Result<Receipt, ChainError> {
         self.check()?;
@@ -195,6 +195,47 @@ async fn many_purchases_share_few_transactions() {
     }
     assert_eq!(hashes.len(), 3, "25 tickets in batches of 10");
     assert_eq!(app.app.chain.chain().total_supply(contract.unwrap()).await.unwrap(), 25);
+}
+
+/// A gate's admissions are marked attended on chain together: twelve check-ins with batches of
+/// five take three transactions, and every admitted token, and only those, turns attended.
+#[tokio::test]
+async fn admissions_are_marked_attended_in_shared_transactions() {
+    let app = spawn_app_with(|c| c.chain.batch_size = 5).await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 20).await;
+    let g = gate(&app, &org_user, &event).await;
+    let fan = app.register("fan@example.com").await;
+    app.buy(&fan, &event, &tt, 7).await;
+    app.buy(&fan, &event, &tt, 7).await;
+    app.settle().await;
+    let tickets = my_tickets(&app, &fan).await;
+    let admitted: Vec<String> = tickets.iter().take(12).map(|t| t["id"].as_str().unwrap().to_owned()).collect();
+    for ticket in &admitted {
+        let p = phone(&app, &fan, ticket).await;
+        let v = scan(&app, &g, &p.qr(app.clock.now().unix_timestamp())).await;
+        assert_eq!(v["ok"], true, "{v:#}");
+    }
+    app.settle().await;
+    let chain = app.app.chain.chain().clone();
+    let contract = addr(&tickets[0]["chain"]["contract"]);
+    for t in &tickets {
+        let uri = chain.token_uri(contract, token(t)).await.unwrap();
+        assert_eq!(uri.ends_with("/attended"), admitted.iter().any(|a| t["id"] == a.as_str()), "{uri}");
+    }
+    let (sent,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM chain_transactions WHERE kind = 'attend' AND state = 'confirmed'")
+            .fetch_one(app.app.db.reader())
+            .await
+            .unwrap();
+    assert_eq!(sent, 3, "12 marks in batches of 5");
+    let (done,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM chain_ops WHERE kind = 'attend' AND state = 'done' AND tx_hash IS NOT NULL",
+    )
+    .fetch_one(app.app.db.reader())
+    .await
+    .unwrap();
+    assert_eq!(done, 12);
 }
 
 /// A refund burns a minted token; a ticket refunded before its mint was sent is never

@@ -578,13 +578,98 @@ impl Pipeline {
             let mut conn = self.inner.db.reader().acquire().await?;
             store::due_ops(&mut conn, now, 200).await?
         };
+        // `due` holds at most one operation per ticket, so attended marks may leave after the
+        // transfers and burns of other tickets, gathered per collection into batches.
+        let (attends, others): (Vec<OpRow>, Vec<OpRow>) =
+            due.into_iter().partition(|op| OpKind::parse(&op.kind) == Some(OpKind::Attend));
         let mut cache = HashMap::new();
-        for op in due {
+        for op in others {
             if !self.apply_op(&op, &mut cache, r).await? {
                 return Ok(());
             }
         }
+        let mut by_collection: std::collections::BTreeMap<&str, Vec<&OpRow>> = std::collections::BTreeMap::new();
+        for op in &attends {
+            by_collection.entry(op.collection.as_str()).or_default().push(op);
+        }
+        for ops in by_collection.values() {
+            for batch in ops.chunks(self.inner.cfg.batch_size.max(1)) {
+                if !self.apply_attends(batch, r).await? {
+                    return Ok(());
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Marks a batch of one collection's tokens attended in one transaction. False when the
+    /// chain is unavailable.
+    async fn apply_attends(&self, batch: &[&OpRow], r: &mut StepReport) -> Result<bool, PipelineError> {
+        let Some(first) = batch.first() else { return Ok(true) };
+        let Some(collection) = parse_address(&first.collection) else { return Ok(true) };
+        let now = self.now();
+        let lease = now + self.inner.cfg.send_lease_ms;
+        let items = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+        let mut tx = self.inner.db.begin().await?;
+        let kind = OpKind::Attend.as_str();
+        let tx_id = store::open_tx(&mut tx, kind, &first.event_id, &self.inner.instance, lease, items, now).await?;
+        let mut claimed = Vec::with_capacity(batch.len());
+        for op in batch {
+            if store::claim_op(&mut tx, op.id, tx_id, now).await? {
+                claimed.push(*op);
+            }
+        }
+        if claimed.is_empty() {
+            tx.rollback().await?;
+            return Ok(true);
+        }
+        tx.commit().await?;
+
+        let tokens: Vec<U256> = claimed.iter().map(|op| u256(op.token_id)).collect();
+        match self.inner.chain.mark_attended(collection, &tokens).await {
+            Ok(receipt) => {
+                let now = self.now();
+                let hash = format!("{:#x}", receipt.tx_hash);
+                let block = i64::try_from(receipt.block_number).unwrap_or(i64::MAX);
+                let gas = i64::try_from(receipt.gas_used).unwrap_or(i64::MAX);
+                let mut tx = self.inner.db.begin().await?;
+                store::tx_confirmed(&mut tx, tx_id, &hash, block, gas, now).await?;
+                for op in &claimed {
+                    store::op_done(&mut tx, op, None, Some(&hash), now).await?;
+                    let details = json!({ "tx_hash": hash, "token_id": op.token_id });
+                    audit::record(&mut tx, now, &Actor::System, "chain.attend", "ticket", &op.ticket_id, details)
+                        .await?;
+                }
+                tx.commit().await?;
+                r.progress += claimed.len();
+                Ok(true)
+            }
+            Err(e) => match outcome(e) {
+                Outcome::Reverted(reason) => {
+                    tracing::warn!(tx_id, %reason, "attended marks reverted; reading the chain");
+                    self.close_tx(tx_id, "reverted", &reason).await?;
+                    match self.resolve_op(tx_id, true).await? {
+                        Some(n) => {
+                            r.progress += n;
+                            Ok(true)
+                        }
+                        None => {
+                            r.chain_unavailable = true;
+                            Ok(false)
+                        }
+                    }
+                }
+                Outcome::Unavailable(m) => {
+                    self.close_tx(tx_id, "unknown", &m).await?;
+                    r.chain_unavailable = true;
+                    Ok(false)
+                }
+                Outcome::Unknown(m) => {
+                    self.close_tx(tx_id, "unknown", &m).await?;
+                    Ok(true)
+                }
+            },
+        }
     }
 
     /// Applies one operation. False when the chain is unavailable.
@@ -643,7 +728,7 @@ impl Pipeline {
                 }
             }
             (OpKind::Burn, _) => chain.burn(collection, token).await,
-            (OpKind::Attend, _) => chain.mark_attended(collection, token).await,
+            (OpKind::Attend, _) => chain.mark_attended(collection, &[token]).await,
             (OpKind::Transfer, None) => return Ok(true),
         };
         match sent {
@@ -714,20 +799,55 @@ impl Pipeline {
     /// done if the chain shows its effect, queued again otherwise. `None` when the chain could
     /// not be read.
     async fn resolve_op(&self, tx_id: i64, reverted: bool) -> Result<Option<usize>, PipelineError> {
-        let op = {
+        let ops = {
             let mut conn = self.inner.db.reader().acquire().await?;
-            store::op_by_tx(&mut conn, tx_id).await?
+            store::ops_by_tx(&mut conn, tx_id).await?
         };
-        let Some(op) = op else {
+        if ops.is_empty() {
             self.close_tx(tx_id, "resolved", "nothing in flight").await?;
             return Ok(Some(0));
-        };
-        let Some(collection) = parse_address(&op.collection) else { return Ok(Some(0)) };
+        }
+        // Read the chain for every operation first: nothing is written unless all were read.
+        let mut found = Vec::with_capacity(ops.len());
+        for op in ops {
+            let Some(collection) = parse_address(&op.collection) else { continue };
+            match self.op_effect(&op, collection).await? {
+                Some((effect, owner, to)) => found.push((op, effect, owner, to)),
+                None => return Ok(None),
+            }
+        }
+        let now = self.now();
+        let mut effects = 0;
+        let mut tx = self.inner.db.begin().await?;
+        for (op, effect, owner, to) in &found {
+            if *effect {
+                store::op_done(&mut tx, op, to.as_deref(), None, now).await?;
+                effects += 1;
+            } else {
+                let failed = (reverted && op.attempts + 1 >= self.inner.cfg.max_attempts)
+                    || (owner.is_none() && op.kind != "burn" && reverted);
+                let why = if reverted { "reverted" } else { "outcome unknown; not on chain" };
+                store::op_retry(&mut tx, op.id, failed, why, now + backoff_ms(op.attempts), now).await?;
+            }
+        }
+        store::tx_closed(&mut tx, tx_id, "resolved", None, now).await?;
+        tx.commit().await?;
+        Ok(Some(effects))
+    }
+
+    /// Whether the chain shows an operation's effect, the token's owner, and for a transfer
+    /// its target. `None` when the chain could not be read.
+    #[allow(clippy::type_complexity)]
+    async fn op_effect(
+        &self,
+        op: &OpRow,
+        collection: Address,
+    ) -> Result<Option<(bool, Option<Address>, Option<String>)>, PipelineError> {
         let token = u256(op.token_id);
         let owner = match self.inner.chain.owner_of(collection, token).await {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(tx_id, error = %e, "cannot read the chain to resolve an operation");
+                tracing::warn!(op = op.id, error = %e, "cannot read the chain to resolve an operation");
                 return Ok(None);
             }
         };
@@ -757,19 +877,7 @@ impl Pipeline {
             }
             None => {}
         }
-        let now = self.now();
-        let mut tx = self.inner.db.begin().await?;
-        if effect {
-            store::op_done(&mut tx, &op, to.as_deref(), None, now).await?;
-        } else {
-            let failed = (reverted && op.attempts + 1 >= self.inner.cfg.max_attempts)
-                || (owner.is_none() && op.kind != "burn" && reverted);
-            let why = if reverted { "reverted" } else { "outcome unknown; not on chain" };
-            store::op_retry(&mut tx, op.id, failed, why, now + backoff_ms(op.attempts), now).await?;
-        }
-        store::tx_closed(&mut tx, tx_id, "resolved", None, now).await?;
-        tx.commit().await?;
-        Ok(Some(usize::from(effect)))
+        Ok(Some((effect, owner, to)))
     }
 
     // ---- reconciliation ----

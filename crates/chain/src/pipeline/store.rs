@@ -555,13 +555,15 @@ pub async fn due_ops(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<OpRow>
     Ok(rows.into_iter().map(op_from).collect())
 }
 
-pub async fn op_by_tx(conn: &mut Conn, tx_id: i64) -> Result<Option<OpRow>> {
+/// The operations still riding on a transaction: one transfer or burn, or a batch of attended marks.
+pub async fn ops_by_tx(conn: &mut Conn, tx_id: i64) -> Result<Vec<OpRow>> {
     let sql = format!(
         "SELECT {OP_COLUMNS} FROM chain_ops o JOIN chain_tokens t ON t.ticket_id = o.ticket_id \
-         JOIN chain_collections c ON c.event_id = o.event_id WHERE o.tx_id = $1 AND o.state = 'submitted'"
+         JOIN chain_collections c ON c.event_id = o.event_id WHERE o.tx_id = $1 AND o.state = 'submitted' \
+         ORDER BY o.id"
     );
-    let row: Option<OpTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tx_id).fetch_optional(&mut *conn).await?;
-    Ok(row.map(op_from))
+    let rows: Vec<OpTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tx_id).fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(op_from).collect())
 }
 
 pub async fn claim_op(conn: &mut Conn, op: i64, tx_id: i64, now: i64) -> Result<bool> {

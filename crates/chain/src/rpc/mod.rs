@@ -775,8 +775,8 @@ impl ChainClient for RpcChain {
         self.transact(self.inner.roles.minter, Some(collection), call.abi_encode().into()).await
     }
 
-    async fn mark_attended(&self, collection: Address, token_id: U256) -> Result<Receipt, ChainError> {
-        let call = EventTickets::markAttendedCall { tokenId: token_id };
+    async fn mark_attended(&self, collection: Address, token_ids: &[U256]) -> Result<Receipt, ChainError> {
+        let call = EventTickets::markAttendedCall { tokenIds: token_ids.to_vec() };
         self.transact(self.inner.roles.minter, Some(collection), call.abi_encode().into()).await
     }
 

@@ -79,3 +79,29 @@ async fn gas_on_anvil_equals_the_embedded_chain() {
     print("anvil (JSON-RPC)", &anvil);
     assert_eq!(anvil, embedded);
 }
+
+/// Attended marks share a transaction like mints: per token, a bitmap bit (one storage word
+/// per 256 serials) and two logs; the 21,000-gas transaction cost and the role check are paid
+/// once per batch. A gate's batch of 100 costs a small fraction of 100 single marks.
+#[tokio::test]
+async fn gas_per_attended_mark_by_batch_size() {
+    let chain = TestChain::embedded().await;
+    let (c, _) = chain.create_collection(event_key("gas-attend"), &params(true)).await.unwrap();
+    let total: u64 = SIZES.iter().sum();
+    let mints: Vec<Mint> = (0..total).map(|i| Mint { to: addr(&format!("fan-{i}")), token_id: id(i) }).collect();
+    for chunk in mints.chunks(500) {
+        chain.mint_batch(c, chunk).await.unwrap();
+    }
+    println!("\n| tokens per tx | markAttended gas/token |\n|---:|---:|");
+    let mut next = 0u64;
+    let mut per_token = Vec::new();
+    for n in SIZES {
+        let ids: Vec<_> = (next..next + n).map(id).collect();
+        next += n;
+        let gas = chain.mark_attended(c, &ids).await.unwrap().gas_used / n;
+        println!("| {n} | {gas} |");
+        per_token.push(gas);
+    }
+    assert!(per_token.windows(2).all(|w| w[1] < w[0]), "cheaper per token as batches grow: {per_token:?}");
+    assert!(per_token[2] * 5 < per_token[0], "a batch of 100 costs under a fifth per token: {per_token:?}");
+}

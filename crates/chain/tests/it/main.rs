@@ -175,7 +175,7 @@ async fn every_privileged_function_rejects_everyone_else(chain: TestChain) {
 
     let mint = || EventTickets::mintBatchCall { to: vec![stranger], tokenIds: vec![id(2)] };
     let burn = || EventTickets::burnCall { tokenId: id(1) };
-    let attend = || EventTickets::markAttendedCall { tokenId: id(1) };
+    let attend = || EventTickets::markAttendedCall { tokenIds: vec![id(1)] };
     let policy = || EventTickets::setTransferPolicyCall { locked: false, end: 0 };
     let royalty =
         || EventTickets::setDefaultRoyaltyCall { receiver: stranger, bps: alloy::primitives::Uint::from(9_000u16) };
@@ -252,7 +252,7 @@ async fn every_privileged_function_rejects_everyone_else(chain: TestChain) {
     assert!(chain.transfers_locked(c).await.unwrap());
     assert!(!chain.view(c, EventTickets::isAttendedCall { tokenId: id(1) }).await.unwrap());
     // The legitimate roles do succeed.
-    chain.mark_attended(c, id(1)).await.unwrap();
+    chain.mark_attended(c, &[id(1)]).await.unwrap();
     chain.set_transfer_policy(c, false, 0).await.unwrap();
     chain.send(roles.organizer, c, royalty()).await.unwrap();
     chain.send(roles.organizer, c, curi()).await.unwrap();
@@ -320,20 +320,26 @@ async fn burn_removes_the_token(chain: TestChain) {
     assert_eq!(reason(chain.burn(c, id(3)).await), "ERC721NonexistentToken");
 }
 
-/// Checking a ticket in switches its token URI to the attended variant and emits ERC-4906
-/// MetadataUpdate; other tokens keep the plain URI.
+/// Checking tickets in switches their token URIs to the attended variant and emits ERC-4906
+/// MetadataUpdate, many tokens per transaction; other tokens keep the plain URI. Ids without a
+/// token and tokens already attended are skipped, so a repeated mark changes nothing.
 async fn attended_mark_changes_metadata(chain: TestChain) {
     let c = collection(&*chain, true).await;
     let fan = addr("fan");
     chain.mint_batch(c, &[Mint { to: fan, token_id: id(5) }, Mint { to: fan, token_id: id(6) }]).await.unwrap();
     let base = "https://tickets.example/api/v1/tokens/1337/night/";
     assert_eq!(chain.token_uri(c, id(5)).await.unwrap(), format!("{base}5"));
-    let receipt = chain.mark_attended(c, id(5)).await.unwrap();
-    assert_eq!(receipt.logs.len(), 2, "Attended and MetadataUpdate");
+    let receipt = chain.mark_attended(c, &[id(5), id(77), id(5)]).await.unwrap();
+    assert_eq!(receipt.logs.len(), 2, "Attended and MetadataUpdate, once, for the one token");
     assert_eq!(chain.token_uri(c, id(5)).await.unwrap(), format!("{base}5/attended"));
     assert_eq!(chain.token_uri(c, id(6)).await.unwrap(), format!("{base}6"));
-    assert_eq!(reason(chain.mark_attended(c, id(77)).await), "ERC721NonexistentToken");
     assert_eq!(reason(chain.token_uri(c, id(77)).await), "ERC721NonexistentToken");
+    let receipt = chain.mark_attended(c, &[id(5), id(6)]).await.unwrap();
+    assert_eq!(receipt.logs.len(), 2, "only the token not yet attended");
+    assert_eq!(chain.token_uri(c, id(6)).await.unwrap(), format!("{base}6/attended"));
+    let attended = chain.view(c, EventTickets::isAttendedCall { tokenId: id(6) }).await.unwrap();
+    assert!(attended);
+    assert!(chain.mark_attended(c, &[id(77)]).await.unwrap().logs.is_empty());
 }
 
 /// The chain's state lives in the data directory: after reopening it, the factory, the
