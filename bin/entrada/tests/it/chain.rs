@@ -238,6 +238,57 @@ async fn admissions_are_marked_attended_in_shared_transactions() {
     assert_eq!(done, 12);
 }
 
+/// The organizer's later changes reach the collection: allowing exports frees its tokens,
+/// withdrawing it locks them again, and a moved event end moves the contract's. Each change
+/// is one transaction, audited, and nothing is sent while nothing changed.
+#[tokio::test]
+async fn export_setting_and_event_end_changes_reach_the_collection() {
+    let app = spawn_app().await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let fan = app.register("fan@example.com").await;
+    app.buy(&fan, &event, &tt, 1).await;
+    let contract = addr(&my_tickets(&app, &fan).await[0]["chain"]["contract"]);
+    let chain = app.app.chain.chain().clone();
+    assert!(chain.transfers_locked(contract).await.unwrap(), "locked: exports are not allowed");
+    let policy = || async {
+        let row: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT CASE WHEN policy_locked THEN 1 ELSE 0 END, policy_end FROM chain_collections WHERE event_id = $1",
+        )
+        .bind(event.clone())
+        .fetch_one(app.app.db.reader())
+        .await
+        .unwrap();
+        row
+    };
+    let ends = time::macros::datetime!(2030-04-01 23:00 UTC).unix_timestamp();
+    assert_eq!(policy().await, (Some(1), Some(ends)), "recorded at creation");
+    let audited = || async {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE action = 'chain.policy_set'")
+            .fetch_one(app.app.db.reader())
+            .await
+            .unwrap();
+        n
+    };
+    app.settle().await;
+    assert_eq!(audited().await, 0, "nothing sent while nothing changed");
+
+    let path = format!("/api/v1/events/{event}");
+    app.patch(&path, Some(&org_user.token), json!({"resale_policy": {"export_allowed": true}})).await.expect(200);
+    app.settle().await;
+    assert!(!chain.transfers_locked(contract).await.unwrap(), "exports allowed: tokens move freely");
+    assert_eq!(policy().await, (Some(0), Some(ends)));
+    assert_eq!(audited().await, 1);
+
+    app.patch(&path, Some(&org_user.token), json!({"resale_policy": {"export_allowed": false}})).await.expect(200);
+    app.patch(&path, Some(&org_user.token), json!({"ends_at": "2030-04-02T01:00:00Z"})).await.expect(200);
+    app.settle().await;
+    assert!(chain.transfers_locked(contract).await.unwrap(), "locked again");
+    let later = time::macros::datetime!(2030-04-02 01:00 UTC).unix_timestamp();
+    assert_eq!(policy().await, (Some(1), Some(later)));
+    assert_eq!(audited().await, 2, "both changes in one transaction");
+}
+
 /// A refund burns a minted token; a ticket refunded before its mint was sent is never
 /// minted at all.
 #[tokio::test]

@@ -73,10 +73,14 @@ struct Inner {
     /// When `admissions` was last polled (clock ms): every few seconds is enough for a
     /// collectible's attended mark, and the poll reads every unmarked minted token.
     attended_polled: std::sync::atomic::AtomicI64,
+    /// When events' export settings and ends were last compared with their collections.
+    policies_polled: std::sync::atomic::AtomicI64,
 }
 
 /// Pause between polls of check-in's admissions outside a flush.
 const ATTENDED_POLL_MS: i64 = 5_000;
+/// Pause between comparisons of events' transfer policies with their collections'.
+const POLICY_POLL_MS: i64 = 2_000;
 
 /// A chain failure, sorted by what the pipeline does about it.
 enum Outcome {
@@ -123,6 +127,7 @@ impl Pipeline {
                 instance,
                 round: tokio::sync::Mutex::new(String::new()),
                 attended_polled: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+                policies_polled: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
             }),
         }
     }
@@ -157,6 +162,14 @@ impl Pipeline {
         self.recover(&mut r).await?;
         if !r.chain_unavailable {
             self.collections(&mut r).await?;
+        }
+        if !r.chain_unavailable {
+            let now = self.now();
+            let last = self.inner.policies_polled.load(std::sync::atomic::Ordering::Relaxed);
+            if flush || now.saturating_sub(last) >= POLICY_POLL_MS {
+                self.inner.policies_polled.store(now, std::sync::atomic::Ordering::Relaxed);
+                self.policies(&mut r).await?;
+            }
         }
         if !r.chain_unavailable {
             self.mints(flush, &mut r).await?;
@@ -301,7 +314,7 @@ impl Pipeline {
             };
             match self.inner.chain.collection_of(key).await {
                 Ok(Some(addr)) => {
-                    self.collection_created(&c.event_id, addr, None).await?;
+                    self.collection_created(&c.event_id, addr, None, None).await?;
                     r.progress += 1;
                     continue;
                 }
@@ -324,14 +337,15 @@ impl Pipeline {
                 collection_params(&c.event_id, &facts, &self.inner.cfg.public_url, self.inner.chain.roles().organizer);
             match self.inner.chain.create_collection(key, &params).await {
                 Ok((addr, receipt)) => {
-                    self.collection_created(&c.event_id, addr, Some(&receipt)).await?;
+                    let policy = (params.transfers_locked, i64::try_from(params.event_end).unwrap_or(i64::MAX));
+                    self.collection_created(&c.event_id, addr, Some(&receipt), Some(policy)).await?;
                     r.progress += 1;
                 }
                 Err(e) => match outcome(e) {
                     Outcome::Reverted(reason) if reason == "CollectionExists" => {
                         // An earlier creation landed and its answer was lost.
                         if let Ok(Some(addr)) = self.inner.chain.collection_of(key).await {
-                            self.collection_created(&c.event_id, addr, None).await?;
+                            self.collection_created(&c.event_id, addr, None, None).await?;
                             r.progress += 1;
                         }
                     }
@@ -352,11 +366,15 @@ impl Pipeline {
         event_id: &str,
         addr: Address,
         receipt: Option<&Receipt>,
+        policy: Option<(bool, i64)>,
     ) -> Result<(), PipelineError> {
         let now = self.now();
         let hash = receipt.map(|r| format!("{:#x}", r.tx_hash));
         let block = receipt.map(|r| i64::try_from(r.block_number).unwrap_or(i64::MAX));
         let mut tx = self.inner.db.begin().await?;
+        if let Some((locked, end_s)) = policy {
+            store::set_collection_policy(&mut tx, event_id, locked, end_s, now).await?;
+        }
         if store::confirm_collection(&mut tx, event_id, &address_text(addr), hash.as_deref(), block, now).await? {
             audit::record(
                 &mut tx,
@@ -378,6 +396,50 @@ impl Pipeline {
         let now = self.now();
         let mut conn = self.inner.db.writer().acquire().await?;
         store::collection_retry(&mut conn, &c.event_id, error, now + backoff_ms(c.attempts), now).await?;
+        Ok(())
+    }
+
+    // ---- transfer policies ----
+
+    /// Pushes a changed export setting or event end to the collections whose recorded policy
+    /// differs: an organizer who allows exports after the collection was created frees its
+    /// tokens, one who withdraws it locks them again, and a moved event end moves the
+    /// contract's. Setting a policy twice is harmless, so there is nothing to reconcile.
+    async fn policies(&self, r: &mut StepReport) -> Result<(), PipelineError> {
+        let now = self.now();
+        let due = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::policy_drift(&mut conn, now).await?
+        };
+        for d in due {
+            let Some(collection) = parse_address(&d.address) else { continue };
+            let end = u64::try_from(d.end_s.max(0)).unwrap_or(0);
+            match self.inner.chain.set_transfer_policy(collection, d.locked, end).await {
+                Ok(receipt) => {
+                    let now = self.now();
+                    let hash = format!("{:#x}", receipt.tx_hash);
+                    let mut tx = self.inner.db.begin().await?;
+                    store::set_collection_policy(&mut tx, &d.event_id, d.locked, d.end_s, now).await?;
+                    let details = json!({ "transfers_locked": d.locked, "event_end": d.end_s, "tx_hash": hash });
+                    audit::record(&mut tx, now, &Actor::System, "chain.policy_set", "event", &d.event_id, details)
+                        .await?;
+                    tx.commit().await?;
+                    r.progress += 1;
+                }
+                Err(e) => {
+                    let unavailable = matches!(e, ChainError::Unavailable(_));
+                    tracing::warn!(event = %d.event_id, error = %e, "cannot set a collection's transfer policy");
+                    let now = self.now();
+                    let mut conn = self.inner.db.writer().acquire().await?;
+                    let at = now + backoff_ms(d.attempts);
+                    store::collection_retry(&mut conn, &d.event_id, &e.to_string(), at, now).await?;
+                    if unavailable {
+                        r.chain_unavailable = true;
+                        return Ok(());
+                    }
+                }
+            }
+        }
         Ok(())
     }
 

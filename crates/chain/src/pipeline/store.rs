@@ -217,6 +217,59 @@ pub async fn confirm_collection(
     Ok(done.rows_affected() == 1)
 }
 
+/// Records the transfer policy the collection now has on chain.
+pub async fn set_collection_policy(conn: &mut Conn, event_id: &str, locked: bool, end_s: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_collections SET policy_locked = $1, policy_end = $2, attempts = 0, last_error = NULL, \
+         updated_at = $3 WHERE event_id = $4",
+    )
+    .bind(locked)
+    .bind(end_s)
+    .bind(now)
+    .bind(event_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A collection whose transfer policy on chain is not (or not known to be) what its event
+/// now asks for.
+#[derive(Debug, Clone)]
+pub struct PolicyDrift {
+    pub event_id: String,
+    pub address: String,
+    /// What the chain should have: locked unless exports are allowed, and the event's end.
+    pub locked: bool,
+    pub end_s: i64,
+    pub attempts: i64,
+}
+
+/// Confirmed collections due whose recorded policy differs from their event's export setting
+/// or end (or is not recorded).
+pub async fn policy_drift(conn: &mut Conn, now: i64) -> Result<Vec<PolicyDrift>> {
+    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT c.event_id, c.address, CASE WHEN e.export_allowed THEN 0 ELSE 1 END, e.ends_at / 1000, c.attempts \
+         FROM chain_collections c JOIN events e ON e.id = c.event_id \
+         WHERE c.state = 'confirmed' AND c.address IS NOT NULL AND c.available_at <= $1 \
+         AND (c.policy_locked IS NULL OR c.policy_end IS NULL OR c.policy_locked = e.export_allowed \
+              OR c.policy_end <> e.ends_at / 1000) \
+         ORDER BY c.event_id LIMIT 50",
+    )
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(event_id, address, locked, end_s, attempts)| PolicyDrift {
+            event_id,
+            address,
+            locked: locked == 1,
+            end_s,
+            attempts,
+        })
+        .collect())
+}
+
 pub async fn collection_retry(conn: &mut Conn, event_id: &str, error: &str, available_at: i64, now: i64) -> Result<()> {
     sqlx::query(
         "UPDATE chain_collections SET attempts = attempts + 1, last_error = $1, available_at = $2, updated_at = $3 \
@@ -236,7 +289,8 @@ pub async fn collection_retry(conn: &mut Conn, event_id: &str, error: &str, avai
 pub async fn collection_lost(conn: &mut Conn, event_id: &str, now: i64) -> Result<u64> {
     sqlx::query(
         "UPDATE chain_collections SET state = 'pending', tx_hash = NULL, block_number = NULL, \
-         last_error = 'missing on chain', available_at = $1, updated_at = $1 WHERE event_id = $2",
+         policy_locked = NULL, policy_end = NULL, last_error = 'missing on chain', available_at = $1, \
+         updated_at = $1 WHERE event_id = $2",
     )
     .bind(now)
     .bind(event_id.to_owned())
