@@ -11,6 +11,7 @@ pub mod client;
 pub mod contracts;
 pub mod custody;
 pub mod embedded;
+pub mod http;
 pub mod pipeline;
 pub mod rpc;
 

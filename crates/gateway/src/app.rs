@@ -270,6 +270,8 @@ impl App {
         if config.runs("wallet") {
             api = api.merge(entrada_wallet::router(wallet.clone()));
         }
+        // The chain pipeline's operator endpoints read and requeue its tables: any API node.
+        api = api.merge(entrada_chain::http::router(chain.clone()));
         let (api, mut openapi) = api.split_for_parts();
         crate::openapi::complete(&mut openapi);
 

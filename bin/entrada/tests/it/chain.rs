@@ -289,6 +289,78 @@ async fn export_setting_and_event_end_changes_reach_the_collection() {
     assert_eq!(audited().await, 2, "both changes in one transaction");
 }
 
+/// A platform user with `role`, logged in again so the token carries it.
+async fn staff(app: &TestApp, email: &str, role: entrada_primitives::PlatformRole) -> String {
+    app.register(email).await;
+    app.app.identity.grant_platform_role(&entrada_primitives::Email::parse(email).unwrap(), role).await.unwrap();
+    let login = app
+        .post("/api/v1/auth/login", None, json!({"email": email, "password": "correct horse battery"}))
+        .await
+        .expect(200);
+    login["access_token"].as_str().unwrap().to_owned()
+}
+
+/// What the chain refuses for good is parked, listed for platform staff and put back in the
+/// queue by an admin: here a token burned on chain behind the platform's back, which the
+/// reconciler mints again and the contract refuses (a burned id is never minted twice).
+#[tokio::test]
+async fn refused_mints_are_parked_listed_for_staff_and_requeued_by_an_admin() {
+    let app = spawn_app().await;
+    let (org_user, org) = app.organizer("org@example.com").await;
+    let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
+    let fan = app.register("fan@example.com").await;
+    app.buy(&fan, &event, &tt, 1).await;
+    let t = my_tickets(&app, &fan).await[0].clone();
+    let ticket = t["id"].as_str().unwrap().to_owned();
+    let chain = app.app.chain.chain().clone();
+    chain.burn(addr(&t["chain"]["contract"]), token(&t)).await.unwrap();
+    assert_eq!(app.app.chain.reconcile().await.unwrap().repaired, 1);
+    for _ in 0..8 {
+        app.clock.advance(time::Duration::minutes(10));
+        app.settle().await;
+    }
+    // Hours later: the fan logs in again.
+    let login = app
+        .post("/api/v1/auth/login", None, json!({"email": fan.email, "password": "correct horse battery"}))
+        .await
+        .expect(200);
+    let fan = User { token: login["access_token"].as_str().unwrap().to_owned(), ..fan };
+    assert_eq!(my_tickets(&app, &fan).await[0]["chain"]["status"], "failed");
+
+    let admin = staff(&app, "admin@example.com", entrada_primitives::PlatformRole::Admin).await;
+    let support = staff(&app, "support@example.com", entrada_primitives::PlatformRole::Support).await;
+    let list = "/api/v1/admin/chain/failures";
+    let page = app.get(list, Some(&support)).await.expect(200);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page:#}");
+    assert_eq!(items[0]["kind"], "mint");
+    assert_eq!(items[0]["ticket_id"], ticket.as_str());
+    assert_eq!(items[0]["event_id"], event.as_str());
+    assert!(items[0]["last_error"].as_str().unwrap().contains("TokenAlreadyBurned"), "{page:#}");
+
+    // Fans see nothing; support looks but does not act; bad input is a problem, not a crash.
+    assert_eq!(app.get(list, Some(&fan.token)).await.status, 403);
+    assert_eq!(app.get(list, None).await.status, 401);
+    assert_eq!(app.get(&format!("{list}?limit=0"), Some(&admin)).await.status, 422);
+    let retry = format!("{list}/{ticket}/retry");
+    assert_eq!(app.post(&retry, Some(&support), json!({})).await.status, 403);
+    assert_eq!(app.post(&retry, Some(&fan.token), json!({})).await.status, 403);
+    assert_eq!(app.post(&format!("{list}/not-a-ticket/retry"), Some(&admin), json!({})).await.status, 404);
+
+    let r = app.post(&retry, Some(&admin), json!({})).await.expect(200);
+    assert_eq!(r["requeued"], 1);
+    assert_eq!(my_tickets(&app, &fan).await[0]["chain"]["status"], "pending");
+    assert!(app.get(list, Some(&admin)).await.expect(200)["items"].as_array().unwrap().is_empty());
+    assert_eq!(app.post(&retry, Some(&admin), json!({})).await.status, 404, "nothing parked any more");
+    let (audited,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM audit_log WHERE action = 'chain.retry_requested' AND object_id = $1")
+            .bind(ticket.clone())
+            .fetch_one(app.app.db.reader())
+            .await
+            .unwrap();
+    assert_eq!(audited, 1);
+}
+
 /// A refund burns a minted token; a ticket refunded before its mint was sent is never
 /// minted at all.
 #[tokio::test]

@@ -196,7 +196,7 @@ impl Pipeline {
         };
         for (tx_id, kind, event_id) in open {
             let done = if kind == "mint_batch" {
-                self.resolve_mint(tx_id, &event_id, None, false).await?
+                self.resolve_mint(tx_id, &event_id, None, None).await?
             } else {
                 self.resolve_op(tx_id, false).await?
             };
@@ -222,15 +222,20 @@ impl Pipeline {
 
     /// Settles a mint transaction's tickets by reading the chain: a token that exists is
     /// confirmed, one that does not waits for a new batch. `reverted`: the chain refused the
-    /// batch, which counts as an attempt for its tickets unless the chain showed why (some of
-    /// them were minted already). `None` when the chain could not be read.
+    /// batch, for this reason, which counts as an attempt for its tickets unless the chain
+    /// showed why (some of them were minted already). `None` when the chain could not be read.
     async fn resolve_mint(
         &self,
         tx_id: i64,
         event_id: &str,
         tx_hash: Option<&str>,
-        reverted: bool,
+        reverted: Option<&str>,
     ) -> Result<Option<usize>, PipelineError> {
+        let why = match reverted {
+            Some(reason) => format!("mint reverted: {reason}"),
+            None => "mint outcome unknown; not on chain".to_owned(),
+        };
+        let reverted = reverted.is_some();
         let rows = {
             let mut conn = self.inner.db.reader().acquire().await?;
             store::submitted_of_tx(&mut conn, tx_id).await?
@@ -264,11 +269,10 @@ impl Pipeline {
                 None => {
                     let count = reverted && !explained;
                     let failed = count && single && attempts + 1 >= self.inner.cfg.max_attempts;
-                    let why = if reverted { "mint reverted" } else { "mint outcome unknown; not on chain" };
                     // The chain was just read: a token it lacks after a lost answer can go in
                     // the next batch at once; a refused one waits out its backoff.
                     let at = if count { now + backoff_ms(*attempts) } else { now };
-                    store::token_not_found(&mut tx, ticket, count, failed, why, at, now).await?;
+                    store::token_not_found(&mut tx, ticket, count, failed, &why, at, now).await?;
                     store::burn_if_cancelled(&mut tx, ticket, now).await?;
                     if failed {
                         tracing::error!(%ticket, "mint refused repeatedly; parked as failed");
@@ -396,6 +400,42 @@ impl Pipeline {
         let now = self.now();
         let mut conn = self.inner.db.writer().acquire().await?;
         store::collection_retry(&mut conn, &c.event_id, error, now + backoff_ms(c.attempts), now).await?;
+        Ok(())
+    }
+
+    // ---- operators ----
+
+    /// Mints and operations the chain refused `max_attempts` times, parked for an operator,
+    /// most recent first.
+    pub async fn failures(&self, limit: i64) -> Result<Vec<store::Failure>, PipelineError> {
+        let mut conn = self.inner.db.reader().acquire().await?;
+        Ok(store::failures(&mut conn, limit).await?)
+    }
+
+    /// Puts a ticket's parked mint and operations back in the queue with fresh attempts, once
+    /// an operator has fixed the cause (funded the minter, granted a role); how many. Audited
+    /// as the operator's action.
+    pub async fn retry_failed(&self, actor: &Actor, ticket_id: &str) -> Result<u64, PipelineError> {
+        let now = self.now();
+        let mut tx = self.inner.db.begin().await?;
+        let n = store::requeue_failed(&mut tx, ticket_id, now).await?;
+        if n > 0 {
+            audit::record(&mut tx, now, actor, "chain.retry_requested", "ticket", ticket_id, json!({ "requeued": n }))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Publishes how many tokens and operations are in each state as gauges
+    /// (`entrada_chain_tokens{state}`, `entrada_chain_ops{state}`), so a growing backlog or a
+    /// parked failure shows on a dashboard.
+    pub async fn report_metrics(&self) -> Result<(), PipelineError> {
+        let counts = {
+            let mut conn = self.inner.db.reader().acquire().await?;
+            store::state_counts(&mut conn).await?
+        };
+        publish_counts(&counts);
         Ok(())
     }
 
@@ -574,7 +614,7 @@ impl Pipeline {
                 Outcome::Reverted(reason) => {
                     tracing::warn!(tx_id, %reason, "mint batch reverted; reading the chain");
                     self.close_tx(tx_id, "reverted", &reason).await?;
-                    match self.resolve_mint(tx_id, event_id, None, true).await? {
+                    match self.resolve_mint(tx_id, event_id, None, Some(&reason)).await? {
                         Some(n) => {
                             r.progress += n;
                             Ok(true)
@@ -1128,5 +1168,42 @@ impl Pipeline {
             .fetch_all(self.inner.db.reader())
             .await?;
         Ok(rows.into_iter().collect())
+    }
+}
+
+/// Sets the state gauges from (`tokens` or `ops`, state, count) rows; a state without a row
+/// reads zero rather than its last count.
+fn publish_counts(counts: &[(String, String, i64)]) {
+    let gauge = |table: &str| if table == "tokens" { "entrada_chain_tokens" } else { "entrada_chain_ops" };
+    for name in ["entrada_chain_tokens", "entrada_chain_ops"] {
+        for state in ["pending", "submitted", "confirmed", "burned", "done", "failed"] {
+            let n = counts.iter().find(|(t, s, _)| gauge(t) == name && s == state).map_or(0, |c| c.2);
+            metrics::gauge!(name, "state" => state).set(n as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publish_counts;
+
+    #[test]
+    fn state_counts_become_gauges_and_missing_states_read_zero() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let rows = |r: &[(&str, &str, i64)]| -> Vec<(String, String, i64)> {
+            r.iter().map(|(t, s, n)| ((*t).to_owned(), (*s).to_owned(), *n)).collect()
+        };
+        metrics::with_local_recorder(&recorder, || {
+            publish_counts(&rows(&[("tokens", "confirmed", 40), ("tokens", "failed", 2), ("ops", "done", 7)]));
+        });
+        let text = handle.render();
+        assert!(text.contains("entrada_chain_tokens{state=\"confirmed\"} 40"), "{text}");
+        assert!(text.contains("entrada_chain_tokens{state=\"failed\"} 2"), "{text}");
+        assert!(text.contains("entrada_chain_ops{state=\"done\"} 7"), "{text}");
+        assert!(text.contains("entrada_chain_ops{state=\"failed\"} 0"), "{text}");
+        // The failures were requeued: the gauge falls back to zero.
+        metrics::with_local_recorder(&recorder, || publish_counts(&rows(&[("tokens", "confirmed", 42)])));
+        assert!(handle.render().contains("entrada_chain_tokens{state=\"failed\"} 0"));
     }
 }

@@ -776,3 +776,78 @@ pub async fn token_missing(conn: &mut Conn, ticket: &str, now: i64) -> Result<bo
 fn truncate(s: &str) -> String {
     s.chars().take(500).collect()
 }
+
+// ---- operators ----
+
+/// A mint or an operation parked as `failed`: the chain refused it `max_attempts` times.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// `mint`, `transfer`, `burn` or `attend`.
+    pub kind: String,
+    pub ticket_id: String,
+    pub event_id: String,
+    pub token_id: i64,
+    pub attempts: i64,
+    pub last_error: String,
+    /// When it was parked (ms).
+    pub since: i64,
+}
+
+/// The parked mints and operations, most recent first.
+pub async fn failures(conn: &mut Conn, limit: i64) -> Result<Vec<Failure>> {
+    let rows: Vec<(String, String, String, i64, i64, String, i64)> = sqlx::query_as(
+        "SELECT 'mint', ticket_id, event_id, token_id, attempts, COALESCE(last_error, ''), updated_at \
+         FROM chain_tokens WHERE state = 'failed' \
+         UNION ALL \
+         SELECT o.kind, o.ticket_id, o.event_id, t.token_id, o.attempts, COALESCE(o.last_error, ''), o.updated_at \
+         FROM chain_ops o JOIN chain_tokens t ON t.ticket_id = o.ticket_id WHERE o.state = 'failed' \
+         ORDER BY 7 DESC, 2 LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, ticket_id, event_id, token_id, attempts, last_error, since)| Failure {
+            kind,
+            ticket_id,
+            event_id,
+            token_id,
+            attempts,
+            last_error,
+            since,
+        })
+        .collect())
+}
+
+/// Puts a ticket's parked mint and operations back in the queue with fresh attempts; how
+/// many were parked.
+pub async fn requeue_failed(conn: &mut Conn, ticket_id: &str, now: i64) -> Result<u64> {
+    let tokens = sqlx::query(
+        "UPDATE chain_tokens SET state = 'pending', attempts = 0, last_error = NULL, available_at = $1, \
+         updated_at = $1 WHERE ticket_id = $2 AND state = 'failed'",
+    )
+    .bind(now)
+    .bind(ticket_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    let ops = sqlx::query(
+        "UPDATE chain_ops SET state = 'pending', attempts = 0, last_error = NULL, available_at = $1, \
+         updated_at = $1 WHERE ticket_id = $2 AND state = 'failed'",
+    )
+    .bind(now)
+    .bind(ticket_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(tokens.rows_affected() + ops.rows_affected())
+}
+
+/// Rows per state: (`tokens` or `ops`, state, count), for the metrics.
+pub async fn state_counts(conn: &mut Conn) -> Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT 'tokens', state, COUNT(*) FROM chain_tokens GROUP BY state \
+         UNION ALL SELECT 'ops', state, COUNT(*) FROM chain_ops GROUP BY state",
+    )
+    .fetch_all(&mut *conn)
+    .await
+}

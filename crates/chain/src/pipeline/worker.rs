@@ -59,6 +59,9 @@ impl Pipeline {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
                 }
+                if let Err(e) = self.report_metrics().await {
+                    tracing::warn!(error = %e, "chain metrics not read");
+                }
             }
             let pause = if busy { Duration::ZERO } else { backoff };
             tokio::select! {
