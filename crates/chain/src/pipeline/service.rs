@@ -660,14 +660,18 @@ impl Pipeline {
         if rows.is_empty() {
             return Ok(());
         }
-        let now = self.now();
-        let mut tx = self.inner.db.begin().await?;
-        for (ticket, event) in &rows {
-            let source = format!("attend:{ticket}");
-            store::insert_op(&mut tx, ticket, event, OpKind::Attend.as_str(), None, None, &source, now).await?;
-            store::set_attended_queued(&mut tx, ticket, now).await?;
+        // Small transactions: scans share the (single, on SQLite) writer and must not queue
+        // behind hundreds of these rows at the gates' busiest moment.
+        for chunk in rows.chunks(50) {
+            let now = self.now();
+            let mut tx = self.inner.db.begin().await?;
+            for (ticket, event) in chunk {
+                let source = format!("attend:{ticket}");
+                store::insert_op(&mut tx, ticket, event, OpKind::Attend.as_str(), None, None, &source, now).await?;
+                store::set_attended_queued(&mut tx, ticket, now).await?;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         r.progress += rows.len();
         Ok(())
     }
@@ -715,12 +719,9 @@ impl Pipeline {
         let mut tx = self.inner.db.begin().await?;
         let kind = OpKind::Attend.as_str();
         let tx_id = store::open_tx(&mut tx, kind, &first.event_id, &self.inner.instance, lease, items, now).await?;
-        let mut claimed = Vec::with_capacity(batch.len());
-        for op in batch {
-            if store::claim_op(&mut tx, op.id, tx_id, now).await? {
-                claimed.push(*op);
-            }
-        }
+        let ids: Vec<i64> = batch.iter().map(|op| op.id).collect();
+        let won = store::claim_ops(&mut tx, &ids, tx_id, now).await?;
+        let claimed: Vec<&OpRow> = batch.iter().copied().filter(|op| won.contains(&op.id)).collect();
         if claimed.is_empty() {
             tx.rollback().await?;
             return Ok(true);
@@ -736,12 +737,13 @@ impl Pipeline {
                 let gas = i64::try_from(receipt.gas_used).unwrap_or(i64::MAX);
                 let mut tx = self.inner.db.begin().await?;
                 store::tx_confirmed(&mut tx, tx_id, &hash, block, gas, now).await?;
-                for op in &claimed {
-                    store::op_done(&mut tx, op, None, Some(&hash), now).await?;
-                    let details = json!({ "tx_hash": hash, "token_id": op.token_id });
-                    audit::record(&mut tx, now, &Actor::System, "chain.attend", "ticket", &op.ticket_id, details)
-                        .await?;
-                }
+                store::ops_done_by_tx(&mut tx, tx_id, &hash, now).await?;
+                // One entry per transaction, as for mints; each mark's row carries the hash.
+                let tokens: Vec<i64> = claimed.iter().map(|op| op.token_id).collect();
+                let details =
+                    json!({ "event_id": first.event_id, "token_ids": tokens, "tx_hash": hash, "gas_used": gas });
+                let id = tx_id.to_string();
+                audit::record(&mut tx, now, &Actor::System, "chain.attend", "chain_transaction", &id, details).await?;
                 tx.commit().await?;
                 r.progress += claimed.len();
                 Ok(true)

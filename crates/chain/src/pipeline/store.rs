@@ -620,6 +620,38 @@ pub async fn ops_by_tx(conn: &mut Conn, tx_id: i64) -> Result<Vec<OpRow>> {
     Ok(rows.into_iter().map(op_from).collect())
 }
 
+/// Claims many pending operations for one transaction in one statement; the ids claimed.
+pub async fn claim_ops(conn: &mut Conn, ops: &[i64], tx_id: i64, now: i64) -> Result<Vec<i64>> {
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = (0..ops.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "UPDATE chain_ops SET state = 'submitted', tx_id = $1, updated_at = $2 \
+         WHERE state = 'pending' AND id IN ({}) RETURNING id",
+        list.join(", ")
+    );
+    let mut q = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql)).bind(tx_id).bind(now);
+    for id in ops {
+        q = q.bind(*id);
+    }
+    Ok(q.fetch_all(&mut *conn).await?.into_iter().map(|(id,)| id).collect())
+}
+
+/// Every operation a confirmed transaction carried is done (attended marks: no token change).
+pub async fn ops_done_by_tx(conn: &mut Conn, tx_id: i64, tx_hash: &str, now: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE chain_ops SET state = 'done', tx_hash = $1, last_error = NULL, updated_at = $2 \
+         WHERE tx_id = $3 AND state = 'submitted'",
+    )
+    .bind(tx_hash.to_owned())
+    .bind(now)
+    .bind(tx_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 pub async fn claim_op(conn: &mut Conn, op: i64, tx_id: i64, now: i64) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE chain_ops SET state = 'submitted', tx_id = $1, updated_at = $2 WHERE id = $3 AND state = 'pending'",
