@@ -748,31 +748,7 @@ impl Pipeline {
                 r.progress += claimed.len();
                 Ok(true)
             }
-            Err(e) => match outcome(e) {
-                Outcome::Reverted(reason) => {
-                    tracing::warn!(tx_id, %reason, "attended marks reverted; reading the chain");
-                    self.close_tx(tx_id, "reverted", &reason).await?;
-                    match self.resolve_op(tx_id, true).await? {
-                        Some(n) => {
-                            r.progress += n;
-                            Ok(true)
-                        }
-                        None => {
-                            r.chain_unavailable = true;
-                            Ok(false)
-                        }
-                    }
-                }
-                Outcome::Unavailable(m) => {
-                    self.close_tx(tx_id, "unknown", &m).await?;
-                    r.chain_unavailable = true;
-                    Ok(false)
-                }
-                Outcome::Unknown(m) => {
-                    self.close_tx(tx_id, "unknown", &m).await?;
-                    Ok(true)
-                }
-            },
+            Err(e) => self.op_send_failed(tx_id, e, r).await,
         }
     }
 
@@ -859,31 +835,38 @@ impl Pipeline {
                 r.progress += 1;
                 Ok(true)
             }
-            Err(e) => match outcome(e) {
-                Outcome::Reverted(reason) => {
-                    tracing::warn!(op = op.id, %reason, "token operation reverted; reading the chain");
-                    self.close_tx(tx_id, "reverted", &reason).await?;
-                    match self.resolve_op(tx_id, true).await? {
-                        Some(n) => {
-                            r.progress += n;
-                            Ok(true)
-                        }
-                        None => {
-                            r.chain_unavailable = true;
-                            Ok(false)
-                        }
+            Err(e) => self.op_send_failed(tx_id, e, r).await,
+        }
+    }
+
+    /// An operation transaction (one transfer or burn, or a batch of marks) did not confirm: a
+    /// revert is settled by reading the chain at once, an unknown outcome on a later round.
+    /// False when the chain is unavailable.
+    async fn op_send_failed(&self, tx_id: i64, e: ChainError, r: &mut StepReport) -> Result<bool, PipelineError> {
+        match outcome(e) {
+            Outcome::Reverted(reason) => {
+                tracing::warn!(tx_id, %reason, "token operation reverted; reading the chain");
+                self.close_tx(tx_id, "reverted", &reason).await?;
+                match self.resolve_op(tx_id, true).await? {
+                    Some(n) => {
+                        r.progress += n;
+                        Ok(true)
+                    }
+                    None => {
+                        r.chain_unavailable = true;
+                        Ok(false)
                     }
                 }
-                Outcome::Unavailable(m) => {
-                    self.close_tx(tx_id, "unknown", &m).await?;
-                    r.chain_unavailable = true;
-                    Ok(false)
-                }
-                Outcome::Unknown(m) => {
-                    self.close_tx(tx_id, "unknown", &m).await?;
-                    Ok(true)
-                }
-            },
+            }
+            Outcome::Unavailable(m) => {
+                self.close_tx(tx_id, "unknown", &m).await?;
+                r.chain_unavailable = true;
+                Ok(false)
+            }
+            Outcome::Unknown(m) => {
+                self.close_tx(tx_id, "unknown", &m).await?;
+                Ok(true)
+            }
         }
     }
 
