@@ -161,6 +161,15 @@ pub trait ChainClient: Send + Sync {
         event_end: u64,
     ) -> Result<Receipt, ChainError>;
 
+    /// Sets the collection's ERC-2981 default royalty (basis points of a sale, to `receiver`),
+    /// as the organizer.
+    async fn set_default_royalty(
+        &self,
+        collection: Address,
+        receiver: Address,
+        bps: u16,
+    ) -> Result<Receipt, ChainError>;
+
     /// The holder of a token, or `None` if it was never minted or has been burned.
     async fn owner_of(&self, collection: Address, token_id: U256) -> Result<Option<Address>, ChainError>;
 

@@ -594,6 +594,16 @@ impl ChainClient for EmbeddedChain {
         self.send(self.roles.organizer, collection, call).await
     }
 
+    async fn set_default_royalty(
+        &self,
+        collection: Address,
+        receiver: Address,
+        bps: u16,
+    ) -> Result<Receipt, ChainError> {
+        let call = EventTickets::setDefaultRoyaltyCall { receiver, bps: alloy::primitives::Uint::from(bps) };
+        self.send(self.roles.organizer, collection, call).await
+    }
+
     async fn owner_of(&self, collection: Address, token_id: U256) -> Result<Option<Address>, ChainError> {
         match self.view(collection, EventTickets::ownerOfCall { tokenId: token_id }).await {
             Ok(owner) => Ok(Some(owner)),

@@ -76,6 +76,10 @@ impl ChainClient for Outage {
         self.check()?;
         self.inner.set_transfer_policy(c, locked, end).await
     }
+    async fn set_default_royalty(&self, c: Address, to: Address, bps: u16) -> Result<Receipt, ChainError> {
+        self.check()?;
+        self.inner.set_default_royalty(c, to, bps).await
+    }
     async fn owner_of(&self, c: Address, id: U256) -> Result<Option<Address>, ChainError> {
         self.check()?;
         self.inner.owner_of(c, id).await
@@ -239,11 +243,23 @@ async fn admissions_are_marked_attended_in_shared_transactions() {
 }
 
 /// The organizer's later changes reach the collection: allowing exports frees its tokens,
-/// withdrawing it locks them again, and a moved event end moves the contract's. Each change
-/// is one transaction, audited, and nothing is sent while nothing changed.
+/// withdrawing it locks them again, a moved event end moves the contract's, and a new resale
+/// royalty becomes the collection's ERC-2981 royalty. Each change is one transaction, audited,
+/// and nothing is sent while nothing changed.
 #[tokio::test]
-async fn export_setting_and_event_end_changes_reach_the_collection() {
-    let app = spawn_app().await;
+async fn export_setting_event_end_and_royalty_changes_reach_the_collection() {
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let keep = slot.clone();
+    let app = spawn_app_on_chain(
+        |_| {},
+        move |dir, clock| {
+            let chain = EmbeddedChain::open(dir, clock).unwrap();
+            *keep.lock().unwrap() = Some(chain.clone());
+            Some(Arc::new(chain) as Arc<dyn ChainClient>)
+        },
+    )
+    .await;
+    let embedded: EmbeddedChain = slot.lock().unwrap().clone().unwrap();
     let (org_user, org) = app.organizer("org@example.com").await;
     let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
     let fan = app.register("fan@example.com").await;
@@ -287,6 +303,20 @@ async fn export_setting_and_event_end_changes_reach_the_collection() {
     let later = time::macros::datetime!(2030-04-02 01:00 UTC).unix_timestamp();
     assert_eq!(policy().await, (Some(1), Some(later)));
     assert_eq!(audited().await, 2, "both changes in one transaction");
+
+    let royalty = || async {
+        let call = entrada_chain::contracts::EventTickets::royaltyInfoCall {
+            tokenId: U256::from(1u64),
+            salePrice: U256::from(10_000u64),
+        };
+        embedded.view(contract, call).await.unwrap().amount
+    };
+    let before = royalty().await;
+    app.patch(&path, Some(&org_user.token), json!({"resale_policy": {"royalty_bps": 850}})).await.expect(200);
+    app.settle().await;
+    assert_ne!(before, U256::from(850u64));
+    assert_eq!(royalty().await, U256::from(850u64), "8.5 % of a 10,000 sale");
+    assert_eq!(audited().await, 3);
 }
 
 /// A platform user with `role`, logged in again so the token carries it.

@@ -82,6 +82,12 @@ const ATTENDED_POLL_MS: i64 = 5_000;
 /// Pause between comparisons of events' transfer policies with their collections'.
 const POLICY_POLL_MS: i64 = 2_000;
 
+/// One part of a collection's policy, as confirmed on chain.
+enum PolicyPart {
+    Transfers { locked: bool, end_s: i64 },
+    Royalty { bps: i64, receiver: Address },
+}
+
 /// A chain failure, sorted by what the pipeline does about it.
 enum Outcome {
     /// The chain refused the transaction: read the chain to see why.
@@ -341,7 +347,8 @@ impl Pipeline {
                 collection_params(&c.event_id, &facts, &self.inner.cfg.public_url, self.inner.chain.roles().organizer);
             match self.inner.chain.create_collection(key, &params).await {
                 Ok((addr, receipt)) => {
-                    let policy = (params.transfers_locked, i64::try_from(params.event_end).unwrap_or(i64::MAX));
+                    let end = i64::try_from(params.event_end).unwrap_or(i64::MAX);
+                    let policy = (params.transfers_locked, end, i64::from(params.royalty_bps));
                     self.collection_created(&c.event_id, addr, Some(&receipt), Some(policy)).await?;
                     r.progress += 1;
                 }
@@ -370,14 +377,15 @@ impl Pipeline {
         event_id: &str,
         addr: Address,
         receipt: Option<&Receipt>,
-        policy: Option<(bool, i64)>,
+        policy: Option<(bool, i64, i64)>,
     ) -> Result<(), PipelineError> {
         let now = self.now();
         let hash = receipt.map(|r| format!("{:#x}", r.tx_hash));
         let block = receipt.map(|r| i64::try_from(r.block_number).unwrap_or(i64::MAX));
         let mut tx = self.inner.db.begin().await?;
-        if let Some((locked, end_s)) = policy {
+        if let Some((locked, end_s, royalty_bps)) = policy {
             store::set_collection_policy(&mut tx, event_id, locked, end_s, now).await?;
+            store::set_collection_royalty(&mut tx, event_id, royalty_bps, now).await?;
         }
         if store::confirm_collection(&mut tx, event_id, &address_text(addr), hash.as_deref(), block, now).await? {
             audit::record(
@@ -441,10 +449,11 @@ impl Pipeline {
 
     // ---- transfer policies ----
 
-    /// Pushes a changed export setting or event end to the collections whose recorded policy
-    /// differs: an organizer who allows exports after the collection was created frees its
-    /// tokens, one who withdraws it locks them again, and a moved event end moves the
-    /// contract's. Setting a policy twice is harmless, so there is nothing to reconcile.
+    /// Pushes a changed export setting, event end or resale royalty to the collections whose
+    /// recorded policy differs: an organizer who allows exports after the collection was
+    /// created frees its tokens, one who withdraws it locks them again, a moved event end moves
+    /// the contract's, and a new royalty keeps ERC-2981 marketplaces paying what the platform's
+    /// market does. Setting a policy twice is harmless, so there is nothing to reconcile.
     async fn policies(&self, r: &mut StepReport) -> Result<(), PipelineError> {
         let now = self.now();
         let due = {
@@ -453,33 +462,66 @@ impl Pipeline {
         };
         for d in due {
             let Some(collection) = parse_address(&d.address) else { continue };
-            let end = u64::try_from(d.end_s.max(0)).unwrap_or(0);
-            match self.inner.chain.set_transfer_policy(collection, d.locked, end).await {
-                Ok(receipt) => {
-                    let now = self.now();
-                    let hash = format!("{:#x}", receipt.tx_hash);
-                    let mut tx = self.inner.db.begin().await?;
-                    store::set_collection_policy(&mut tx, &d.event_id, d.locked, d.end_s, now).await?;
-                    let details = json!({ "transfers_locked": d.locked, "event_end": d.end_s, "tx_hash": hash });
-                    audit::record(&mut tx, now, &Actor::System, "chain.policy_set", "event", &d.event_id, details)
-                        .await?;
-                    tx.commit().await?;
-                    r.progress += 1;
-                }
-                Err(e) => {
-                    let unavailable = matches!(e, ChainError::Unavailable(_));
-                    tracing::warn!(event = %d.event_id, error = %e, "cannot set a collection's transfer policy");
-                    let now = self.now();
-                    let mut conn = self.inner.db.writer().acquire().await?;
-                    let at = now + backoff_ms(d.attempts);
-                    store::collection_retry(&mut conn, &d.event_id, &e.to_string(), at, now).await?;
-                    if unavailable {
-                        r.chain_unavailable = true;
-                        return Ok(());
+            let chain = &self.inner.chain;
+            let mut sent = Ok(());
+            if d.transfer_differs {
+                let end = u64::try_from(d.end_s.max(0)).unwrap_or(0);
+                sent = match chain.set_transfer_policy(collection, d.locked, end).await {
+                    Ok(receipt) => {
+                        let part = PolicyPart::Transfers { locked: d.locked, end_s: d.end_s };
+                        self.policy_set(&d.event_id, &receipt, part).await?;
+                        r.progress += 1;
+                        Ok(())
                     }
+                    Err(e) => Err(e),
+                };
+            }
+            if sent.is_ok() && d.royalty_differs {
+                let bps = u16::try_from(d.royalty_bps).unwrap_or(0);
+                let receiver = chain.roles().organizer;
+                sent = match chain.set_default_royalty(collection, receiver, bps).await {
+                    Ok(receipt) => {
+                        let part = PolicyPart::Royalty { bps: d.royalty_bps, receiver };
+                        self.policy_set(&d.event_id, &receipt, part).await?;
+                        r.progress += 1;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            if let Err(e) = sent {
+                let unavailable = matches!(e, ChainError::Unavailable(_));
+                tracing::warn!(event = %d.event_id, error = %e, "cannot set a collection's policy");
+                let now = self.now();
+                let mut conn = self.inner.db.writer().acquire().await?;
+                let at = now + backoff_ms(d.attempts);
+                store::collection_retry(&mut conn, &d.event_id, &e.to_string(), at, now).await?;
+                if unavailable {
+                    r.chain_unavailable = true;
+                    return Ok(());
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Records a policy change the chain confirmed, with its audit entry (`chain.policy_set`).
+    async fn policy_set(&self, event_id: &str, receipt: &Receipt, part: PolicyPart) -> Result<(), PipelineError> {
+        let now = self.now();
+        let hash = format!("{:#x}", receipt.tx_hash);
+        let mut tx = self.inner.db.begin().await?;
+        let details = match part {
+            PolicyPart::Transfers { locked, end_s } => {
+                store::set_collection_policy(&mut tx, event_id, locked, end_s, now).await?;
+                json!({ "transfers_locked": locked, "event_end": end_s, "tx_hash": hash })
+            }
+            PolicyPart::Royalty { bps, receiver } => {
+                store::set_collection_royalty(&mut tx, event_id, bps, now).await?;
+                json!({ "royalty_bps": bps, "receiver": address_text(receiver), "tx_hash": hash })
+            }
+        };
+        audit::record(&mut tx, now, &Actor::System, "chain.policy_set", "event", event_id, details).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -232,27 +232,52 @@ pub async fn set_collection_policy(conn: &mut Conn, event_id: &str, locked: bool
     Ok(())
 }
 
-/// A collection whose transfer policy on chain is not (or not known to be) what its event
-/// now asks for.
+/// Records the royalty the collection now has on chain.
+pub async fn set_collection_royalty(conn: &mut Conn, event_id: &str, bps: i64, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE chain_collections SET policy_royalty_bps = $1, attempts = 0, last_error = NULL, updated_at = $2 \
+         WHERE event_id = $3",
+    )
+    .bind(bps)
+    .bind(now)
+    .bind(event_id.to_owned())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A collection whose policy on chain is not (or not known to be) what its event now asks
+/// for: what the chain should have, and whether each part needs sending.
 #[derive(Debug, Clone)]
 pub struct PolicyDrift {
     pub event_id: String,
     pub address: String,
-    /// What the chain should have: locked unless exports are allowed, and the event's end.
+    /// Locked unless exports are allowed, and the event's end.
     pub locked: bool,
     pub end_s: i64,
+    /// The event's resale royalty, 0..=10,000.
+    pub royalty_bps: i64,
+    pub transfer_differs: bool,
+    pub royalty_differs: bool,
     pub attempts: i64,
 }
 
-/// Confirmed collections due whose recorded policy differs from their event's export setting
-/// or end (or is not recorded).
+/// Confirmed collections due whose recorded policy differs from their event's export setting,
+/// end or resale royalty (or is not recorded).
 pub async fn policy_drift(conn: &mut Conn, now: i64) -> Result<Vec<PolicyDrift>> {
-    let rows: Vec<(String, String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT c.event_id, c.address, CASE WHEN e.export_allowed THEN 0 ELSE 1 END, e.ends_at / 1000, c.attempts \
+    type Row = (String, String, i64, i64, i64, i64, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT c.event_id, c.address, CASE WHEN e.export_allowed THEN 0 ELSE 1 END, e.ends_at / 1000, \
+         e.resale_royalty_bps, \
+         CASE WHEN c.policy_locked IS NULL OR c.policy_end IS NULL OR c.policy_locked = e.export_allowed \
+              OR c.policy_end <> e.ends_at / 1000 THEN 1 ELSE 0 END, \
+         CASE WHEN c.policy_royalty_bps IS NULL OR c.policy_royalty_bps <> e.resale_royalty_bps THEN 1 ELSE 0 END, \
+         c.attempts \
          FROM chain_collections c JOIN events e ON e.id = c.event_id \
          WHERE c.state = 'confirmed' AND c.address IS NOT NULL AND c.available_at <= $1 \
          AND (c.policy_locked IS NULL OR c.policy_end IS NULL OR c.policy_locked = e.export_allowed \
-              OR c.policy_end <> e.ends_at / 1000) \
+              OR c.policy_end <> e.ends_at / 1000 \
+              OR c.policy_royalty_bps IS NULL OR c.policy_royalty_bps <> e.resale_royalty_bps) \
          ORDER BY c.event_id LIMIT 50",
     )
     .bind(now)
@@ -260,11 +285,14 @@ pub async fn policy_drift(conn: &mut Conn, now: i64) -> Result<Vec<PolicyDrift>>
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(event_id, address, locked, end_s, attempts)| PolicyDrift {
+        .map(|(event_id, address, locked, end_s, royalty_bps, transfer, royalty, attempts)| PolicyDrift {
             event_id,
             address,
             locked: locked == 1,
             end_s,
+            royalty_bps: royalty_bps.clamp(0, 10_000),
+            transfer_differs: transfer == 1,
+            royalty_differs: royalty == 1,
             attempts,
         })
         .collect())
@@ -289,7 +317,8 @@ pub async fn collection_retry(conn: &mut Conn, event_id: &str, error: &str, avai
 pub async fn collection_lost(conn: &mut Conn, event_id: &str, now: i64) -> Result<u64> {
     sqlx::query(
         "UPDATE chain_collections SET state = 'pending', tx_hash = NULL, block_number = NULL, \
-         policy_locked = NULL, policy_end = NULL, last_error = 'missing on chain', available_at = $1, \
+         policy_locked = NULL, policy_end = NULL, policy_royalty_bps = NULL, last_error = 'missing on chain', \
+         available_at = $1, \
          updated_at = $1 WHERE event_id = $2",
     )
     .bind(now)

@@ -790,6 +790,16 @@ impl ChainClient for RpcChain {
         self.transact(self.inner.roles.organizer, Some(collection), call.abi_encode().into()).await
     }
 
+    async fn set_default_royalty(
+        &self,
+        collection: Address,
+        receiver: Address,
+        bps: u16,
+    ) -> Result<Receipt, ChainError> {
+        let call = EventTickets::setDefaultRoyaltyCall { receiver, bps: alloy::primitives::Uint::from(bps) };
+        self.transact(self.inner.roles.organizer, Some(collection), call.abi_encode().into()).await
+    }
+
     async fn owner_of(&self, collection: Address, token_id: U256) -> Result<Option<Address>, ChainError> {
         match self.view(collection, EventTickets::ownerOfCall { tokenId: token_id }).await {
             Ok(owner) => Ok(Some(owner)),

@@ -286,6 +286,13 @@ async fn royalty_info_follows_erc2981(chain: TestChain) {
         .await
         .unwrap();
     assert_eq!((r.receiver, r.amount), (addr("new-payout"), U256::from(1_000u64)));
+    // The same through the client, as the pipeline does when an event's royalty changes.
+    chain.set_default_royalty(c, addr("third-payout"), 750).await.unwrap();
+    let r = chain
+        .view(c, EventTickets::royaltyInfoCall { tokenId: id(3), salePrice: U256::from(10_000u64) })
+        .await
+        .unwrap();
+    assert_eq!((r.receiver, r.amount), (addr("third-payout"), U256::from(750u64)));
 
     for iface in
         [[0x80, 0xac, 0x58, 0xcd], [0x2a, 0x55, 0x20, 0x5a], [0x49, 0x06, 0x49, 0x06], [0x5b, 0x5e, 0x13, 0x9f]]
