@@ -203,9 +203,20 @@ async fn many_purchases_share_few_transactions() {
 
 /// A gate's admissions are marked attended on chain together: twelve check-ins with batches of
 /// five take three transactions, and every admitted token, and only those, turns attended.
+/// Marks sent while the chain was unreachable are settled by reading every token of the
+/// batch, then sent again.
 #[tokio::test]
 async fn admissions_are_marked_attended_in_shared_transactions() {
-    let app = spawn_app_with(|c| c.chain.batch_size = 5).await;
+    let down = Arc::new(AtomicBool::new(false));
+    let d = down.clone();
+    let app = spawn_app_on_chain(
+        |c| c.chain.batch_size = 5,
+        move |dir, clock| {
+            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
+            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
+        },
+    )
+    .await;
     let (org_user, org) = app.organizer("org@example.com").await;
     let (event, tt) = app.event_on_sale(&org_user, &org, 20).await;
     let g = gate(&app, &org_user, &event).await;
@@ -215,11 +226,28 @@ async fn admissions_are_marked_attended_in_shared_transactions() {
     app.settle().await;
     let tickets = my_tickets(&app, &fan).await;
     let admitted: Vec<String> = tickets.iter().take(12).map(|t| t["id"].as_str().unwrap().to_owned()).collect();
-    for ticket in &admitted {
+    for ticket in &admitted[..4] {
         let p = phone(&app, &fan, ticket).await;
         let v = scan(&app, &g, &p.qr(app.clock.now().unix_timestamp())).await;
         assert_eq!(v["ok"], true, "{v:#}");
     }
+    // The chain is unreachable when the first four marks go out: their transaction's outcome
+    // is unknown, and nothing is marked.
+    down.store(true, Ordering::SeqCst);
+    app.settle().await;
+    let (unknown,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM chain_transactions WHERE kind = 'attend' AND state = 'unknown'")
+            .fetch_one(app.app.db.reader())
+            .await
+            .unwrap();
+    assert_eq!(unknown, 1);
+    down.store(false, Ordering::SeqCst);
+    for ticket in &admitted[4..] {
+        let p = phone(&app, &fan, ticket).await;
+        let v = scan(&app, &g, &p.qr(app.clock.now().unix_timestamp())).await;
+        assert_eq!(v["ok"], true, "{v:#}");
+    }
+    app.clock.advance(time::Duration::minutes(10));
     app.settle().await;
     let chain = app.app.chain.chain().clone();
     let contract = addr(&tickets[0]["chain"]["contract"]);
@@ -232,7 +260,7 @@ async fn admissions_are_marked_attended_in_shared_transactions() {
             .fetch_one(app.app.db.reader())
             .await
             .unwrap();
-    assert_eq!(sent, 3, "12 marks in batches of 5");
+    assert_eq!(sent, 3, "12 marks in batches of 5, the four unknown ones among them");
     let (done,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM chain_ops WHERE kind = 'attend' AND state = 'done' AND tx_hash IS NOT NULL",
     )

@@ -956,7 +956,10 @@ impl Pipeline {
                 let failed = (reverted && op.attempts + 1 >= self.inner.cfg.max_attempts)
                     || (owner.is_none() && op.kind != "burn" && reverted);
                 let why = if reverted { "reverted" } else { "outcome unknown; not on chain" };
-                store::op_retry(&mut tx, op.id, failed, why, now + backoff_ms(op.attempts), now).await?;
+                // The chain was just read: an operation it lacks after a lost answer can go out
+                // at once; a refused one waits out its backoff.
+                let at = if reverted { now + backoff_ms(op.attempts) } else { now };
+                store::op_retry(&mut tx, op.id, failed, why, at, now).await?;
             }
         }
         store::tx_closed(&mut tx, tx_id, "resolved", None, now).await?;

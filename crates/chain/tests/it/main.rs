@@ -420,6 +420,12 @@ async fn reopening_replays_the_journal_and_drops_a_torn_last_line() {
     let damaged = text.replacen("\"block\":3", "\"block\":x", 1);
     assert_ne!(damaged, text);
     std::fs::write(&journal, damaged).unwrap();
+    assert!(matches!(EmbeddedChain::open(dir.path(), shared.clone()), Err(ChainError::State(_))));
+
+    // A journal whose snapshot is gone cannot be replayed onto a new chain: an error, not a
+    // fresh chain that silently forgets the tokens.
+    std::fs::write(&journal, text).unwrap();
+    std::fs::remove_file(dir.path().join("chain-state.json")).unwrap();
     assert!(matches!(EmbeddedChain::open(dir.path(), shared), Err(ChainError::State(_))));
 }
 
