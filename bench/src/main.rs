@@ -23,6 +23,10 @@ mod pipeline;
 mod purchases;
 mod scans;
 
+/// The same allocator as the `entrada` binary, so the figures are the product's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, ValueEnum};
 use entrada_gateway::{App, Config};
 use entrada_primitives::{Secret, SharedClock, SystemClock};
