@@ -217,6 +217,16 @@ contract EventTickets is ERC721, ERC2981, AccessControl, Initializable {
         return isAttended(tokenId) ? string.concat(plain, "/attended") : plain;
     }
 
+    /// @notice The holders of many tokens in one call, the zero address for an id without a
+    /// token (never minted, or burned): how the platform reconciles a page of tickets without
+    /// a round trip per token.
+    function ownersOf(uint256[] calldata tokenIds) external view returns (address[] memory owners) {
+        owners = new address[](tokenIds.length);
+        for (uint256 i = 0; i < tokenIds.length; ++i) {
+            owners[i] = _ownerOf(tokenIds[i]);
+        }
+    }
+
     function isAttended(uint256 tokenId) public view returns (bool) {
         return _attendedBits[tokenId >> 8] & (1 << (tokenId & 0xff)) != 0;
     }

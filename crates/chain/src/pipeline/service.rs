@@ -251,13 +251,12 @@ impl Pipeline {
             let Some(collection) = self.collection_address(event_id).await? else {
                 return Ok(Some(0));
             };
-            for (_, token_id, _, _) in &rows {
-                match self.inner.chain.owner_of(collection, u256(*token_id)).await {
-                    Ok(owner) => found.push(owner),
-                    Err(e) => {
-                        tracing::warn!(tx_id, error = %e, "cannot read the chain to resolve a mint");
-                        return Ok(None);
-                    }
+            let ids: Vec<U256> = rows.iter().map(|(_, token_id, _, _)| u256(*token_id)).collect();
+            match self.inner.chain.owners_of(collection, &ids).await {
+                Ok(owners) => found = owners,
+                Err(e) => {
+                    tracing::warn!(tx_id, error = %e, "cannot read the chain to resolve a mint");
+                    return Ok(None);
                 }
             }
         }
@@ -1066,20 +1065,31 @@ impl Pipeline {
             rep.pass_complete = true;
             return Ok(rep);
         };
+        // One read per collection for the whole page.
+        let mut ids: HashMap<Address, Vec<U256>> = HashMap::new();
+        for t in page.iter().filter(|t| t.open_ops == 0) {
+            if let Some(collection) = parse_address(&t.collection) {
+                ids.entry(collection).or_default().push(u256(t.token_id));
+            }
+        }
+        let mut owners: HashMap<(Address, U256), Option<Address>> = HashMap::new();
+        for (collection, ids) in ids {
+            match chain.owners_of(collection, &ids).await {
+                Ok(found) => owners.extend(ids.into_iter().map(|id| (collection, id)).zip(found)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconciliation cannot read the chain");
+                    rep.chain_unavailable = true;
+                    return Ok(rep);
+                }
+            }
+        }
         let mut cache = HashMap::new();
         for t in &page {
             if t.open_ops > 0 {
                 continue;
             }
             let Some(collection) = parse_address(&t.collection) else { continue };
-            let owner = match chain.owner_of(collection, u256(t.token_id)).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reconciliation cannot read the chain");
-                    rep.chain_unavailable = true;
-                    return Ok(rep);
-                }
-            };
+            let Some(&owner) = owners.get(&(collection, u256(t.token_id))) else { continue };
             rep.checked += 1;
             let now = self.now();
             match (t.state.as_str(), owner) {

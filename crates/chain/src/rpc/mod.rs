@@ -808,6 +808,16 @@ impl ChainClient for RpcChain {
         }
     }
 
+    async fn owners_of(&self, collection: Address, token_ids: &[U256]) -> Result<Vec<Option<Address>>, ChainError> {
+        let mut owners = Vec::with_capacity(token_ids.len());
+        for chunk in token_ids.chunks(crate::client::OWNERS_PER_CALL) {
+            owners.extend(crate::client::owners_from(
+                self.view(collection, EventTickets::ownersOfCall { tokenIds: chunk.to_vec() }).await?,
+            ));
+        }
+        Ok(owners)
+    }
+
     async fn balance_of(&self, collection: Address, holder: Address) -> Result<u64, ChainError> {
         let n = self.view(collection, EventTickets::balanceOfCall { owner: holder }).await?;
         u64::try_from(n).map_err(|e| ChainError::Decode(e.to_string()))

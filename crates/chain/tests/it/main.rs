@@ -21,6 +21,7 @@ on_both_chains!(
     every_privileged_function_rejects_everyone_else,
     royalty_info_follows_erc2981,
     burn_removes_the_token,
+    owners_of_reads_many_tokens_at_once,
     attended_mark_changes_metadata,
     reentrancy_through_on_erc721_received_cannot_break_invariants,
 );
@@ -325,6 +326,23 @@ async fn burn_removes_the_token(chain: TestChain) {
     assert_eq!(chain.view(c, EventTickets::totalMintedCall {}).await.unwrap(), U256::from(2u64));
     assert_eq!(reason(chain.burn(c, id(1)).await), "ERC721NonexistentToken");
     assert_eq!(reason(chain.burn(c, id(3)).await), "ERC721NonexistentToken");
+}
+
+/// `owners_of` answers a page of tokens in one call per 500 ids: each holder, and `None` for
+/// an id burned or never minted, exactly as `owner_of` one by one.
+async fn owners_of_reads_many_tokens_at_once(chain: TestChain) {
+    let c = collection(&*chain, true).await;
+    let mints: Vec<Mint> = (1..=3).map(|n| Mint { to: addr(&format!("holder-{n}")), token_id: id(n) }).collect();
+    chain.mint_batch(c, &mints).await.unwrap();
+    chain.burn(c, id(2)).await.unwrap();
+    let ids: Vec<U256> = (0..1_200).map(id).collect();
+    let owners = chain.owners_of(c, &ids).await.unwrap();
+    assert_eq!(owners.len(), 1_200, "three calls of up to 500 ids");
+    assert_eq!(&owners[..5], &[None, Some(addr("holder-1")), None, Some(addr("holder-3")), None]);
+    assert!(owners[5..].iter().all(Option::is_none));
+    for n in 0..5 {
+        assert_eq!(chain.owner_of(c, id(n)).await.unwrap(), owners[n as usize]);
+    }
 }
 
 /// Checking tickets in switches their token URIs to the attended variant and emits ERC-4906
