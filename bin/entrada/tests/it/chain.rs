@@ -15,6 +15,21 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// An app over the real embedded chain behind an [`Outage`] switch, starting `down` or not.
+async fn spawn_app_with_outage(
+    tweak: impl FnOnce(&mut entrada_gateway::Config),
+    down: bool,
+) -> (TestApp, Arc<AtomicBool>) {
+    let switch = Arc::new(AtomicBool::new(down));
+    let d = switch.clone();
+    let app = spawn_app_on_chain(tweak, move |dir, clock| {
+        let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
+        Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
+    })
+    .await;
+    (app, switch)
+}
+
 /// The real embedded chain behind a switch: while `down` is set every call fails as an
 /// unreachable node would (`Unavailable`), and nothing reaches the chain.
 struct Outage {
@@ -207,16 +222,7 @@ async fn many_purchases_share_few_transactions() {
 /// batch, then sent again.
 #[tokio::test]
 async fn admissions_are_marked_attended_in_shared_transactions() {
-    let down = Arc::new(AtomicBool::new(false));
-    let d = down.clone();
-    let app = spawn_app_on_chain(
-        |c| c.chain.batch_size = 5,
-        move |dir, clock| {
-            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
-            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
-        },
-    )
-    .await;
+    let (app, down) = spawn_app_with_outage(|c| c.chain.batch_size = 5, false).await;
     let (org_user, org) = app.organizer("org@example.com").await;
     let (event, tt) = app.event_on_sale(&org_user, &org, 20).await;
     let g = gate(&app, &org_user, &event).await;
@@ -423,16 +429,7 @@ async fn refused_mints_are_parked_listed_for_staff_and_requeued_by_an_admin() {
 /// minted at all.
 #[tokio::test]
 async fn a_refund_burns_the_token() {
-    let down = Arc::new(AtomicBool::new(false));
-    let d = down.clone();
-    let app = spawn_app_on_chain(
-        |_| {},
-        move |dir, clock| {
-            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
-            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
-        },
-    )
-    .await;
+    let (app, down) = spawn_app_with_outage(|_| {}, false).await;
     let (org_user, org) = app.organizer("org@example.com").await;
     let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
     let fan = app.register("fan@example.com").await;
@@ -473,16 +470,7 @@ async fn a_refund_burns_the_token() {
 /// minted once the chain is back, and an admitted ticket's token is marked attended.
 #[tokio::test]
 async fn a_chain_outage_stops_neither_sales_nor_entry() {
-    let down = Arc::new(AtomicBool::new(true));
-    let d = down.clone();
-    let app = spawn_app_on_chain(
-        |_| {},
-        move |dir, clock| {
-            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
-            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
-        },
-    )
-    .await;
+    let (app, down) = spawn_app_with_outage(|_| {}, true).await;
     let (org_user, org) = app.organizer("org@example.com").await;
     let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
     let g = gate(&app, &org_user, &event).await;
@@ -852,16 +840,7 @@ async fn pipeline_state(db_url: &str) -> String {
 /// once the chain shows it was not minted, minted straight to the new holder: no transfer.
 #[tokio::test]
 async fn a_gift_moves_the_token_to_the_new_holder() {
-    let down = Arc::new(AtomicBool::new(false));
-    let d = down.clone();
-    let app = spawn_app_on_chain(
-        |_| {},
-        move |dir, clock| {
-            let real: Arc<dyn ChainClient> = Arc::new(EmbeddedChain::open(dir, clock).unwrap());
-            Some(Arc::new(Outage { inner: real, down: d }) as Arc<dyn ChainClient>)
-        },
-    )
-    .await;
+    let (app, down) = spawn_app_with_outage(|_| {}, false).await;
     let (org_user, org) = app.organizer("org@example.com").await;
     let (event, tt) = app.event_on_sale(&org_user, &org, 10).await;
     let fan = app.register("fan@example.com").await;
