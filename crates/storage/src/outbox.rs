@@ -19,7 +19,6 @@
 use crate::db::{Backend, Db, Tx};
 use crate::events::DomainEvent;
 use entrada_primitives::SharedClock;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -74,7 +73,7 @@ pub async fn append(tx: &mut Tx, now_ms: i64, event: &DomainEvent) -> Result<i64
 pub struct Dispatcher {
     db: Db,
     clock: SharedClock,
-    consumers: Arc<HashMap<&'static str, Arc<dyn Consumer>>>,
+    consumers: Arc<[Arc<dyn Consumer>]>,
     wake: Arc<Notify>,
 }
 
@@ -82,8 +81,7 @@ const BATCH: i64 = 64;
 
 impl Dispatcher {
     pub fn new(db: Db, clock: SharedClock, consumers: Vec<Arc<dyn Consumer>>) -> Self {
-        let consumers = consumers.into_iter().map(|c| (c.name(), c)).collect();
-        Self { db, clock, consumers: Arc::new(consumers), wake: Arc::new(Notify::new()) }
+        Self { db, clock, consumers: consumers.into(), wake: Arc::new(Notify::new()) }
     }
 
     /// Tells the background loop there is work, after a producer committed.
@@ -92,29 +90,21 @@ impl Dispatcher {
     }
 
     /// Handles everything due, for every consumer, until nothing is due.
+    /// Consumers take turns one batch at a time, so one whose queue refills
+    /// as fast as it drains (payments during a rush) cannot starve the others
+    /// (mints, mail).
     /// Tests call this to make delivery deterministic. Returns how many
     /// events were handled.
     pub async fn drain(&self) -> Result<usize, sqlx::Error> {
         let mut total = 0;
         loop {
             let mut round = 0;
-            for c in self.consumers.values() {
-                round += self.drain_consumer(c).await?;
+            for c in self.consumers.iter() {
+                round += self.run_batch(c).await?;
             }
             total += round;
             if round == 0 {
                 return Ok(total);
-            }
-        }
-    }
-
-    async fn drain_consumer(&self, c: &Arc<dyn Consumer>) -> Result<usize, sqlx::Error> {
-        let mut handled = 0;
-        loop {
-            let n = self.run_batch(c).await?;
-            handled += n;
-            if n == 0 {
-                return Ok(handled);
             }
         }
     }
@@ -247,6 +237,88 @@ impl Dispatcher {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
             }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::events::consumers::{NOTIFY_MAIL, PAYMENTS_REFUNDS};
+    use entrada_primitives::ManualClock;
+    use entrada_primitives::ids::{PaymentId, UserId};
+    use std::sync::Mutex;
+
+    /// Handles refund requests, and asks for another one with each until
+    /// `stream` of them were handled: a queue that refills as it drains.
+    struct Stream {
+        stream: usize,
+        log: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Consumer for Stream {
+        fn name(&self) -> &'static str {
+            PAYMENTS_REFUNDS
+        }
+        async fn handle(&self, tx: &mut Tx, _: &Envelope) -> Result<(), anyhow_lite::Error> {
+            let handled = {
+                let mut log = self.log.lock().unwrap();
+                log.push("refund");
+                log.iter().filter(|e| **e == "refund").count()
+            };
+            if handled < self.stream {
+                let next = DomainEvent::RefundRequested { payment_id: PaymentId::new(), reason: "again".into() };
+                append(tx, 0, &next).await?;
+            }
+            Ok(())
+        }
+    }
+
+    struct Mail(Arc<Mutex<Vec<&'static str>>>);
+
+    #[async_trait::async_trait]
+    impl Consumer for Mail {
+        fn name(&self) -> &'static str {
+            NOTIFY_MAIL
+        }
+        async fn handle(&self, _: &mut Tx, _: &Envelope) -> Result<(), anyhow_lite::Error> {
+            self.0.lock().unwrap().push("mail");
+            Ok(())
+        }
+    }
+
+    /// A consumer whose queue never empties while events keep coming does
+    /// not hold back the others: the mail waiting behind a stream of 1,000
+    /// refunds goes out within the first batch of refunds, whichever
+    /// consumer is listed first.
+    #[tokio::test]
+    async fn a_busy_consumer_does_not_starve_the_others() {
+        for stream_first in [true, false] {
+            let t = crate::testing::fresh().await;
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let stream: Arc<dyn Consumer> = Arc::new(Stream { stream: 1_000, log: log.clone() });
+            let mail: Arc<dyn Consumer> = Arc::new(Mail(log.clone()));
+            let consumers = if stream_first { vec![stream, mail] } else { vec![mail, stream] };
+            let mut tx = t.db.begin().await.unwrap();
+            let first = DomainEvent::RefundRequested { payment_id: PaymentId::new(), reason: "first".into() };
+            append(&mut tx, 0, &first).await.unwrap();
+            let mail = DomainEvent::EmailVerificationRequested {
+                user_id: UserId::new(),
+                email: "fan@example.com".into(),
+                token: "t".into(),
+            };
+            append(&mut tx, 0, &mail).await.unwrap();
+            tx.commit().await.unwrap();
+
+            let clock: SharedClock = Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH));
+            let handled = Dispatcher::new(t.db.clone(), clock, consumers).drain().await.unwrap();
+
+            let log = log.lock().unwrap();
+            assert_eq!(handled, 1_001, "every event handled once");
+            let mail_at = log.iter().position(|e| *e == "mail").unwrap();
+            assert!(mail_at <= 1, "the mail went out at turn {mail_at} of {}, behind the stream", log.len());
         }
     }
 }
