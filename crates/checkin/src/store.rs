@@ -2,15 +2,10 @@
 
 use crate::domain::{Doors, EntryPolicy, TicketFacts, parse_zones};
 use entrada_primitives::ids::{EventId, OrganizationId, TicketId, UserId};
-use entrada_storage::{Db, Tx};
+use entrada_storage::{Db, Params, Tx};
 use sqlx::Row;
 
 type R<T> = Result<T, sqlx::Error>;
-
-/// `$1, $2, …` for an IN list starting at placeholder `from`.
-pub fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
 
 // ------------------------------------------------------------------ events
 
@@ -382,7 +377,7 @@ pub async fn ticket_facts(tx: &mut Tx, ids: &[String]) -> R<Vec<(String, TicketF
          FROM tickets t JOIN orders o ON o.id = t.order_id JOIN ticket_types tt ON tt.id = t.ticket_type_id \
          JOIN users u ON u.id = t.holder_id LEFT JOIN entry_policies p ON p.ticket_type_id = t.ticket_type_id \
          WHERE t.id IN ({})",
-        placeholders(1, ids.len())
+        Params::on(tx).list(ids.len())
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in ids {
@@ -428,10 +423,11 @@ pub async fn replayed(db: &Db, keys: &[(&str, &str)]) -> R<Vec<(String, String, 
     let nonces: Vec<&str> = keys.iter().map(|k| k.1).collect();
     // Both lists use the (device_id, nonce) index; pairs that only
     // cross-match are dropped below.
+    let mut p = Params::new(db.backend());
     let sql = format!(
         "SELECT device_id, nonce, verdict FROM scans WHERE device_id IN ({}) AND nonce IN ({})",
-        placeholders(1, devices.len()),
-        placeholders(1 + devices.len(), nonces.len())
+        p.list(devices.len()),
+        p.list(nonces.len())
     );
     let mut q = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
     for d in &devices {
@@ -499,11 +495,13 @@ pub async fn enter(tx: &mut Tx, ticket: &str, event: &str, gate: &str, at: i64, 
 /// admission row already is left out, for [`enter`] to decide.
 pub async fn enter_first(tx: &mut Tx, event: &str, rows: &[(&str, &str, i64)]) -> R<std::collections::HashSet<String>> {
     let mut admitted = std::collections::HashSet::with_capacity(rows.len());
-    for chunk in rows.chunks(128) {
+    for chunk in rows.chunks(256) {
+        let mut p = Params::on(tx);
         let values: Vec<String> = (0..chunk.len())
-            .map(|r| {
-                let b = r * 3 + 1;
-                format!("(${}, $1, 1, TRUE, ${}, ${}, ${}, ${})", b + 1, b + 3, b + 2, b + 3, b + 2)
+            .map(|_| {
+                let (ticket, event, at, gate) = (p.next(), p.next(), p.next(), p.next());
+                let (last_at, last_gate) = (p.next(), p.next());
+                format!("({ticket}, {event}, 1, TRUE, {at}, {gate}, {last_at}, {last_gate})")
             })
             .collect();
         let sql = format!(
@@ -511,9 +509,9 @@ pub async fn enter_first(tx: &mut Tx, event: &str, rows: &[(&str, &str, i64)]) -
              last_gate_id) VALUES {} ON CONFLICT (ticket_id) DO NOTHING RETURNING ticket_id",
             values.join(", ")
         );
-        let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql)).bind(event);
+        let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
         for (ticket, gate, at) in chunk {
-            q = q.bind(*ticket).bind(*gate).bind(*at);
+            q = q.bind(*ticket).bind(event).bind(*at).bind(*gate).bind(*at).bind(*gate);
         }
         admitted.extend(q.fetch_all(&mut **tx).await?.into_iter().map(|(t,)| t));
     }
@@ -562,33 +560,22 @@ pub async fn insert_scans(
     let Some(first) = scans.first() else {
         return Ok(Some(ids));
     };
-    // What every row shares is bound once ($1, $2), then 11 parameters a
-    // row. Chunks of 64 rows: SQLite looks parameters up by name in a list,
-    // so very long statements cost quadratic time binding.
-    for chunk in scans.chunks(64) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|r| {
-                let b = 2 + r * 11;
-                let p: Vec<String> = (1..=11).map(|k| format!("${}", b + k)).collect();
-                format!(
-                    "({}, {}, $1, {}, {}, {}, {}, {}, {}, {}, {}, $2, {})",
-                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
-                )
-            })
-            .collect();
+    // Up to 256 rows a statement, every value bound through `Params` (13 a row).
+    for chunk in scans.chunks(256) {
+        let mut p = Params::on(tx);
+        let values: Vec<String> = (0..chunk.len()).map(|_| format!("({})", p.list(13))).collect();
         let sql = format!(
             "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
              offline, scanned_at, recorded_at, verdict) VALUES {} ON CONFLICT (device_id, nonce) DO NOTHING \
              RETURNING device_id, nonce, id",
             values.join(", ")
         );
-        let mut q = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql))
-            .bind(first.event_id)
-            .bind(first.recorded_at);
+        let mut q = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql));
         for s in chunk {
             q = q
                 .bind(s.device_id)
                 .bind(s.nonce)
+                .bind(first.event_id)
                 .bind(s.gate_id)
                 .bind(s.zone_id)
                 .bind(s.ticket_id)
@@ -597,6 +584,7 @@ pub async fn insert_scans(
                 .bind(s.reason)
                 .bind(s.offline)
                 .bind(s.scanned_at)
+                .bind(first.recorded_at)
                 .bind(s.verdict);
         }
         let rows = q.fetch_all(&mut **tx).await?;

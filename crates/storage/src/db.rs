@@ -127,6 +127,46 @@ impl Db {
     }
 }
 
+/// Placeholders for a statement assembled at run time (multi-row inserts, `IN` lists), one per bound
+/// value, in the order the values are bound: `$1, $2, …` on PostgreSQL, `?` on SQLite.
+///
+/// SQLite finds a numbered parameter's value by searching the statement's list of parameter names, so
+/// binding n numbered parameters costs O(n²): a few hundred cost more than running the statement.
+/// Anonymous `?` parameters are bound by position. A statement built with `Params` must take every
+/// value through it (no hand-written `$1` beside them), and bind the values in the order the
+/// placeholders appear in the text.
+#[derive(Debug)]
+pub struct Params {
+    numbered: bool,
+    next: usize,
+}
+
+impl Params {
+    pub fn new(backend: Backend) -> Self {
+        Self { numbered: backend == Backend::Postgres, next: 1 }
+    }
+
+    /// For a statement run on `conn` (a transaction or a pooled connection).
+    pub fn on(conn: &sqlx::AnyConnection) -> Self {
+        Self::new(if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite })
+    }
+
+    /// The next placeholder.
+    pub fn next(&mut self) -> String {
+        if self.numbered {
+            self.next += 1;
+            format!("${}", self.next - 1)
+        } else {
+            "?".to_owned()
+        }
+    }
+
+    /// `n` placeholders separated by commas, for an `IN (…)` list or one row of `VALUES (…)`.
+    pub fn list(&mut self, n: usize) -> String {
+        (0..n).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// WAL lets readers run beside the writer; `synchronous = NORMAL` is durable
 /// across process crashes (not across power loss before a checkpoint), the
 /// usual trade for WAL; foreign keys are off by default in SQLite.
@@ -171,5 +211,35 @@ mod tests {
             let expected = lite.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY");
             assert_eq!(expected, post, "{n}: the PostgreSQL twin differs beyond the key type");
         }
+    }
+
+    /// Many values through `Params` land where they were meant to, on the backend under test: a
+    /// 1,000-row insert (2,000 values) and a 700-value `IN` list.
+    #[tokio::test]
+    async fn params_bind_many_values_in_order() {
+        use super::Params;
+        let t = crate::testing::fresh().await;
+        let mut tx = t.db.begin().await.unwrap();
+        sqlx::query("CREATE TABLE params_probe (k BIGINT NOT NULL, v TEXT NOT NULL)").execute(&mut *tx).await.unwrap();
+        let mut p = Params::on(&tx);
+        let rows: Vec<String> = (0..1_000).map(|_| format!("({})", p.list(2))).collect();
+        let sql = format!("INSERT INTO params_probe (k, v) VALUES {}", rows.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in 0..1_000_i64 {
+            q = q.bind(k).bind(format!("v{}", k * 3));
+        }
+        assert_eq!(q.execute(&mut *tx).await.unwrap().rows_affected(), 1_000);
+
+        let wanted: Vec<i64> = (0..1_000).filter(|k| k % 10 < 7).collect();
+        let mut p = Params::on(&tx);
+        let sql = format!("SELECT k, v FROM params_probe WHERE k IN ({}) ORDER BY k", p.list(wanted.len()));
+        let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
+        for k in &wanted {
+            q = q.bind(*k);
+        }
+        let got = q.fetch_all(&mut *tx).await.unwrap();
+        assert_eq!(got.len(), 700);
+        assert!(got.iter().zip(&wanted).all(|((k, v), w)| k == w && *v == format!("v{}", w * 3)), "values in order");
+        tx.rollback().await.unwrap();
     }
 }

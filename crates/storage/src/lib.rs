@@ -4,7 +4,8 @@
 //!
 //! Architecture invariant: SQL here and in the contexts' `store.rs` is written
 //! once for both backends (`$1` placeholders, `ON CONFLICT`, `RETURNING`,
-//! integer instants and money). Where the dialects must differ the code asks
+//! integer instants and money; statements assembled at run time take their
+//! placeholders from [`Params`]). Where the dialects must differ the code asks
 //! [`Db::backend`] and says why.
 
 pub mod audit;
@@ -15,7 +16,7 @@ pub mod outbox;
 #[allow(clippy::expect_used)]
 pub mod testing;
 
-pub use db::{Backend, Db, DbConfig, Tx};
+pub use db::{Backend, Db, DbConfig, Params, Tx};
 pub use events::DomainEvent;
 pub use outbox::{Consumer, Dispatcher, Envelope};
 

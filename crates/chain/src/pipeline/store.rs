@@ -654,11 +654,12 @@ pub async fn claim_ops(conn: &mut Conn, ops: &[i64], tx_id: i64, now: i64) -> Re
     if ops.is_empty() {
         return Ok(Vec::new());
     }
-    let list: Vec<String> = (0..ops.len()).map(|i| format!("${}", i + 3)).collect();
+    let mut p = entrada_storage::Params::on(conn);
+    let (tx, at) = (p.next(), p.next());
     let sql = format!(
-        "UPDATE chain_ops SET state = 'submitted', tx_id = $1, updated_at = $2 \
+        "UPDATE chain_ops SET state = 'submitted', tx_id = {tx}, updated_at = {at} \
          WHERE state = 'pending' AND id IN ({}) RETURNING id",
-        list.join(", ")
+        p.list(ops.len())
     );
     let mut q = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql)).bind(tx_id).bind(now);
     for id in ops {

@@ -384,12 +384,11 @@ pub async fn attach_tokens(conn: &mut Conn, tickets: &mut [Ticket]) -> Result<()
     if tickets.is_empty() {
         return Ok(());
     }
-    let marks: Vec<String> = (1..=tickets.len()).map(|i| format!("${i}")).collect();
     // Only placeholders are spliced in; the values are bound.
     let sql = format!(
         "SELECT ct.ticket_id, cc.network, cc.chain_id, cc.address, ct.token_id, ct.state, ct.owner_address, ct.tx_hash \
          FROM chain_tokens ct JOIN chain_collections cc ON cc.event_id = ct.event_id WHERE ct.ticket_id IN ({})",
-        marks.join(", ")
+        entrada_storage::Params::on(conn).list(tickets.len())
     );
     let mut q = sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(sql));
     for t in tickets.iter() {
