@@ -499,8 +499,8 @@ pub async fn enter_first(tx: &mut Tx, event: &str, rows: &[(&str, &str, i64)]) -
         let mut p = Params::on(tx);
         let values: Vec<String> = (0..chunk.len())
             .map(|_| {
-                let (ticket, event, at, gate) = (p.next(), p.next(), p.next(), p.next());
-                let (last_at, last_gate) = (p.next(), p.next());
+                let (ticket, event, at, gate) = (p.one(), p.one(), p.one(), p.one());
+                let (last_at, last_gate) = (p.one(), p.one());
                 format!("({ticket}, {event}, 1, TRUE, {at}, {gate}, {last_at}, {last_gate})")
             })
             .collect();

@@ -152,7 +152,7 @@ impl Params {
     }
 
     /// The next placeholder.
-    pub fn next(&mut self) -> String {
+    pub fn one(&mut self) -> String {
         if self.numbered {
             self.next += 1;
             format!("${}", self.next - 1)
@@ -163,7 +163,7 @@ impl Params {
 
     /// `n` placeholders separated by commas, for an `IN (…)` list or one row of `VALUES (…)`.
     pub fn list(&mut self, n: usize) -> String {
-        (0..n).map(|_| self.next()).collect::<Vec<_>>().join(", ")
+        (0..n).map(|_| self.one()).collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -655,7 +655,7 @@ pub async fn claim_ops(conn: &mut Conn, ops: &[i64], tx_id: i64, now: i64) -> Re
         return Ok(Vec::new());
     }
     let mut p = entrada_storage::Params::on(conn);
-    let (tx, at) = (p.next(), p.next());
+    let (tx, at) = (p.one(), p.one());
     let sql = format!(
         "UPDATE chain_ops SET state = 'submitted', tx_id = {tx}, updated_at = {at} \
          WHERE state = 'pending' AND id IN ({}) RETURNING id",
