@@ -500,7 +500,7 @@ async fn ceiling_credentials(http: &reqwest::Client, base: &str, event: &str, it
         let t0 = Instant::now();
         let mut n = 0usize;
         while Instant::now() < end {
-            for chunk in texts.chunks(16) {
+            for chunk in texts.chunks(entrada_checkin::VERIFY_CHUNK) {
                 n += entrada_credential::verify_batch(chunk, &vctx).len();
             }
         }
@@ -602,7 +602,8 @@ pub async fn scans(args: ScanArgs) {
     println!("| ceiling: Ed25519 strict verify, one core | {verify_one:.0} /s |");
     println!("| ceiling: Ed25519 batch verify (64 per batch), one core | {verify_batch:.0} /s |");
     println!(
-        "| ceiling: full credential verification (QR text to verdict, verify_batch by 16), one core | {full_verify:.0} /s |"
+        "| ceiling: full credential verification (QR text to verdict, verify_batch by {}), one core | {full_verify:.0} /s |",
+        entrada_checkin::VERIFY_CHUNK
     );
     println!("| ceiling: trivial endpoint (GET /healthz) | {rps:.0} req/s |");
     println!("| ceiling: raw single-row commits | {commits:.0} commits/s |");

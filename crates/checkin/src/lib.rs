@@ -12,4 +12,4 @@ pub mod service;
 pub mod store;
 
 pub use http::{DeviceAuth, router};
-pub use service::{Checkin, CheckinConfig, Device};
+pub use service::{Checkin, CheckinConfig, Device, VERIFY_CHUNK};

@@ -149,30 +149,39 @@ fn finish(
 }
 
 /// Which of `checks` hold: one batch verification, halving on failure down to single strict verifications, so a
-/// few forgeries among many good items cost a few extra batches rather than a fall back to one by one.
+/// few forgeries among many good items cost a few extra batches rather than a fall back to one by one. When the left
+/// half of a failed batch holds, the right half is known to fail and is split without being verified as a whole.
+/// Only a batch that holds or a single strict verification ever counts a signature as good.
 #[cfg(feature = "batch")]
 fn holds_all(checks: &[&Check]) -> Vec<bool> {
-    fn go(checks: &[&Check], out: &mut [bool]) {
+    /// Fills `out`; true when every check held. `failed`: this group is known to contain a bad signature.
+    fn go(checks: &[&Check], out: &mut [bool], failed: bool) -> bool {
         match checks {
-            [] => {}
-            [one] => out[0] = one.holds(),
+            [] => true,
+            [one] => {
+                out[0] = one.holds();
+                out[0]
+            }
             _ => {
-                let messages: Vec<&[u8]> = checks.iter().map(|c| c.message.as_slice()).collect();
-                let signatures: Vec<Signature> = checks.iter().map(|c| c.signature).collect();
-                let keys: Vec<VerifyingKey> = checks.iter().map(|c| c.key).collect();
-                if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-                    out.fill(true);
-                } else {
-                    let mid = checks.len() / 2;
-                    let (left, right) = out.split_at_mut(mid);
-                    go(&checks[..mid], left);
-                    go(&checks[mid..], right);
+                if !failed {
+                    let messages: Vec<&[u8]> = checks.iter().map(|c| c.message.as_slice()).collect();
+                    let signatures: Vec<Signature> = checks.iter().map(|c| c.signature).collect();
+                    let keys: Vec<VerifyingKey> = checks.iter().map(|c| c.key).collect();
+                    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+                        out.fill(true);
+                        return true;
+                    }
                 }
+                let mid = checks.len() / 2;
+                let (left, right) = out.split_at_mut(mid);
+                let left_held = go(&checks[..mid], left, false);
+                go(&checks[mid..], right, left_held);
+                false
             }
         }
     }
     let mut out = vec![false; checks.len()];
-    go(checks, &mut out);
+    go(checks, &mut out, false);
     out
 }
 
