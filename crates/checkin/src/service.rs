@@ -1266,9 +1266,47 @@ impl Checkin {
             }
         }
 
+        // An already used ticket: when and where it entered first. An offline
+        // scan that the device admitted is a conflict to report.
+        let mut conflicts: HashMap<usize, (i64, String)> = HashMap::new();
+        let already_used = |i: usize,
+                            first_used_at: i64,
+                            first_gate_id: String,
+                            entries: i64,
+                            conflicts: &mut HashMap<usize, (i64, String)>| {
+            let s = &scans[i];
+            let mut v = Verdict::new(Reason::AlreadyUsed);
+            v.first_used_at_ms = Some(first_used_at);
+            v.first_gate = ctx.gates.get(&first_gate_id).map(|g| g.name.clone());
+            v.first_gate_id = Some(first_gate_id.clone());
+            v.entries = Some(entries);
+            if s.offline && s.admitted != Some(false) {
+                v.conflict = true;
+                conflicts.insert(i, (first_used_at, first_gate_id));
+            }
+            v
+        };
+
+        // A ticket that may enter only once and was not admitted above has
+        // entered before: one read answers for all of them.
+        let used: Vec<&str> = bulk
+            .iter()
+            .filter(|(t, ..)| !admitted.contains(t) && facts.get(t).is_some_and(|f| f.policy.max_entries() <= 1))
+            .map(|(t, ..)| t.as_str())
+            .collect();
+        let firsts = store::admissions_of(&mut tx, &used).await?;
+        for (t, _, _, i) in &bulk {
+            if let Some((first_used_at, first_gate_id, entries)) = firsts.get(t)
+                && let Some(Step::Enter(display)) = steps.remove(i)
+            {
+                let mut v = already_used(*i, *first_used_at, first_gate_id.clone(), *entries, &mut conflicts);
+                v.display = Some(display);
+                steps.insert(*i, Step::Done(v));
+            }
+        }
+
         // The rest, in ticket-id order (stable, so repeats of one ticket
         // keep their batch order).
-        let mut conflicts: HashMap<usize, (i64, String)> = HashMap::new();
         let mut order: Vec<usize> =
             fresh.iter().copied().filter(|i| !matches!(steps.get(i), Some(Step::Done(_)))).collect();
         order.sort_by_key(|i| ticket_of(*i));
@@ -1289,16 +1327,7 @@ impl Checkin {
                             v
                         }
                         Entry::Refused { first_used_at, first_gate_id, entries } => {
-                            let mut v = Verdict::new(Reason::AlreadyUsed);
-                            v.first_used_at_ms = Some(first_used_at);
-                            v.first_gate = ctx.gates.get(&first_gate_id).map(|g| g.name.clone());
-                            v.first_gate_id = Some(first_gate_id.clone());
-                            v.entries = Some(entries);
-                            if s.offline && s.admitted != Some(false) {
-                                v.conflict = true;
-                                conflicts.insert(i, (first_used_at, first_gate_id));
-                            }
-                            v
+                            already_used(i, first_used_at, first_gate_id, entries, &mut conflicts)
                         }
                     };
                     (v, Some(display))

@@ -518,6 +518,26 @@ pub async fn enter_first(tx: &mut Tx, event: &str, rows: &[(&str, &str, i64)]) -
     Ok(admitted)
 }
 
+/// The admission rows of `tickets`: first use (time, gate) and entries, by ticket.
+pub async fn admissions_of(tx: &mut Tx, tickets: &[&str]) -> R<std::collections::HashMap<String, (i64, String, i64)>> {
+    let mut out = std::collections::HashMap::with_capacity(tickets.len());
+    if tickets.is_empty() {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT ticket_id, first_used_at, first_gate_id, entries FROM admissions WHERE ticket_id IN ({})",
+        Params::on(tx).list(tickets.len())
+    );
+    let mut q = sqlx::query_as::<_, (String, i64, String, i64)>(sqlx::AssertSqlSafe(sql));
+    for t in tickets {
+        q = q.bind(*t);
+    }
+    for (ticket, at, gate, entries) in q.fetch_all(&mut **tx).await? {
+        out.insert(ticket, (at, gate, entries));
+    }
+    Ok(out)
+}
+
 /// An exit scan; false when the ticket is not inside.
 pub async fn leave(tx: &mut Tx, ticket: &str, gate: &str, at: i64) -> R<bool> {
     let res = sqlx::query(
