@@ -5,11 +5,12 @@
 //! transaction (sender, target, calldata, timestamp) to `chain-journal.jsonl` and syncs it
 //! before the receipt is returned; execution is deterministic, so reopening loads the snapshot
 //! of revm's `CacheDB` (accounts, code, storage), the chain head and the receipts from
-//! `chain-state.json` and re-executes the journal on top of it. Every
-//! [`COMPACT_AFTER_BLOCKS`] blocks the snapshot is rewritten atomically (temporary file, fsync,
-//! rename) and the journal emptied, so a block costs one small append instead of a rewrite of
-//! the whole state, and reopening re-executes at most that many blocks. A torn last line (a
-//! crash during the append, before the block was acknowledged) is dropped at open; any other
+//! `chain-state.json` and re-executes the journal on top of it. The snapshot is rewritten
+//! atomically (temporary file, fsync, rename) and the journal emptied once the journal holds
+//! [`COMPACT_AFTER_BLOCKS`] blocks and a quarter of the snapshot's bytes, so a block costs one
+//! small append instead of a rewrite of the whole state, a large state is not rewritten every
+//! few seconds, and reopening re-executes a journal bounded by the snapshot's size. A torn last
+//! line (a crash during the append, before the block was acknowledged) is dropped at open; any other
 //! damage is an error. For millions of tokens, a `DatabaseRef` over SQL tables written in the
 //! same transaction as the business rows is the shape to grow into.
 //!
@@ -46,9 +47,14 @@ const BLOCK_GAS_LIMIT: u64 = 60_000_000;
 const SPEC: SpecId = SpecId::PRAGUE;
 const STATE_FILE: &str = "chain-state.json";
 const JOURNAL_FILE: &str = "chain-journal.jsonl";
-/// Blocks journaled before the snapshot is rewritten and the journal emptied: bounds both the
-/// snapshot's cost per block and the blocks re-executed at open.
+/// Blocks journaled before the snapshot may be rewritten and the journal emptied: bounds both
+/// the snapshot's cost per block and the blocks re-executed at open.
 pub const COMPACT_AFTER_BLOCKS: u64 = 1_000;
+/// A large state is rewritten only once the journal holds a quarter of the snapshot's bytes:
+/// a snapshot of tens of thousands of tokens is tens of megabytes, and writing it every 1,000
+/// blocks stalled everything else on the machine (check-in's tail latency) while the journal
+/// stayed small. Each journal byte is then paid for by at most four snapshot bytes.
+const JOURNAL_SHARE_OF_SNAPSHOT: u64 = 4;
 /// Bumped when the snapshot's shape changes incompatibly.
 const STATE_FORMAT: u32 = 1;
 
@@ -70,9 +76,14 @@ struct State {
     receipts: HashMap<B256, Receipt>,
     /// `None` for a chain that lives in memory only.
     file: Option<PathBuf>,
-    /// The open journal and how many blocks it holds (file-backed chains only).
+    /// The open journal, how many blocks and bytes it holds (file-backed chains only), and
+    /// whether the next block must rewrite the snapshot (an append failed).
     journal: Option<fs::File>,
     journaled: u64,
+    journal_bytes: u64,
+    must_compact: bool,
+    /// The size of the snapshot last written or read.
+    snapshot_bytes: u64,
     factory: Address,
 }
 
@@ -152,6 +163,9 @@ impl EmbeddedChain {
             file,
             journal: None,
             journaled: 0,
+            journal_bytes: 0,
+            must_compact: false,
+            snapshot_bytes: 0,
             factory: Address::ZERO,
         };
         let ctor = TicketFactory::constructorCall { owner_: roles.admin }.abi_encode();
@@ -195,6 +209,9 @@ impl EmbeddedChain {
             file: Some(file.to_path_buf()),
             journal: None,
             journaled: 0,
+            journal_bytes: 0,
+            must_compact: false,
+            snapshot_bytes: bytes.len() as u64,
             factory: snap.factory,
         };
         state.replay_journal()?;
@@ -254,6 +271,12 @@ impl EmbeddedChain {
         .await
         .map_err(|e| ChainError::Evm(format!("execution task failed: {e}")))?
     }
+}
+
+/// Whether a journal of `blocks` blocks and `journal_bytes` bytes should be folded into a
+/// snapshot of `snapshot_bytes` bytes.
+fn compaction_due(blocks: u64, journal_bytes: u64, snapshot_bytes: u64) -> bool {
+    blocks >= COMPACT_AFTER_BLOCKS && journal_bytes.saturating_mul(JOURNAL_SHARE_OF_SNAPSHOT) >= snapshot_bytes
 }
 
 impl State {
@@ -386,7 +409,7 @@ impl State {
     /// snapshot once the journal holds [`COMPACT_AFTER_BLOCKS`] blocks.
     fn persist(&mut self, entry: JournalEntry) -> Result<(), ChainError> {
         let Some(file) = self.file.clone() else { return Ok(()) };
-        if self.journaled + 1 >= COMPACT_AFTER_BLOCKS {
+        if self.must_compact || compaction_due(self.journaled + 1, self.journal_bytes, self.snapshot_bytes) {
             return self.compact();
         }
         let path = file.with_file_name(JOURNAL_FILE);
@@ -401,10 +424,11 @@ impl State {
             // The block is in memory but not durable: a later append must not follow a
             // partial line, so the next block rewrites the snapshot instead.
             self.journal = None;
-            self.journaled = COMPACT_AFTER_BLOCKS;
+            self.must_compact = true;
             return Err(state_error(&path, &e));
         }
         self.journaled += 1;
+        self.journal_bytes += line.len() as u64;
         Ok(())
     }
 
@@ -450,6 +474,9 @@ impl State {
         drop(journal);
         self.journal = None;
         self.journaled = 0;
+        self.journal_bytes = 0;
+        self.must_compact = false;
+        self.snapshot_bytes = bytes.len() as u64;
         Ok(())
     }
 
@@ -475,6 +502,7 @@ impl State {
                 Err(e) => return Err(state_error(&path, &e)),
             };
             rest = &rest[end + 1..];
+            self.journal_bytes += (bytes.len() - rest.len() - good) as u64;
             good = bytes.len() - rest.len();
             if entry.block <= self.block_number {
                 continue;
@@ -663,5 +691,23 @@ pub(crate) fn init_params(
         royaltyBps: alloy::primitives::Uint::from(p.royalty_bps),
         eventEnd: p.event_end,
         transfersLocked: p.transfers_locked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COMPACT_AFTER_BLOCKS, compaction_due};
+
+    /// A small state is rewritten every 1,000 blocks; a 40 MB one (tens of thousands of tokens)
+    /// only once 10 MB of blocks wait in the journal, however many blocks that takes.
+    #[test]
+    fn a_large_snapshot_waits_for_a_proportionate_journal() {
+        let kb = 1_000;
+        assert!(!compaction_due(COMPACT_AFTER_BLOCKS - 1, 500 * kb, 50 * kb));
+        assert!(compaction_due(COMPACT_AFTER_BLOCKS, 500 * kb, 50 * kb));
+        let large = 40_000 * kb;
+        assert!(!compaction_due(COMPACT_AFTER_BLOCKS, 3_500 * kb, large));
+        assert!(!compaction_due(2_800, 9_999 * kb, large));
+        assert!(compaction_due(2_900, 10_000 * kb, large));
     }
 }
