@@ -43,6 +43,18 @@ pub struct StepReport {
     pub chain_unavailable: bool,
 }
 
+impl StepReport {
+    /// Counts what reading the chain resolved; `None` (the chain could not be
+    /// read) marks it unavailable. True when the round can go on.
+    fn resolved(&mut self, resolved: Option<usize>) -> bool {
+        match resolved {
+            Some(n) => self.progress += n,
+            None => self.chain_unavailable = true,
+        }
+        resolved.is_some()
+    }
+}
+
 /// What one reconciliation step found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
@@ -655,16 +667,7 @@ impl Pipeline {
                 Outcome::Reverted(reason) => {
                     tracing::warn!(tx_id, %reason, "mint batch reverted; reading the chain");
                     self.close_tx(tx_id, "reverted", &reason).await?;
-                    match self.resolve_mint(tx_id, event_id, None, Some(&reason)).await? {
-                        Some(n) => {
-                            r.progress += n;
-                            Ok(true)
-                        }
-                        None => {
-                            r.chain_unavailable = true;
-                            Ok(false)
-                        }
-                    }
+                    Ok(r.resolved(self.resolve_mint(tx_id, event_id, None, Some(&reason)).await?))
                 }
                 Outcome::Unavailable(m) => {
                     tracing::warn!(tx_id, error = %m, "chain unavailable during a mint; its outcome is unknown");
@@ -888,16 +891,7 @@ impl Pipeline {
             Outcome::Reverted(reason) => {
                 tracing::warn!(tx_id, %reason, "token operation reverted; reading the chain");
                 self.close_tx(tx_id, "reverted", &reason).await?;
-                match self.resolve_op(tx_id, true).await? {
-                    Some(n) => {
-                        r.progress += n;
-                        Ok(true)
-                    }
-                    None => {
-                        r.chain_unavailable = true;
-                        Ok(false)
-                    }
-                }
+                Ok(r.resolved(self.resolve_op(tx_id, true).await?))
             }
             Outcome::Unavailable(m) => {
                 self.close_tx(tx_id, "unknown", &m).await?;
