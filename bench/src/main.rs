@@ -195,7 +195,7 @@ async fn ceiling_healthz(http: &reqwest::Client, base: &str, clients: usize, sec
 /// Ceiling: raw single-row commits per second on the same database and pool.
 async fn ceiling_commits(db: &Db, writers: usize, seconds: u64) -> f64 {
     sqlx::query("CREATE TABLE IF NOT EXISTS bench_commits (id BIGINT PRIMARY KEY, at BIGINT NOT NULL)")
-        .execute(db.writer())
+        .execute(&mut *db.writer().await.unwrap())
         .await
         .unwrap();
     let n = Arc::new(AtomicU64::new(0));

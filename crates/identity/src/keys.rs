@@ -222,8 +222,9 @@ fn thumbprint(public: &[u8; 32]) -> String {
 /// starters race on the UNIQUE `slot`; the losers' inserts do nothing and
 /// they load the winner's key.
 async fn ensure_current_key(db: &Db, now_ms: i64) -> Result<(), IdentityError> {
-    let existing: Option<(String,)> =
-        sqlx::query_as("SELECT kid FROM signing_keys WHERE slot = 'current'").fetch_optional(db.writer()).await?;
+    let existing: Option<(String,)> = sqlx::query_as("SELECT kid FROM signing_keys WHERE slot = 'current'")
+        .fetch_optional(&mut *db.writer().await?)
+        .await?;
     if existing.is_some() {
         return Ok(());
     }

@@ -312,7 +312,7 @@ pub async fn refund_retry_later(db: &entrada_storage::Db, id: PaymentId, now: i6
     )
     .bind(now)
     .bind(id.to_db())
-    .execute(db.writer())
+    .execute(&mut *db.writer().await?)
     .await?;
     Ok(())
 }

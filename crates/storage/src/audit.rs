@@ -2,7 +2,10 @@
 //! when (invariant 9 of the brief), in the same transaction as the change.
 
 use crate::db::Tx;
+use crate::script::Script;
 use entrada_primitives::ids::UserId;
+use sqlx::Any;
+use sqlx::any::AnyArguments;
 
 /// Who caused a change.
 #[derive(Debug, Clone)]
@@ -34,6 +37,32 @@ pub async fn record(
     object_id: &str,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
+    insert(at_ms, actor, action, object_type, object_id, &details).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Adds the record of one change to `script`, which the caller runs in the
+/// transaction that makes the change.
+pub fn push(
+    script: &mut Script,
+    at_ms: i64,
+    actor: &Actor,
+    action: &str,
+    object_type: &str,
+    object_id: &str,
+    details: serde_json::Value,
+) {
+    script.push(insert(at_ms, actor, action, object_type, object_id, &details));
+}
+
+fn insert(
+    at_ms: i64,
+    actor: &Actor,
+    action: &str,
+    object_type: &str,
+    object_id: &str,
+    details: &serde_json::Value,
+) -> sqlx::query::Query<'static, Any, AnyArguments> {
     let (actor_type, actor_id) = actor.parts();
     sqlx::query(
         "INSERT INTO audit_log (at, actor_type, actor_id, action, object_type, object_id, details) \
@@ -42,11 +71,8 @@ pub async fn record(
     .bind(at_ms)
     .bind(actor_type)
     .bind(actor_id)
-    .bind(action)
-    .bind(object_type)
-    .bind(object_id)
+    .bind(action.to_owned())
+    .bind(object_type.to_owned())
+    .bind(object_id.to_owned())
     .bind(details.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

@@ -5,14 +5,24 @@
 //! several write connections a deferred transaction that reads then writes
 //! fails with SQLITE_BUSY under load instead of queueing. PostgreSQL uses one
 //! pool for both; its row locks and conditional updates do the guarding.
+//!
+//! The SQLite writer is one connection behind a fair mutex, not a pool of
+//! one: a pool pings every connection it takes back, so each transaction
+//! would pay one more round trip to SQLite's worker thread (and a task
+//! hand-off) while every other writer waits.
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, ConnectOptions, Executor};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
-pub type Tx = sqlx::Transaction<'static, Any>;
+/// How long a caller waits for the writer before giving up.
+const WRITER_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -30,8 +40,108 @@ pub struct DbConfig {
 #[derive(Clone, Debug)]
 pub struct Db {
     backend: Backend,
-    write: AnyPool,
+    write: Writer,
     read: AnyPool,
+}
+
+#[derive(Clone, Debug)]
+enum Writer {
+    /// SQLite's single writer; `None` once closed.
+    Sqlite(Arc<Mutex<Option<AnyConnection>>>),
+    Pool(AnyPool),
+}
+
+/// A connection that may write: SQLite's writer (held exclusively until
+/// dropped) or a PostgreSQL pool connection. Statements on it autocommit.
+#[derive(Debug)]
+pub struct WriteConn(Held);
+
+#[derive(Debug)]
+enum Held {
+    Sqlite(OwnedMutexGuard<Option<AnyConnection>>),
+    Pool(PoolConnection<Any>),
+}
+
+impl Deref for WriteConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            // `Db::writer` hands out a guard only while the connection is there.
+            Held::Sqlite(g) => g.as_ref().unwrap_or_else(|| unreachable!("writer taken while closed")),
+            Held::Pool(c) => c,
+        }
+    }
+}
+
+impl DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            Held::Sqlite(g) => g.as_mut().unwrap_or_else(|| unreachable!("writer taken while closed")),
+            Held::Pool(c) => c,
+        }
+    }
+}
+
+/// A write transaction. Dereferences to its connection (`&mut **tx` is an
+/// executor); ends with [`Tx::commit`] or [`Tx::rollback`], and a `Tx`
+/// dropped without either is rolled back before the connection serves
+/// anyone else.
+#[derive(Debug)]
+pub struct Tx {
+    conn: Option<WriteConn>,
+}
+
+impl Tx {
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.finish("COMMIT").await
+    }
+
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        self.finish("ROLLBACK").await
+    }
+
+    async fn finish(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        let mut conn = self.conn.take().ok_or(sqlx::Error::WorkerCrashed)?;
+        match conn.execute(sql).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // A failed COMMIT leaves the transaction open on SQLite.
+                if sql == "COMMIT" {
+                    let _ = conn.execute("ROLLBACK").await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        self.conn.as_deref().unwrap_or_else(|| unreachable!("a finished transaction is consumed"))
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.conn.as_deref_mut().unwrap_or_else(|| unreachable!("a finished transaction is consumed"))
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            // The connection stays held (the SQLite writer locked) until the
+            // rollback has run, so nobody else can see the open transaction.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = conn.execute("ROLLBACK").await {
+                        tracing::warn!(error = %e, "rolling back an abandoned transaction failed");
+                    }
+                });
+            }
+        }
+    }
 }
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -55,14 +165,12 @@ impl Db {
                 format!("{}?mode=rwc", cfg.url)
             };
             let opts = AnyConnectOptions::from_str(&url)?;
-            let write = AnyPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(sqlite_pragmas)
-                .connect_with(opts.clone())
-                .await?;
+            let mut writer = opts.connect().await?;
+            writer.execute(SQLITE_PRAGMAS).await?;
+            let write = Writer::Sqlite(Arc::new(Mutex::new(Some(writer))));
             let read = AnyPoolOptions::new()
                 .max_connections(cfg.max_connections.clamp(1, 16))
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(sqlite_pragmas)
                 .connect_with(opts)
@@ -74,7 +182,7 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(30))
                 .connect(&cfg.url)
                 .await?;
-            Ok(Self { backend: Backend::Postgres, write: pool.clone(), read: pool })
+            Ok(Self { backend: Backend::Postgres, write: Writer::Pool(pool.clone()), read: pool })
         } else {
             Err(sqlx::Error::Configuration("database url must start with sqlite: or postgres://".into()))
         }
@@ -86,25 +194,40 @@ impl Db {
 
     /// Applies the embedded migrations of this backend.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        let mut conn = self.writer().await?;
         match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATOR.run(&self.write).await,
-            Backend::Postgres => POSTGRES_MIGRATOR.run(&self.write).await,
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&mut *conn).await,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&mut *conn).await,
         }
     }
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.write.begin().await
+        let mut conn = self.writer().await?;
+        conn.execute("BEGIN").await?;
+        Ok(Tx { conn: Some(conn) })
+    }
+
+    /// The connection for writes outside a transaction (each statement
+    /// autocommits). On SQLite it is the one writer: hold it briefly.
+    pub async fn writer(&self) -> Result<WriteConn, sqlx::Error> {
+        match &self.write {
+            Writer::Sqlite(m) => {
+                let guard = tokio::time::timeout(WRITER_TIMEOUT, m.clone().lock_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?;
+                if guard.is_none() {
+                    return Err(sqlx::Error::PoolClosed);
+                }
+                Ok(WriteConn(Held::Sqlite(guard)))
+            }
+            Writer::Pool(p) => Ok(WriteConn(Held::Pool(p.acquire().await?))),
+        }
     }
 
     /// The pool for reads that need no transaction.
     pub fn reader(&self) -> &AnyPool {
         &self.read
-    }
-
-    /// The pool for single-statement writes.
-    pub fn writer(&self) -> &AnyPool {
-        &self.write
     }
 
     /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, where the single writer
@@ -122,7 +245,14 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        self.write.close().await;
+        match &self.write {
+            Writer::Sqlite(m) => {
+                if let Some(conn) = m.lock().await.take() {
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+            }
+            Writer::Pool(p) => p.close().await,
+        }
         self.read.close().await;
     }
 }
@@ -170,16 +300,15 @@ impl Params {
 /// WAL lets readers run beside the writer; `synchronous = NORMAL` is durable
 /// across process crashes (not across power loss before a checkpoint), the
 /// usual trade for WAL; foreign keys are off by default in SQLite.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
 fn sqlite_pragmas(
     conn: &mut sqlx::AnyConnection,
     _meta: sqlx::pool::PoolConnectionMetadata,
 ) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
-        conn.execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-        )
-        .await?;
+        conn.execute(SQLITE_PRAGMAS).await?;
         Ok(())
     })
 }

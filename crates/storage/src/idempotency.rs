@@ -35,7 +35,7 @@ async fn begin(db: &Db, scope: &str, key: &str, hash: &str, now_ms: i64) -> Resu
     .bind(key)
     .bind(hash)
     .bind(now_ms)
-    .execute(db.writer())
+    .execute(&mut *db.writer().await.map_err(Problem::internal)?)
     .await
     .map_err(Problem::internal)?;
     if inserted.rows_affected() == 1 {
@@ -45,7 +45,7 @@ async fn begin(db: &Db, scope: &str, key: &str, hash: &str, now_ms: i64) -> Resu
         sqlx::query_as("SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
             .bind(scope)
             .bind(key)
-            .fetch_optional(db.writer())
+            .fetch_optional(&mut *db.writer().await.map_err(Problem::internal)?)
             .await
             .map_err(Problem::internal)?;
     match row {
@@ -111,7 +111,7 @@ where
                     let _ = sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
                         .bind(scope)
                         .bind(key.as_str())
-                        .execute(db.writer())
+                        .execute(&mut *db.writer().await.map_err(Problem::internal)?)
                         .await;
                     return result.map(|(status, body)| Outcome { status, body, replayed: false });
                 }
@@ -121,7 +121,7 @@ where
                 .bind(body.to_string())
                 .bind(scope)
                 .bind(key.as_str())
-                .execute(db.writer())
+                .execute(&mut *db.writer().await.map_err(Problem::internal)?)
                 .await
                 .map_err(Problem::internal)?;
             result.map(|(status, body)| Outcome { status, body, replayed: false })

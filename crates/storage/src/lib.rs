@@ -13,12 +13,14 @@ pub mod db;
 pub mod events;
 pub mod idempotency;
 pub mod outbox;
+pub mod script;
 #[allow(clippy::expect_used)]
 pub mod testing;
 
-pub use db::{Backend, Db, DbConfig, Params, Tx};
+pub use db::{Backend, Db, DbConfig, Params, Tx, WriteConn};
 pub use events::DomainEvent;
 pub use outbox::{Consumer, Dispatcher, Envelope};
+pub use script::Script;
 
 /// True when the error is a unique or primary-key violation, which call
 /// sites turn into a 409 instead of a 500.

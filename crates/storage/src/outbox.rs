@@ -18,6 +18,7 @@
 
 use crate::db::{Backend, Db, Tx};
 use crate::events::DomainEvent;
+use crate::script::Script;
 use entrada_primitives::SharedClock;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +67,38 @@ pub async fn append(tx: &mut Tx, now_ms: i64, event: &DomainEvent) -> Result<i64
             .await?;
     }
     Ok(id)
+}
+
+/// Adds `event` to `script`, which the caller runs in its transaction: the
+/// event row and its subscribers' queue rows, in two statements.
+pub fn push(script: &mut Script, now_ms: i64, event: &DomainEvent) -> Result<(), sqlx::Error> {
+    let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    script.push(
+        sqlx::query("INSERT INTO outbox (event_type, payload, created_at) VALUES ($1, $2, $3)")
+            .bind(event.name())
+            .bind(payload)
+            .bind(now_ms),
+    );
+    let subscribers = event.subscribers();
+    if subscribers.is_empty() {
+        return Ok(());
+    }
+    // The row just inserted, on the connection that inserted it: SQLite has
+    // one writer, so inside its transaction the newest row is this one;
+    // PostgreSQL's `currval` is the id this session's insert drew.
+    let id = match script.backend() {
+        Backend::Sqlite => "(SELECT MAX(id) FROM outbox)",
+        Backend::Postgres => "currval(pg_get_serial_sequence('outbox', 'id'))",
+    };
+    let rows: Vec<String> = (1..=subscribers.len()).map(|k| format!("(${}, {id}, $1, 0)", k + 1)).collect();
+    let sql =
+        format!("INSERT INTO outbox_queue (consumer, event_id, available_at, attempts) VALUES {}", rows.join(", "));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms);
+    for consumer in subscribers {
+        q = q.bind(*consumer);
+    }
+    script.push(q);
+    Ok(())
 }
 
 /// Runs consumers over their queues.
@@ -219,7 +252,7 @@ impl Dispatcher {
         .bind(now)
         .bind(consumer)
         .bind(id)
-        .execute(self.db.writer())
+        .execute(&mut *self.db.writer().await?)
         .await?;
         Ok(())
     }
@@ -287,6 +320,46 @@ mod tests {
             self.0.lock().unwrap().push("mail");
             Ok(())
         }
+    }
+
+    /// Events added to a script reach exactly their subscribers' queues,
+    /// each queue row naming its own event, like `append`.
+    #[tokio::test]
+    async fn pushed_events_queue_for_their_subscribers() {
+        use crate::events::consumers::{MARKET_PAYMENTS, TICKETING_PAYMENTS};
+        let t = crate::testing::fresh().await;
+        let mut tx = t.db.begin().await.unwrap();
+        append(&mut tx, 5, &DomainEvent::RefundRequested { payment_id: PaymentId::new(), reason: "before".into() })
+            .await
+            .unwrap();
+        let mut s = Script::on(&tx);
+        let paid = DomainEvent::PaymentSucceeded {
+            payment_id: PaymentId::new(),
+            reference: "order:x".into(),
+            amount_minor: 100,
+            currency: "EUR".into(),
+        };
+        push(&mut s, 7, &paid).unwrap();
+        push(&mut s, 8, &DomainEvent::RefundRequested { payment_id: PaymentId::new(), reason: "after".into() })
+            .unwrap();
+        s.run(&mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT o.event_type, q.consumer, q.available_at FROM outbox_queue q JOIN outbox o ON o.id = q.event_id \
+             ORDER BY o.id, q.consumer",
+        )
+        .fetch_all(t.db.reader())
+        .await
+        .unwrap();
+        let want = [
+            ("payment.refund_requested", PAYMENTS_REFUNDS, 5),
+            ("payment.succeeded", MARKET_PAYMENTS, 7),
+            ("payment.succeeded", TICKETING_PAYMENTS, 7),
+            ("payment.refund_requested", PAYMENTS_REFUNDS, 8),
+        ];
+        let got: Vec<_> = rows.iter().map(|(e, c, a)| (e.as_str(), c.as_str(), *a)).collect();
+        assert_eq!(got, want);
     }
 
     /// A consumer whose queue never empties while events keep coming does

@@ -36,7 +36,7 @@ pub async fn address_of(db: &Db, user: &str) -> R<Option<String>> {
 pub async fn address_of_fresh(db: &Db, user: &str) -> R<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as("SELECT address FROM wallet_keys WHERE user_id = $1")
         .bind(user)
-        .fetch_optional(db.writer())
+        .fetch_optional(&mut *db.writer().await?)
         .await?;
     Ok(row.map(|r| r.0))
 }
@@ -140,14 +140,14 @@ pub async fn open_nonces(db: &Db, user: &str, now: i64) -> R<i64> {
     sqlx::query("DELETE FROM wallet_link_nonces WHERE user_id = $1 AND expires_at < $2")
         .bind(user)
         .bind(now - 24 * 3600 * 1000)
-        .execute(db.writer())
+        .execute(&mut *db.writer().await?)
         .await?;
     let (n,): (i64,) = sqlx::query_as(
         "SELECT COUNT(*) FROM wallet_link_nonces WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2",
     )
     .bind(user)
     .bind(now)
-    .fetch_one(db.writer())
+    .fetch_one(&mut *db.writer().await?)
     .await?;
     Ok(n)
 }

@@ -417,7 +417,7 @@ impl Pipeline {
 
     async fn collection_retry(&self, c: &store::CollectionRow, error: &str) -> Result<(), PipelineError> {
         let now = self.now();
-        let mut conn = self.inner.db.writer().acquire().await?;
+        let mut conn = self.inner.db.writer().await?;
         store::collection_retry(&mut conn, &c.event_id, error, now + backoff_ms(c.attempts), now).await?;
         Ok(())
     }
@@ -504,7 +504,7 @@ impl Pipeline {
                 let unavailable = matches!(e, ChainError::Unavailable(_));
                 tracing::warn!(event = %d.event_id, error = %e, "cannot set a collection's policy");
                 let now = self.now();
-                let mut conn = self.inner.db.writer().acquire().await?;
+                let mut conn = self.inner.db.writer().await?;
                 let at = now + backoff_ms(d.attempts);
                 store::collection_retry(&mut conn, &d.event_id, &e.to_string(), at, now).await?;
                 if unavailable {
@@ -613,7 +613,7 @@ impl Pipeline {
                 Err(e) => {
                     tracing::warn!(ticket = %t.ticket_id, error = %e, "no address for a token's holder yet");
                     let now = self.now();
-                    let mut conn = self.inner.db.writer().acquire().await?;
+                    let mut conn = self.inner.db.writer().await?;
                     store::token_retry(&mut conn, &t.ticket_id, &e, now + backoff_ms(t.attempts), now).await?;
                 }
             }
@@ -686,7 +686,7 @@ impl Pipeline {
 
     async fn close_tx(&self, tx_id: i64, state: &str, error: &str) -> Result<(), PipelineError> {
         let now = self.now();
-        let mut conn = self.inner.db.writer().acquire().await?;
+        let mut conn = self.inner.db.writer().await?;
         store::tx_closed(&mut conn, tx_id, state, Some(error), now).await?;
         Ok(())
     }
@@ -818,7 +818,7 @@ impl Pipeline {
             let from = op.owner_address.as_deref().and_then(parse_address);
             if from == Some(to) {
                 let now = self.now();
-                let mut conn = self.inner.db.writer().acquire().await?;
+                let mut conn = self.inner.db.writer().await?;
                 store::op_done(&mut conn, op, Some(&address_text(to)), None, now).await?;
                 r.progress += 1;
                 return Ok(true);
@@ -909,7 +909,7 @@ impl Pipeline {
         let now = self.now();
         let failed = counted && op.attempts + 1 >= self.inner.cfg.max_attempts;
         let at = now + backoff_ms(op.attempts);
-        let mut conn = self.inner.db.writer().acquire().await?;
+        let mut conn = self.inner.db.writer().await?;
         store::op_retry(&mut conn, op.id, failed, error, at, now).await?;
         if failed {
             tracing::error!(op = op.id, ticket = %op.ticket_id, kind = %op.kind, "token operation parked as failed");
@@ -989,7 +989,7 @@ impl Pipeline {
                 if !effect && let Some(actual) = owner {
                     // Retry from where the token really is.
                     let now = self.now();
-                    let mut conn = self.inner.db.writer().acquire().await?;
+                    let mut conn = self.inner.db.writer().await?;
                     store::set_owner_address(&mut conn, &op.ticket_id, &address_text(actual), now).await?;
                 }
             }
@@ -1109,7 +1109,7 @@ impl Pipeline {
                     if t.external_address.is_some() {
                         // Exported: once out of custody the chain is the record of who has it.
                         if t.owner_address.as_deref().and_then(parse_address) != Some(actual) {
-                            let mut conn = self.inner.db.writer().acquire().await?;
+                            let mut conn = self.inner.db.writer().await?;
                             store::set_owner_address(&mut conn, &t.ticket_id, &address_text(actual), now).await?;
                         }
                         continue;

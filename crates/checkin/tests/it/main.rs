@@ -110,7 +110,7 @@ impl App {
         for b in binds {
             q = q.bind(*b);
         }
-        q.execute(self.tdb.db.writer()).await.unwrap();
+        q.execute(&mut *self.tdb.db.writer().await.unwrap()).await.unwrap();
     }
 
     async fn count(&self, sql: &str, bind: &str) -> i64 {
@@ -131,7 +131,7 @@ impl App {
         .bind(id.to_db())
         .bind(format!("{name}-{id}@example.com"))
         .bind(name)
-        .execute(self.tdb.db.writer())
+        .execute(&mut *self.tdb.db.writer().await.unwrap())
         .await
         .unwrap();
         id
@@ -205,7 +205,7 @@ impl App {
         .bind(ms(datetime!(2030-06-01 20:00 UTC)).parse::<i64>().unwrap())
         .bind(ms(datetime!(2030-06-01 23:00 UTC)).parse::<i64>().unwrap())
         .bind(ms(datetime!(2030-06-01 18:30 UTC)).parse::<i64>().unwrap())
-        .execute(self.tdb.db.writer())
+        .execute(&mut *self.tdb.db.writer().await.unwrap())
         .await
         .unwrap();
     }
@@ -221,7 +221,7 @@ impl App {
         .bind(name)
         .bind(zones)
         .bind(printable)
-        .execute(self.tdb.db.writer())
+        .execute(&mut *self.tdb.db.writer().await.unwrap())
         .await
         .unwrap();
         id
@@ -269,7 +269,7 @@ impl App {
         .bind(&pos)
         .bind(serial.0)
         .bind(&h)
-        .execute(self.tdb.db.writer())
+        .execute(&mut *self.tdb.db.writer().await.unwrap())
         .await
         .unwrap();
         ticket

@@ -95,7 +95,7 @@ impl App {
         .bind(id.to_db())
         .bind(format!("{name}-{id}@example.com"))
         .bind(name)
-        .execute(self.tdb.db.writer())
+        .execute(&mut *self.tdb.db.writer().await.unwrap())
         .await
         .unwrap();
         id
@@ -160,7 +160,7 @@ impl App {
         let r = sqlx::query("UPDATE quotas SET used = used + $1 WHERE id = $2 AND used + $1 <= size")
             .bind(n)
             .bind(quota)
-            .execute(self.tdb.db.writer())
+            .execute(&mut *self.tdb.db.writer().await.unwrap())
             .await
             .unwrap();
         assert_eq!(r.rows_affected(), 1);
@@ -554,12 +554,12 @@ async fn availability_is_the_minimum_over_quotas_and_windows_follow_the_clock() 
     sqlx::query("INSERT INTO holds (id, event_id, user_id, status, expires_at, created_at) VALUES ('h1', $1, $2, 'active', 0, 0)")
         .bind(&ev)
         .bind(ana.to_db())
-        .execute(app.tdb.db.writer())
+        .execute(&mut *app.tdb.db.writer().await.unwrap())
         .await
         .unwrap();
     sqlx::query("INSERT INTO hold_items (hold_id, ticket_type_id, quantity) VALUES ('h1', $1, 1)")
         .bind(&a)
-        .execute(app.tdb.db.writer())
+        .execute(&mut *app.tdb.db.writer().await.unwrap())
         .await
         .unwrap();
     app.patch(&format!("/api/v1/ticket-types/{a}"), ana, json!({ "quota_ids": [] }))

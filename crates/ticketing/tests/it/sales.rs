@@ -91,7 +91,7 @@ async fn exec(t: &TestDb, sql: &str, binds: Vec<Value>) {
             other => panic!("unsupported bind {other}"),
         };
     }
-    q.execute(t.db.writer()).await.unwrap();
+    q.execute(&mut *t.db.writer().await.unwrap()).await.unwrap();
 }
 
 async fn user(t: &TestDb, role: PlatformRole) -> Principal {

@@ -38,7 +38,7 @@ pub async fn user(db: &Db, name: &str) -> UserId {
     .bind(id.to_db())
     .bind(format!("{name}-{id}@example.com"))
     .bind(name)
-    .execute(db.writer())
+    .execute(&mut *db.writer().await.unwrap())
     .await
     .unwrap();
     id
@@ -128,7 +128,7 @@ impl App {
         for b in binds {
             q = q.bind(*b);
         }
-        q.execute(self.tdb.db.writer()).await.unwrap();
+        q.execute(&mut *self.tdb.db.writer().await.unwrap()).await.unwrap();
     }
 
     pub async fn count(&self, sql: &str, bind: &str) -> i64 {
@@ -200,7 +200,7 @@ impl App {
         .bind(&org)
         .bind(1_906_574_400_000i64) // 2030-06-01T20:00:00Z
         .bind(1_906_585_200_000i64)
-        .execute(self.db().writer())
+        .execute(&mut *self.db().writer().await.unwrap())
         .await
         .unwrap();
         let ticket_type = self.ticket_type(&event, "General admission").await;
@@ -257,7 +257,7 @@ impl App {
         .bind(&pos)
         .bind(serial)
         .bind(&h)
-        .execute(self.db().writer())
+        .execute(&mut *self.db().writer().await.unwrap())
         .await
         .unwrap();
         (ticket, serial)
