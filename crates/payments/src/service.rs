@@ -13,7 +13,7 @@ use crate::stripe::{Stripe, StripeConfig};
 use entrada_primitives::ids::PaymentId;
 use entrada_primitives::{Currency, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
-use entrada_storage::{Db, DomainEvent, Tx, outbox};
+use entrada_storage::{Db, DomainEvent, Script, Tx, outbox};
 use http::HeaderMap;
 use serde_json::json;
 use std::future::Future;
@@ -90,62 +90,71 @@ impl Payments {
             return Ok(Checkout { payment_id: p.id, checkout_url: url });
         }
         let now = self.inner.clock.now_ms();
-        let mut tx = db.begin().await?;
         let id = PaymentId::new();
-        if store::insert_payment(&mut tx, id, &req, self.provider_name(), now).await? {
-            audit::record(
-                &mut tx,
-                now,
-                &Actor::System,
-                "payment.created",
-                "payment",
-                &id.to_db(),
-                json!({ "reference": req.reference, "amount_minor": req.amount.minor,
-                        "currency": req.amount.currency.as_str(), "provider": self.provider_name() }),
-            )
-            .await?;
-        }
-        let p = store::by_reference(&mut *tx, &req.reference).await?.ok_or(PaymentsError::NotFound)?;
-        tx.commit().await?;
-        if let Some(url) = p.checkout_url {
-            return Ok(Checkout { payment_id: p.id, checkout_url: url });
-        }
-        // Outside any transaction: the provider is a network call (or, for
-        // the sandbox, its own writes on the single SQLite writer).
-        let created = self
-            .inner
-            .provider
-            .create_payment(&CreateRequest {
+        let mut tx = db.begin().await?;
+        let mut script = Script::on(&tx);
+        let inserted = store::push_insert_payment(&mut script, id, &req, self.provider_name(), now);
+        audit::push(
+            &mut script,
+            now,
+            &Actor::System,
+            "payment.created",
+            "payment",
+            &id.to_db(),
+            json!({ "reference": req.reference, "amount_minor": req.amount.minor,
+                    "currency": req.amount.currency.as_str(), "provider": self.provider_name() }),
+        );
+        let asked = if script.run(&mut tx).await?[inserted] == 1 {
+            tx.commit().await?;
+            CreateRequest {
+                payment_id: id,
+                amount: req.amount,
+                reference: req.reference.trim().to_owned(),
+                description: req.description.trim().to_owned(),
+                return_url: req.return_url.clone(),
+            }
+        } else {
+            // Created by an earlier request for the same reference, which
+            // committed first: continue with that payment.
+            tx.rollback().await?;
+            let p = store::by_reference(db.reader(), &req.reference).await?.ok_or(PaymentsError::NotFound)?;
+            if let Some(url) = p.checkout_url {
+                return Ok(Checkout { payment_id: p.id, checkout_url: url });
+            }
+            CreateRequest {
                 payment_id: p.id,
                 amount: p.amount,
-                reference: p.reference.clone(),
-                description: p.description.clone(),
-                return_url: p.return_url.clone(),
-            })
-            .await?;
+                reference: p.reference,
+                description: p.description,
+                return_url: p.return_url,
+            }
+        };
+        // Outside any transaction: the provider is a network call (or, for
+        // the sandbox, its own writes).
+        let created = self.inner.provider.create_payment(&asked).await?;
         let now = self.inner.clock.now_ms();
         let mut tx = db.begin().await?;
-        store::set_checkout(
-            &mut tx,
-            p.id,
+        let mut script = Script::on(&tx);
+        store::push_set_checkout(
+            &mut script,
+            asked.payment_id,
             &created.provider_ref,
             created.capture_ref.as_deref(),
             &created.checkout_url,
             now,
-        )
-        .await?;
-        audit::record(
-            &mut tx,
+        );
+        audit::push(
+            &mut script,
             now,
             &Actor::Provider(self.provider_name()),
             "payment.checkout_opened",
             "payment",
-            &p.id.to_db(),
+            &asked.payment_id.to_db(),
             json!({ "provider_ref": created.provider_ref }),
-        )
-        .await?;
+        );
+        script.run(&mut tx).await?;
         tx.commit().await?;
-        Ok(Checkout { payment_id: p.id, checkout_url: created.checkout_url })
+        Ok(Checkout { payment_id: asked.payment_id, checkout_url: created.checkout_url })
     }
 
     /// Refunds a captured payment in full. Idempotent: refunding a refunded
@@ -177,59 +186,62 @@ impl Payments {
             .await?;
         let now = self.inner.clock.now_ms();
         let mut tx = db.begin().await?;
+        let p = store::by_id(&mut *tx, payment_id, db.for_update()).await?.ok_or(PaymentsError::NotFound)?;
         let outcome = Outcome::Refunded { refund_ref: Some(refund_ref) };
-        self.apply_outcome(&mut tx, payment_id, &outcome, None, actor, now).await?;
-        store::clear_refund_request(&mut tx, payment_id).await?;
-        audit::record(
-            &mut tx,
+        let mut script = Script::on(&tx);
+        let moved = self.push_outcome(&mut script, &p, &outcome, None, actor, now)?;
+        audit::push(
+            &mut script,
             now,
             actor,
             "payment.refund_issued",
             "payment",
             &payment_id.to_db(),
             json!({ "reason": reason }),
-        )
-        .await?;
+        );
+        let changed = script.run(&mut tx).await?;
+        if moved.is_some_and(|at| changed[at] != 1) {
+            tx.rollback().await?;
+            return Err(PaymentsError::Corrupt(format!("payment {payment_id} moved while locked")));
+        }
+        store::clear_refund_request(&mut tx, payment_id).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Applies one outcome to a payment inside `tx`: the status change, the
-    /// ledger postings, the domain event and the audit record commit
-    /// together or not at all. Returns whether anything changed.
-    async fn apply_outcome(
+    /// Adds one outcome's effects on payment `p` (read in the caller's
+    /// transaction, locked on PostgreSQL) to `script`: the status change,
+    /// the ledger postings, the domain event and the audit record, so they
+    /// commit together or not at all. Returns the index of the status
+    /// change, or `None` when the outcome changes nothing.
+    fn push_outcome(
         &self,
-        tx: &mut Tx,
-        payment_id: PaymentId,
+        script: &mut Script,
+        p: &PaymentRow,
         outcome: &Outcome,
         capture_ref: Option<&str>,
         actor: &Actor,
         now: i64,
-    ) -> Result<bool, PaymentsError> {
-        let lock = self.inner.db.for_update();
-        let p = store::by_id(&mut **tx, payment_id, lock).await?.ok_or(PaymentsError::NotFound)?;
+    ) -> Result<Option<usize>, PaymentsError> {
         if let Some(c) = capture_ref {
-            store::remember_capture_ref(tx, p.id, c).await?;
+            store::push_capture_ref(script, p.id, c);
         }
         let Some(next) = p.status.apply(outcome) else {
             tracing::debug!(payment = %p.id, from = p.status.as_str(), outcome = outcome.name(), "outcome changes nothing");
-            return Ok(false);
+            return Ok(None);
         };
         let (failure, refund_ref) = match outcome {
             Outcome::Failed { reason } => (Some(reason.as_str()), None),
             Outcome::Refunded { refund_ref } => (None, refund_ref.as_deref()),
             _ => (None, None),
         };
-        if !store::transition(tx, p.id, p.status, next, failure, capture_ref, refund_ref, now).await? {
-            // Another writer moved it first; its transaction did the work.
-            return Ok(false);
-        }
+        let moved = store::push_transition(script, p.id, p.status, next, failure, capture_ref, refund_ref, now);
         let provider = p.provider.as_str();
         let event = match next {
             PaymentStatus::Succeeded => {
                 let postings = capture_postings(provider, p.organization_id, p.amount)
                     .map_err(|e| PaymentsError::Corrupt(e.to_string()))?;
-                store::post_ledger(tx, "capture", p.id, &postings, now).await?;
+                store::push_ledger(script, "capture", p.id, &postings, now);
                 Some(DomainEvent::PaymentSucceeded {
                     payment_id: p.id,
                     reference: p.reference.clone(),
@@ -240,7 +252,7 @@ impl Payments {
             PaymentStatus::Refunded => {
                 let postings = refund_postings(provider, p.organization_id, p.amount)
                     .map_err(|e| PaymentsError::Corrupt(e.to_string()))?;
-                store::post_ledger(tx, "refund", p.id, &postings, now).await?;
+                store::push_ledger(script, "refund", p.id, &postings, now);
                 Some(DomainEvent::PaymentRefunded {
                     payment_id: p.id,
                     reference: p.reference.clone(),
@@ -256,19 +268,18 @@ impl Payments {
             PaymentStatus::Pending | PaymentStatus::Created => None,
         };
         if let Some(ev) = &event {
-            outbox::append(tx, now, ev).await?;
+            outbox::push(script, now, ev)?;
         }
-        audit::record(
-            tx,
+        audit::push(
+            script,
             now,
             actor,
             &format!("payment.{}", next.as_str()),
             "payment",
             &p.id.to_db(),
             json!({ "from": p.status.as_str(), "to": next.as_str(), "reason": failure, "refund_ref": refund_ref }),
-        )
-        .await?;
-        Ok(true)
+        );
+        Ok(Some(moved))
     }
 
     /// Handles `POST /api/v1/payments/webhooks/{provider}`: verify, then
@@ -288,14 +299,18 @@ impl Payments {
         let now = self.inner.clock.now_ms();
         let mut tx = self.inner.db.begin().await?;
         let payment = self.find_payment(&mut tx, &ev).await?;
-        if !store::insert_receipt(&mut tx, provider, &ev.event_id, &ev.event_type, payment.as_ref().map(|p| p.id), now)
-            .await?
-        {
-            tracing::debug!(provider, event = %ev.event_id, "replayed webhook ignored");
-            tx.commit().await?;
-            return Ok(());
-        }
-        match payment {
+        // One round trip after the lookup: the receipt, then the outcome.
+        let mut script = Script::on(&tx);
+        let fresh = store::push_receipt(
+            &mut script,
+            provider,
+            &ev.event_id,
+            &ev.event_type,
+            payment.as_ref().map(|p| p.id),
+            now,
+        );
+        let mut moved = None;
+        match &payment {
             None => {
                 tracing::warn!(provider, event = %ev.event_id, kind = %ev.event_type, "webhook for an unknown payment");
             }
@@ -306,8 +321,21 @@ impl Payments {
                     tracing::warn!(payment = %p.id, reported = %a, expected = %p.amount, "provider reported a different amount");
                 }
                 let actor = Actor::Provider(self.provider_name());
-                self.apply_outcome(&mut tx, p.id, &ev.outcome, ev.capture_ref.as_deref(), &actor, now).await?;
+                moved = self.push_outcome(&mut script, p, &ev.outcome, ev.capture_ref.as_deref(), &actor, now)?;
             }
+        }
+        let changed = script.run(&mut tx).await?;
+        if changed[fresh] != 1 {
+            tracing::debug!(provider, event = %ev.event_id, "replayed webhook ignored");
+            tx.rollback().await?;
+            return Ok(());
+        }
+        if moved.is_some_and(|at| changed[at] != 1) {
+            // The payment row is locked (PostgreSQL) or the writer is ours
+            // (SQLite), so this does not happen; if it does, nothing is
+            // kept and the provider's retry applies the event again.
+            tx.rollback().await?;
+            return Err(PaymentsError::Corrupt(format!("payment moved while locked (event {})", ev.event_id)));
         }
         tx.commit().await?;
         Ok(())

@@ -4,7 +4,7 @@
 use crate::domain::{BalancedPostings, PaymentStatus, PaymentsError};
 use entrada_primitives::ids::{OrganizationId, PaymentId};
 use entrada_primitives::{Currency, Money};
-use entrada_storage::Tx;
+use entrada_storage::{Script, Tx};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
@@ -55,32 +55,31 @@ fn decode(r: &AnyRow) -> Result<PaymentRow, PaymentsError> {
     })
 }
 
-/// Inserts a new `created` payment unless one exists for the reference.
-/// Returns whether this call inserted it.
-pub async fn insert_payment(
-    tx: &mut Tx,
+/// Adds a new `created` payment to `script`, unless one exists for the
+/// reference: the statement then changes no row.
+pub fn push_insert_payment(
+    script: &mut Script,
     id: PaymentId,
     req: &crate::domain::NewPayment,
     provider: &str,
     now: i64,
-) -> Result<bool, PaymentsError> {
-    let res = sqlx::query(
-        "INSERT INTO payments (id, reference, organization_id, amount_minor, currency, description, return_url, \
-         provider, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $9) \
-         ON CONFLICT (reference) DO NOTHING",
+) -> usize {
+    script.push(
+        sqlx::query(
+            "INSERT INTO payments (id, reference, organization_id, amount_minor, currency, description, return_url, \
+             provider, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $9) \
+             ON CONFLICT (reference) DO NOTHING",
+        )
+        .bind(id.to_db())
+        .bind(req.reference.trim().to_owned())
+        .bind(req.organization_id.to_db())
+        .bind(req.amount.minor)
+        .bind(req.amount.currency.as_str())
+        .bind(req.description.trim().to_owned())
+        .bind(req.return_url.clone())
+        .bind(provider.to_owned())
+        .bind(now),
     )
-    .bind(id.to_db())
-    .bind(req.reference.trim())
-    .bind(req.organization_id.to_db())
-    .bind(req.amount.minor)
-    .bind(req.amount.currency.as_str())
-    .bind(req.description.trim())
-    .bind(req.return_url.as_str())
-    .bind(provider)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(res.rows_affected() == 1)
 }
 
 pub async fn by_reference<'c, E: Executor<'c, Database = Any>>(
@@ -119,33 +118,34 @@ pub async fn by_provider_ref(
     row.as_ref().map(decode).transpose()
 }
 
-pub async fn set_checkout(
-    tx: &mut Tx,
+/// Adds the provider's checkout to `script`.
+pub fn push_set_checkout(
+    script: &mut Script,
     id: PaymentId,
     provider_ref: &str,
     capture_ref: Option<&str>,
     checkout_url: &str,
     now: i64,
-) -> Result<(), PaymentsError> {
-    sqlx::query(
-        "UPDATE payments SET provider_ref = $1, capture_ref = COALESCE(capture_ref, $2), checkout_url = $3, \
-         updated_at = $4 WHERE id = $5",
-    )
-    .bind(provider_ref)
-    .bind(capture_ref)
-    .bind(checkout_url)
-    .bind(now)
-    .bind(id.to_db())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+) {
+    script.push(
+        sqlx::query(
+            "UPDATE payments SET provider_ref = $1, capture_ref = COALESCE(capture_ref, $2), checkout_url = $3, \
+             updated_at = $4 WHERE id = $5",
+        )
+        .bind(provider_ref.to_owned())
+        .bind(capture_ref.map(str::to_owned))
+        .bind(checkout_url.to_owned())
+        .bind(now)
+        .bind(id.to_db()),
+    );
 }
 
-/// Moves a payment from `from` to `to`, conditional on `from` so a racing
-/// writer cannot be overwritten. Returns whether the row moved.
+/// Adds the move of a payment from `from` to `to` to `script`, conditional
+/// on `from` so a racing writer cannot be overwritten: the statement changes
+/// one row, or none when the payment had moved.
 #[allow(clippy::too_many_arguments)]
-pub async fn transition(
-    tx: &mut Tx,
+pub fn push_transition(
+    script: &mut Script,
     id: PaymentId,
     from: PaymentStatus,
     to: PaymentStatus,
@@ -153,62 +153,97 @@ pub async fn transition(
     capture_ref: Option<&str>,
     refund_ref: Option<&str>,
     now: i64,
-) -> Result<bool, PaymentsError> {
-    let res = sqlx::query(
-        "UPDATE payments SET status = $1, failure_reason = COALESCE($2, failure_reason), \
-         capture_ref = COALESCE(capture_ref, $3), refund_ref = COALESCE($4, refund_ref), updated_at = $5 \
-         WHERE id = $6 AND status = $7",
-    )
-    .bind(to.as_str())
-    .bind(failure_reason)
-    .bind(capture_ref)
-    .bind(refund_ref)
-    .bind(now)
-    .bind(id.to_db())
-    .bind(from.as_str())
-    .execute(&mut **tx)
-    .await?;
-    Ok(res.rows_affected() == 1)
-}
-
-/// Learns the capture object without a state change (a Stripe
-/// `checkout.session.completed` replayed after `payment_intent.succeeded`).
-pub async fn remember_capture_ref(tx: &mut Tx, id: PaymentId, capture_ref: &str) -> Result<(), PaymentsError> {
-    sqlx::query("UPDATE payments SET capture_ref = COALESCE(capture_ref, $1) WHERE id = $2")
-        .bind(capture_ref)
+) -> usize {
+    script.push(
+        sqlx::query(
+            "UPDATE payments SET status = $1, failure_reason = COALESCE($2, failure_reason), \
+             capture_ref = COALESCE(capture_ref, $3), refund_ref = COALESCE($4, refund_ref), updated_at = $5 \
+             WHERE id = $6 AND status = $7",
+        )
+        .bind(to.as_str())
+        .bind(failure_reason.map(str::to_owned))
+        .bind(capture_ref.map(str::to_owned))
+        .bind(refund_ref.map(str::to_owned))
+        .bind(now)
         .bind(id.to_db())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+        .bind(from.as_str()),
+    )
 }
 
-/// Records a provider event id. Returns false when it was already recorded:
-/// the delivery is a replay and must change nothing.
-pub async fn insert_receipt(
-    tx: &mut Tx,
+/// Adds the capture object, learnt without a state change (a Stripe
+/// `checkout.session.completed` replayed after `payment_intent.succeeded`).
+pub fn push_capture_ref(script: &mut Script, id: PaymentId, capture_ref: &str) {
+    script.push(
+        sqlx::query("UPDATE payments SET capture_ref = COALESCE(capture_ref, $1) WHERE id = $2")
+            .bind(capture_ref.to_owned())
+            .bind(id.to_db()),
+    );
+}
+
+/// Adds the record of a provider event id to `script`. The statement
+/// changes no row when the id was recorded before: the delivery is a replay
+/// and must change nothing.
+pub fn push_receipt(
+    script: &mut Script,
     provider: &str,
     event_id: &str,
     event_type: &str,
     payment_id: Option<PaymentId>,
     now: i64,
-) -> Result<bool, PaymentsError> {
-    let res = sqlx::query(
-        "INSERT INTO webhook_receipts (provider, event_id, event_type, payment_id, received_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, event_id) DO NOTHING",
+) -> usize {
+    script.push(
+        sqlx::query(
+            "INSERT INTO webhook_receipts (provider, event_id, event_type, payment_id, received_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, event_id) DO NOTHING",
+        )
+        .bind(provider.to_owned())
+        .bind(event_id.to_owned())
+        .bind(event_type.to_owned())
+        .bind(payment_id.map(|p| p.to_db()))
+        .bind(now),
     )
-    .bind(provider)
-    .bind(event_id)
-    .bind(event_type)
-    .bind(payment_id.map(|p| p.to_db()))
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(res.rows_affected() == 1)
 }
 
-/// Posts a balanced ledger transaction of `kind` for a payment, once: a
-/// second capture or refund posting for the same payment is refused by the
-/// unique key and skipped. Returns whether it posted.
+/// Adds a balanced ledger transaction of `kind` for a payment to `script`,
+/// once: a second posting of the same kind for the same payment is refused
+/// by the unique key, and its entries, which name the new transaction, are
+/// then skipped too. Returns the index of the transaction's statement,
+/// which changes one row when it posted.
+pub fn push_ledger(
+    script: &mut Script,
+    kind: &str,
+    payment_id: PaymentId,
+    postings: &BalancedPostings,
+    now: i64,
+) -> usize {
+    let txn_id = uuid::Uuid::now_v7().to_string();
+    let at = script.push(
+        sqlx::query(
+            "INSERT INTO ledger_transactions (id, kind, payment_id, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (payment_id, kind) DO NOTHING",
+        )
+        .bind(txn_id.clone())
+        .bind(kind.to_owned())
+        .bind(payment_id.to_db())
+        .bind(now),
+    );
+    for p in postings.postings() {
+        script.push(
+            sqlx::query(
+                "INSERT INTO ledger_entries (transaction_id, account, amount_minor, currency) \
+                 SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM ledger_transactions WHERE id = $1)",
+            )
+            .bind(txn_id.clone())
+            .bind(p.account.clone())
+            .bind(p.amount_minor)
+            .bind(p.currency.as_str()),
+        );
+    }
+    at
+}
+
+/// Posts a balanced ledger transaction of `kind` for a payment, once (see
+/// [`push_ledger`]). Returns whether it posted.
 pub async fn post_ledger(
     tx: &mut Tx,
     kind: &str,
@@ -216,32 +251,10 @@ pub async fn post_ledger(
     postings: &BalancedPostings,
     now: i64,
 ) -> Result<bool, PaymentsError> {
-    let txn_id = uuid::Uuid::now_v7().to_string();
-    let res = sqlx::query(
-        "INSERT INTO ledger_transactions (id, kind, payment_id, created_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (payment_id, kind) DO NOTHING",
-    )
-    .bind(&txn_id)
-    .bind(kind)
-    .bind(payment_id.to_db())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    if res.rows_affected() == 0 {
-        return Ok(false);
-    }
-    for p in postings.postings() {
-        sqlx::query(
-            "INSERT INTO ledger_entries (transaction_id, account, amount_minor, currency) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&txn_id)
-        .bind(&p.account)
-        .bind(p.amount_minor)
-        .bind(p.currency.as_str())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(true)
+    let mut script = Script::on(tx);
+    let at = push_ledger(&mut script, kind, payment_id, postings, now);
+    let changed = script.run(tx).await?;
+    Ok(changed[at] == 1)
 }
 
 /// The signed balance of an account (debit positive).

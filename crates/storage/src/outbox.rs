@@ -16,7 +16,7 @@
 //! publishes outbox rows with the row id as `Nats-Msg-Id` and durable
 //! consumers replace the queue table; producers and consumers do not change.
 
-use crate::db::{Backend, Db, Tx};
+use crate::db::{Backend, Db, Params, Tx};
 use crate::events::DomainEvent;
 use crate::script::Script;
 use entrada_primitives::SharedClock;
@@ -170,9 +170,9 @@ impl Dispatcher {
                 failed = true;
                 break;
             }
-            self.delete(&mut tx, c.name(), env.id).await?;
         }
         if !failed {
+            self.delete_all(&mut tx, c.name(), &rows).await?;
             tx.commit().await?;
             return Ok(rows.len());
         }
@@ -230,6 +230,19 @@ impl Dispatcher {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes a handled batch's queue rows in one statement.
+    async fn delete_all(&self, tx: &mut Tx, consumer: &str, rows: &[Envelope]) -> Result<(), sqlx::Error> {
+        let mut p = Params::new(self.db.backend());
+        let sql =
+            format!("DELETE FROM outbox_queue WHERE consumer = {} AND event_id IN ({})", p.one(), p.list(rows.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(consumer);
+        for env in rows {
+            q = q.bind(env.id);
+        }
+        q.execute(&mut **tx).await?;
+        Ok(())
     }
 
     async fn delete(&self, tx: &mut Tx, consumer: &str, id: i64) -> Result<(), sqlx::Error> {

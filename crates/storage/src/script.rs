@@ -124,11 +124,8 @@ fn renumber(sql: &str, offset: usize, out: &mut String) {
     while i < bytes.len() {
         let b = bytes[i];
         match quote {
-            Some(q) => {
-                if b == q {
-                    quote = None;
-                }
-            }
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
             None if b == b'\'' || b == b'"' => quote = Some(b),
             None if b == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let start = i + 1;

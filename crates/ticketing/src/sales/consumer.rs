@@ -12,7 +12,7 @@ use entrada_primitives::ids::PaymentId;
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{self, Consumer, Envelope, anyhow_lite};
-use entrada_storage::{Db, Tx};
+use entrada_storage::{Db, Script, Tx};
 use serde_json::json;
 
 /// The `ticketing.payments` consumer.
@@ -127,13 +127,14 @@ impl PaymentOutcomes {
     }
 }
 
-/// Issues the tickets of an order just marked paid and announces them.
+/// Issues the tickets of an order just marked paid and announces them: one
+/// read for the mail's facts, then one round trip for every write.
 async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> Result<(), SalesError> {
-    let tickets = store::issue_tickets(tx, order, now).await?;
-    let buyer_email = store::user_email(tx, order.buyer_id).await?;
-    let event_name = store::load_event(tx, order.event_id).await?.map(|e| e.name).unwrap_or_default();
-    outbox::append(
-        tx,
+    let (buyer_email, event_name) = store::mail_facts(tx, order.buyer_id, order.event_id).await?;
+    let mut script = Script::on(tx);
+    let tickets = store::push_issue_tickets(&mut script, order, now);
+    outbox::push(
+        &mut script,
         now,
         &DomainEvent::OrderPaid {
             order_id: order.id,
@@ -145,10 +146,9 @@ async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> 
             currency: order.total.currency.as_str().to_owned(),
             tickets: tickets.clone(),
         },
-    )
-    .await?;
-    outbox::append(
-        tx,
+    )?;
+    outbox::push(
+        &mut script,
         now,
         &DomainEvent::TicketsIssued {
             order_id: order.id,
@@ -156,18 +156,22 @@ async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> 
             holder: order.buyer_id,
             tickets: tickets.clone(),
         },
-    )
-    .await?;
-    audit::record(
-        tx,
+    )?;
+    audit::push(
+        &mut script,
         now,
         &Actor::System,
         "order.paid",
         "order",
         &order.id.to_db(),
         json!({ "payment_id": payment_id, "late": order.status == OrderStatus::Expired, "tickets": tickets }),
-    )
-    .await?;
+    );
+    let changed = script.run(tx).await?;
+    // The first statement bumps the event's serial counter; the tickets
+    // read their serials from that row.
+    if !tickets.is_empty() && changed.first() != Some(&1) {
+        return Err(SalesError::Corrupt(format!("event {} of order {} is gone", order.event_id, order.id)));
+    }
     Ok(())
 }
 

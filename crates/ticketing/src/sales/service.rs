@@ -16,7 +16,7 @@ use entrada_primitives::{Principal, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::DomainEvent;
 use entrada_storage::outbox::{self, Consumer};
-use entrada_storage::{Db, Tx};
+use entrada_storage::{Db, Script, Tx};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -121,21 +121,24 @@ impl Sales {
             created_at_ms: now,
             items: lines,
         };
+        // One round trip inside the transaction: the guards, then the rows.
         let mut tx = self.inner.db.begin().await?;
-        store::insert_hold(&mut tx, &hold).await?;
-        audit::record(
-            &mut tx,
+        let mut script = Script::on(&tx);
+        let guards = store::push_acquire(&mut script, &needs);
+        store::push_insert_hold(&mut script, &hold);
+        audit::push(
+            &mut script,
             now,
             &Actor::User(who.user_id),
             "hold.created",
             "hold",
             &hold.id.to_db(),
             json!({ "event_id": hold.event_id, "items": items_json(&hold.items) }),
-        )
-        .await?;
-        if let Err(sold_out) = store::acquire(&mut tx, &needs).await? {
+        );
+        let changed = script.run(&mut tx).await?;
+        if let Some((_, sold_out)) = guards.iter().find(|(at, _)| changed[*at] != 1) {
             tx.rollback().await?;
-            return Err(SalesError::SoldOut(sold_out));
+            return Err(SalesError::SoldOut(*sold_out));
         }
         tx.commit().await?;
         Ok(hold)
@@ -224,7 +227,32 @@ impl Sales {
         };
 
         let mut tx = self.inner.db.begin().await?;
-        if !store::convert_hold(&mut tx, hold_id, now).await? {
+        let mut script = Script::on(&tx);
+        let converted = store::push_convert_hold(&mut script, hold_id, now);
+        store::push_insert_order(&mut script, &order);
+        outbox::push(
+            &mut script,
+            now,
+            &DomainEvent::OrderPlaced {
+                order_id: order.id,
+                event_id: order.event_id,
+                buyer: order.buyer_id,
+                total_minor: order.total.minor,
+                currency: order.total.currency.as_str().to_owned(),
+            },
+        )?;
+        audit::push(
+            &mut script,
+            now,
+            &Actor::User(who.user_id),
+            "order.placed",
+            "order",
+            &order.id.to_db(),
+            json!({ "hold_id": hold_id, "total_minor": order.total.minor, "currency": order.total.currency.as_str(),
+                    "positions": order.positions.len() }),
+        );
+        let changed = script.run(&mut tx).await?;
+        if changed[converted] != 1 {
             tx.rollback().await?;
             // Lost a race: with a concurrent conversion, release or sweep.
             let again = self.get_hold(who, hold_id).await?;
@@ -234,30 +262,6 @@ impl Sales {
             }
             return Err(SalesError::HoldNotActive);
         }
-        store::insert_order(&mut tx, &order).await?;
-        outbox::append(
-            &mut tx,
-            now,
-            &DomainEvent::OrderPlaced {
-                order_id: order.id,
-                event_id: order.event_id,
-                buyer: order.buyer_id,
-                total_minor: order.total.minor,
-                currency: order.total.currency.as_str().to_owned(),
-            },
-        )
-        .await?;
-        audit::record(
-            &mut tx,
-            now,
-            &Actor::User(who.user_id),
-            "order.placed",
-            "order",
-            &order.id.to_db(),
-            json!({ "hold_id": hold_id, "total_minor": order.total.minor, "currency": order.total.currency.as_str(),
-                    "positions": order.positions.len() }),
-        )
-        .await?;
         tx.commit().await?;
 
         if let Err(p) = self.start_payment(&mut order, &event.name).await {
@@ -304,17 +308,18 @@ impl Sales {
         let now = self.now_ms();
         let store_it = async {
             let mut tx = self.inner.db.begin().await?;
-            store::set_checkout(&mut tx, order.id, checkout.payment_id, &checkout.checkout_url).await?;
-            audit::record(
-                &mut tx,
+            let mut script = Script::on(&tx);
+            store::push_set_checkout(&mut script, order.id, checkout.payment_id, &checkout.checkout_url);
+            audit::push(
+                &mut script,
                 now,
                 &Actor::User(order.buyer_id),
                 "order.checkout_started",
                 "order",
                 &order.id.to_db(),
                 json!({ "payment_id": checkout.payment_id }),
-            )
-            .await?;
+            );
+            script.run(&mut tx).await?;
             tx.commit().await?;
             Ok::<(), SalesError>(())
         };

@@ -14,6 +14,7 @@ use entrada_primitives::ids::{
 };
 use entrada_primitives::page::PageRequest;
 use entrada_primitives::{Currency, Money};
+use entrada_storage::Script;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap};
@@ -141,27 +142,45 @@ async fn give_back(conn: &mut Conn, q: QuotaId, n: i64) -> Result<(), SalesError
     Ok(())
 }
 
-pub async fn insert_hold(conn: &mut Conn, hold: &Hold) -> Result<(), SalesError> {
-    sqlx::query(
-        "INSERT INTO holds (id, event_id, user_id, status, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(hold.id.to_db())
-    .bind(hold.event_id.to_db())
-    .bind(hold.user_id.to_db())
-    .bind(hold.status.as_str())
-    .bind(hold.expires_at_ms)
-    .bind(hold.created_at_ms)
-    .execute(&mut *conn)
-    .await?;
+/// Adds the quota guard for every need to `script`, in quota-id order.
+/// Returns each guard's statement index with the first ticket type that
+/// draws from it: a guard that changed no row means that type is sold out,
+/// and the caller rolls the transaction back.
+pub fn push_acquire(script: &mut Script, needs: &BTreeMap<QuotaId, QuotaNeed>) -> Vec<(usize, TicketTypeId)> {
+    needs
+        .iter()
+        .map(|(q, need)| {
+            let at = script.push(
+                sqlx::query("UPDATE quotas SET used = used + $1 WHERE id = $2 AND used + $1 <= size")
+                    .bind(need.quantity)
+                    .bind(q.to_db()),
+            );
+            (at, need.first_type)
+        })
+        .collect()
+}
+
+/// Adds the hold and its items to `script`.
+pub fn push_insert_hold(script: &mut Script, hold: &Hold) {
+    script.push(
+        sqlx::query(
+            "INSERT INTO holds (id, event_id, user_id, status, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(hold.id.to_db())
+        .bind(hold.event_id.to_db())
+        .bind(hold.user_id.to_db())
+        .bind(hold.status.as_str())
+        .bind(hold.expires_at_ms)
+        .bind(hold.created_at_ms),
+    );
     for item in &hold.items {
-        sqlx::query("INSERT INTO hold_items (hold_id, ticket_type_id, quantity) VALUES ($1, $2, $3)")
-            .bind(hold.id.to_db())
-            .bind(item.ticket_type_id.to_db())
-            .bind(item.quantity)
-            .execute(&mut *conn)
-            .await?;
+        script.push(
+            sqlx::query("INSERT INTO hold_items (hold_id, ticket_type_id, quantity) VALUES ($1, $2, $3)")
+                .bind(hold.id.to_db())
+                .bind(item.ticket_type_id.to_db())
+                .bind(item.quantity),
+        );
     }
-    Ok(())
 }
 
 pub async fn load_hold(conn: &mut Conn, id: HoldId) -> Result<Option<Hold>, SalesError> {
@@ -194,19 +213,17 @@ pub async fn load_hold(conn: &mut Conn, id: HoldId) -> Result<Option<Hold>, Sale
 }
 
 /// Active → converted, only while unexpired. True when this call did it.
-pub async fn convert_hold(conn: &mut Conn, id: HoldId, now_ms: i64) -> Result<bool, SalesError> {
-    let done =
+/// Adds the conversion of an active, unexpired hold to `script`; the
+/// statement changes one row, or none when the hold was converted, released
+/// or expired first.
+pub fn push_convert_hold(script: &mut Script, id: HoldId, now_ms: i64) -> usize {
+    script.push(
         sqlx::query("UPDATE holds SET status = 'converted' WHERE id = $1 AND status = 'active' AND expires_at > $2")
             .bind(id.to_db())
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
-    Ok(done.rows_affected() == 1)
+            .bind(now_ms),
+    )
 }
 
-/// Active → released (by the buyer) or expired (by the sweep, only once due).
-/// True when this call did it, which is the only case that may give the
-/// inventory back: a concurrent sweep or release then sees zero rows.
 pub async fn close_hold(conn: &mut Conn, id: HoldId, to: HoldStatus, now_ms: i64) -> Result<bool, SalesError> {
     let done = if to == HoldStatus::Expired {
         sqlx::query("UPDATE holds SET status = 'expired' WHERE id = $1 AND status = 'active' AND expires_at <= $2")
@@ -246,38 +263,38 @@ pub async fn due_orders(conn: &mut Conn, now_ms: i64, limit: i64) -> Result<Vec<
     rows.into_iter().map(|(id,)| Ok(OrderId::from_db(&id)?)).collect()
 }
 
-pub async fn insert_order(conn: &mut Conn, o: &Order) -> Result<(), SalesError> {
-    sqlx::query(
-        "INSERT INTO orders (id, event_id, organization_id, buyer_id, hold_id, status, total_minor, currency, \
-         payment_deadline, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(o.id.to_db())
-    .bind(o.event_id.to_db())
-    .bind(o.organization_id.to_db())
-    .bind(o.buyer_id.to_db())
-    .bind(o.hold_id.to_db())
-    .bind(o.status.as_str())
-    .bind(o.total.minor)
-    .bind(o.total.currency.as_str().to_owned())
-    .bind(o.payment_deadline_ms)
-    .bind(o.created_at_ms)
-    .execute(&mut *conn)
-    .await?;
-    for p in &o.positions {
+/// Adds the order and its positions to `script`.
+pub fn push_insert_order(script: &mut Script, o: &Order) {
+    script.push(
         sqlx::query(
-            "INSERT INTO order_positions (id, order_id, ticket_type_id, price_minor, currency, position) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO orders (id, event_id, organization_id, buyer_id, hold_id, status, total_minor, currency, \
+             payment_deadline, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
-        .bind(p.id.clone())
         .bind(o.id.to_db())
-        .bind(p.ticket_type_id.to_db())
-        .bind(p.price.minor)
-        .bind(p.price.currency.as_str().to_owned())
-        .bind(p.position)
-        .execute(&mut *conn)
-        .await?;
+        .bind(o.event_id.to_db())
+        .bind(o.organization_id.to_db())
+        .bind(o.buyer_id.to_db())
+        .bind(o.hold_id.to_db())
+        .bind(o.status.as_str())
+        .bind(o.total.minor)
+        .bind(o.total.currency.as_str().to_owned())
+        .bind(o.payment_deadline_ms)
+        .bind(o.created_at_ms),
+    );
+    for p in &o.positions {
+        script.push(
+            sqlx::query(
+                "INSERT INTO order_positions (id, order_id, ticket_type_id, price_minor, currency, position) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(p.id.clone())
+            .bind(o.id.to_db())
+            .bind(p.ticket_type_id.to_db())
+            .bind(p.price.minor)
+            .bind(p.price.currency.as_str().to_owned())
+            .bind(p.position),
+        );
     }
-    Ok(())
 }
 
 const ORDER_COLUMNS: &str = "id, event_id, organization_id, buyer_id, hold_id, status, total_minor, currency, \
@@ -446,14 +463,14 @@ pub async fn tickets_of_order(conn: &mut Conn, order: OrderId) -> Result<Vec<Tic
     rows.iter().map(ticket_from_row).collect()
 }
 
-pub async fn set_checkout(conn: &mut Conn, id: OrderId, payment: PaymentId, url: &str) -> Result<(), SalesError> {
-    sqlx::query("UPDATE orders SET payment_id = $1, checkout_url = $2 WHERE id = $3")
-        .bind(payment.to_db())
-        .bind(url.to_owned())
-        .bind(id.to_db())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// Adds the order's payment and checkout link to `script`.
+pub fn push_set_checkout(script: &mut Script, id: OrderId, payment: PaymentId, url: &str) {
+    script.push(
+        sqlx::query("UPDATE orders SET payment_id = $1, checkout_url = $2 WHERE id = $3")
+            .bind(payment.to_db())
+            .bind(url.to_owned())
+            .bind(id.to_db()),
+    );
 }
 
 /// Records which payment an order closed with, so a replay of the same
@@ -534,38 +551,41 @@ pub async fn close_order(
 /// of `events.next_serial`, so concurrent orders of the same event get
 /// disjoint ranges; `tickets.position_id` is unique, so a second issue for
 /// the same position fails instead of duplicating.
-pub async fn issue_tickets(conn: &mut Conn, order: &Order, now_ms: i64) -> Result<Vec<TicketId>, SalesError> {
-    let n = i64::try_from(order.positions.len()).map_err(|e| SalesError::Corrupt(e.to_string()))?;
+/// Adds the tickets of an order just marked paid to `script`, one per
+/// position, and returns their ids. Serials come from the event's counter,
+/// bumped first so that on PostgreSQL its row lock orders concurrent
+/// issuers; each ticket takes its number from the bumped counter.
+pub fn push_issue_tickets(script: &mut Script, order: &Order, now_ms: i64) -> Vec<TicketId> {
+    let n = order.positions.len() as i64;
     if n == 0 {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    let (next,): (i64,) =
-        sqlx::query_as("UPDATE events SET next_serial = next_serial + $1 WHERE id = $2 RETURNING next_serial")
+    script.push(
+        sqlx::query("UPDATE events SET next_serial = next_serial + $1 WHERE id = $2")
             .bind(n)
-            .bind(order.event_id.to_db())
-            .fetch_one(&mut *conn)
-            .await?;
-    let first = next - n;
+            .bind(order.event_id.to_db()),
+    );
     let mut ids = Vec::with_capacity(order.positions.len());
     for (i, p) in order.positions.iter().enumerate() {
         let id = TicketId::new();
-        sqlx::query(
-            "INSERT INTO tickets (id, event_id, ticket_type_id, order_id, position_id, serial, holder_id, status, \
-             generation, issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', 1, $8)",
-        )
-        .bind(id.to_db())
-        .bind(order.event_id.to_db())
-        .bind(p.ticket_type_id.to_db())
-        .bind(order.id.to_db())
-        .bind(p.id.clone())
-        .bind(first + i as i64)
-        .bind(order.buyer_id.to_db())
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
+        script.push(
+            sqlx::query(
+                "INSERT INTO tickets (id, event_id, ticket_type_id, order_id, position_id, serial, holder_id, status, \
+                 generation, issued_at) \
+                 SELECT $1, $2, $3, $4, $5, next_serial - $6, $7, 'valid', 1, $8 FROM events WHERE id = $2",
+            )
+            .bind(id.to_db())
+            .bind(order.event_id.to_db())
+            .bind(p.ticket_type_id.to_db())
+            .bind(order.id.to_db())
+            .bind(p.id.clone())
+            .bind(n - i as i64)
+            .bind(order.buyer_id.to_db())
+            .bind(now_ms),
+        );
         ids.push(id);
     }
-    Ok(ids)
+    ids
 }
 
 /// Cancels the order's valid tickets and names them.
@@ -590,6 +610,18 @@ pub async fn user_email(conn: &mut Conn, user: UserId) -> Result<String, SalesEr
     let row: Option<(String,)> =
         sqlx::query_as("SELECT email FROM users WHERE id = $1").bind(user.to_db()).fetch_optional(&mut *conn).await?;
     row.map(|(e,)| e).ok_or_else(|| SalesError::Corrupt(format!("order buyer {user} has no account")))
+}
+
+/// The buyer's email and the event's name, for the paid order's mail, in one read.
+pub async fn mail_facts(conn: &mut Conn, buyer: UserId, event: EventId) -> Result<(String, String), SalesError> {
+    let (email, name): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT (SELECT email FROM users WHERE id = $1), (SELECT name FROM events WHERE id = $2)")
+            .bind(buyer.to_db())
+            .bind(event.to_db())
+            .fetch_one(&mut *conn)
+            .await?;
+    let email = email.ok_or_else(|| SalesError::Corrupt(format!("order buyer {buyer} has no account")))?;
+    Ok((email, name.unwrap_or_default()))
 }
 
 /// A quota row of the event: id, name, size, used.
