@@ -9,9 +9,9 @@ pub mod mailer;
 pub mod templates;
 
 use entrada_primitives::SharedClock;
-use entrada_storage::Tx;
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
+use entrada_storage::{Db, Script, Tx};
 use std::sync::Arc;
 
 pub use mailer::{MailTransport, MailboxMailer, Mailer, OutgoingMail, SmtpConfig, SmtpMailer, SmtpTls};
@@ -36,32 +36,65 @@ impl Consumer for MailConsumer {
         consumers::NOTIFY_MAIL
     }
 
-    async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {
+    fn delivers(&self) -> bool {
+        true
+    }
+
+    /// Sends the mail, outside any transaction, unless the delivery log says
+    /// it went out already (a redelivery after a committed send).
+    async fn deliver(&self, db: &Db, env: &Envelope) -> Result<(), anyhow_lite::Error> {
         let Some(mail) = templates::render(&env.event, &self.public_url) else {
             return Ok(());
         };
-        // The log row is written first, in the dispatcher's transaction: a
-        // redelivery after a committed send finds it and sends nothing; a
-        // crash between send and commit sends twice (at least once).
-        let inserted = sqlx::query(
-            "INSERT INTO mail_deliveries (id, event_id, template, recipient, subject, transport, sent_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id, template) DO NOTHING",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(env.id)
-        .bind(mail.template)
-        .bind(&mail.to)
-        .bind(&mail.subject)
-        .bind(self.mailer.transport().as_str())
-        .bind(self.clock.now_ms())
-        .execute(&mut **tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
+        let sent: Option<(i64,)> =
+            sqlx::query_as("SELECT 1 FROM mail_deliveries WHERE event_id = $1 AND template = $2")
+                .bind(env.id)
+                .bind(mail.template)
+                .fetch_optional(db.reader())
+                .await?;
+        if sent.is_some() {
             return Ok(());
         }
         self.mailer.send(&mail).await?;
         tracing::info!(template = mail.template, event_id = env.id, "mail sent");
         Ok(())
+    }
+
+    /// Records a sent mail in the delivery log.
+    async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {
+        let mut script = Script::on(tx);
+        self.push_log(&mut script, env);
+        script.run(tx).await?;
+        Ok(())
+    }
+
+    /// Records a batch of sent mails in one round trip.
+    async fn handle_batch(&self, tx: &mut Tx, events: &[Envelope]) -> Result<(), anyhow_lite::Error> {
+        let mut script = Script::on(tx);
+        for env in events {
+            self.push_log(&mut script, env);
+        }
+        script.run(tx).await?;
+        Ok(())
+    }
+}
+
+impl MailConsumer {
+    fn push_log(&self, script: &mut Script, env: &Envelope) {
+        let Some(mail) = templates::render(&env.event, &self.public_url) else { return };
+        script.push(
+            sqlx::query(
+                "INSERT INTO mail_deliveries (id, event_id, template, recipient, subject, transport, sent_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id, template) DO NOTHING",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(env.id)
+            .bind(mail.template)
+            .bind(mail.to)
+            .bind(mail.subject)
+            .bind(self.mailer.transport().as_str())
+            .bind(self.clock.now_ms()),
+        );
     }
 }
 

@@ -325,30 +325,33 @@ impl PaymentProvider for Sandbox {
     async fn create_payment(&self, req: &CreateRequest) -> Result<CreatedCheckout, ProviderError> {
         let now = self.clock.now_ms();
         let charge_id = format!("ch_{}", uuid::Uuid::now_v7().simple());
-        let mut tx = self.db.begin().await.map_err(storage)?;
-        sqlx::query(
-            "INSERT INTO sandbox_charges (id, payment_id, reference, amount_minor, currency, description, return_url, \
-             status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $8) \
-             ON CONFLICT (payment_id) DO NOTHING",
-        )
-        .bind(&charge_id)
-        .bind(req.payment_id.to_db())
-        .bind(&req.reference)
-        .bind(req.amount.minor)
-        .bind(req.amount.currency.as_str())
-        .bind(&req.description)
-        .bind(&req.return_url)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(storage)?;
-        // Idempotent by payment id: a repeated request gets the first charge.
-        let (id,): (String,) = sqlx::query_as("SELECT id FROM sandbox_charges WHERE payment_id = $1")
+        let mut script = self.db.script();
+        script.push(
+            sqlx::query(
+                "INSERT INTO sandbox_charges (id, payment_id, reference, amount_minor, currency, description, \
+                 return_url, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $8) \
+                 ON CONFLICT (payment_id) DO NOTHING",
+            )
+            .bind(charge_id.clone())
             .bind(req.payment_id.to_db())
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(storage)?;
-        tx.commit().await.map_err(storage)?;
+            .bind(req.reference.clone())
+            .bind(req.amount.minor)
+            .bind(req.amount.currency.as_str())
+            .bind(req.description.clone())
+            .bind(req.return_url.clone())
+            .bind(now),
+        );
+        let id = if self.db.commit_script(script).await.map_err(storage)?[0] == 1 {
+            charge_id
+        } else {
+            // Idempotent by payment id: a repeated request gets the first charge.
+            let (id,): (String,) = sqlx::query_as("SELECT id FROM sandbox_charges WHERE payment_id = $1")
+                .bind(req.payment_id.to_db())
+                .fetch_one(self.db.reader())
+                .await
+                .map_err(storage)?;
+            id
+        };
         Ok(CreatedCheckout {
             provider_ref: id.clone(),
             capture_ref: Some(id),

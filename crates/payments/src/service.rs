@@ -53,9 +53,16 @@ const REFUND_BATCH: i64 = 50;
 impl Payments {
     /// Builds the service with the configured provider, chosen once here.
     pub fn new(db: Db, clock: SharedClock, cfg: PaymentsConfig) -> Payments {
+        Self::with_sandbox_db(db.clone(), db, clock, cfg)
+    }
+
+    /// Like [`Payments::new`], with the sandbox's own bookkeeping (charges,
+    /// queued webhooks) in `sandbox_db`: it stands in for an outside
+    /// provider, whose writes never queue behind ours.
+    pub fn with_sandbox_db(db: Db, sandbox_db: Db, clock: SharedClock, cfg: PaymentsConfig) -> Payments {
         let (provider, sandbox): (Arc<dyn PaymentProvider>, _) = match cfg.provider {
             ProviderConfig::Sandbox(c) => {
-                let s = Arc::new(Sandbox::new(db.clone(), clock.clone(), c));
+                let s = Arc::new(Sandbox::new(sandbox_db, clock.clone(), c));
                 (s.clone(), Some(s))
             }
             ProviderConfig::Stripe(c) => (Arc::new(Stripe::new(c)), None),
@@ -91,8 +98,7 @@ impl Payments {
         }
         let now = self.inner.clock.now_ms();
         let id = PaymentId::new();
-        let mut tx = db.begin().await?;
-        let mut script = Script::on(&tx);
+        let mut script = db.script();
         let inserted = store::push_insert_payment(&mut script, id, &req, self.provider_name(), now);
         audit::push(
             &mut script,
@@ -104,7 +110,8 @@ impl Payments {
             json!({ "reference": req.reference, "amount_minor": req.amount.minor,
                     "currency": req.amount.currency.as_str(), "provider": self.provider_name() }),
         );
-        let asked = if script.run(&mut tx).await?[inserted] == 1 {
+        let (tx, changed) = db.begin_with(script).await?;
+        let asked = if changed[inserted] == 1 {
             tx.commit().await?;
             CreateRequest {
                 payment_id: id,
@@ -133,8 +140,7 @@ impl Payments {
         // the sandbox, its own writes).
         let created = self.inner.provider.create_payment(&asked).await?;
         let now = self.inner.clock.now_ms();
-        let mut tx = db.begin().await?;
-        let mut script = Script::on(&tx);
+        let mut script = db.script();
         store::push_set_checkout(
             &mut script,
             asked.payment_id,
@@ -152,8 +158,7 @@ impl Payments {
             &asked.payment_id.to_db(),
             json!({ "provider_ref": created.provider_ref }),
         );
-        script.run(&mut tx).await?;
-        tx.commit().await?;
+        db.commit_script(script).await?;
         Ok(Checkout { payment_id: asked.payment_id, checkout_url: created.checkout_url })
     }
 

@@ -40,7 +40,39 @@ pub trait Consumer: Send + Sync + 'static {
     /// Handles one event inside `tx`. Must be idempotent: the same event can
     /// arrive again after a crash between an outside effect and the commit.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> Result<(), anyhow_lite::Error>;
+
+    /// Handles a claimed batch inside `tx`, in queue order. The default
+    /// hands each event to [`Consumer::handle`]; a consumer on the sale's
+    /// hot path does a whole batch in a few round trips instead of a few per
+    /// event. An error rolls the batch back, and the dispatcher replays it
+    /// one event per transaction through `handle`.
+    async fn handle_batch(&self, tx: &mut Tx, events: &[Envelope]) -> Result<(), anyhow_lite::Error> {
+        for env in events {
+            self.handle(tx, env).await?;
+        }
+        Ok(())
+    }
+
+    /// True for a consumer whose effect leaves the process (a mail): the
+    /// dispatcher then calls [`Consumer::deliver`] outside any transaction,
+    /// under a lease on the queue row, and `handle` afterwards records the
+    /// delivery. No outside call ever holds the writer.
+    fn delivers(&self) -> bool {
+        false
+    }
+
+    /// The outside effect of one event, made with no transaction open; `db`
+    /// is for reads (a delivery log that says it was made already). At least
+    /// once: a crash after it and before `handle`'s commit repeats it once
+    /// the lease runs out.
+    async fn deliver(&self, _db: &Db, _event: &Envelope) -> Result<(), anyhow_lite::Error> {
+        Ok(())
+    }
 }
+
+/// How long a claimed delivery is withheld from other dispatchers: longer
+/// than any outside call is allowed to take.
+const LEASE_MS: i64 = 120_000;
 
 /// A boxed error for consumers; they fail for many reasons and the
 /// dispatcher only logs and retries.
@@ -164,13 +196,10 @@ impl Dispatcher {
             tx.commit().await?;
             return Ok(0);
         }
-        let mut failed = false;
-        for env in &rows {
-            if c.handle(&mut tx, env).await.is_err() {
-                failed = true;
-                break;
-            }
+        if c.delivers() {
+            return self.deliver_batch(c, tx, rows, now).await;
         }
+        let failed = c.handle_batch(&mut tx, &rows).await.is_err();
         if !failed {
             self.delete_all(&mut tx, c.name(), &rows).await?;
             tx.commit().await?;
@@ -195,6 +224,69 @@ impl Dispatcher {
         }
         // Count the retried ones as progress only if something succeeded,
         // so `drain` terminates while a poison event waits for its backoff.
+        Ok(done)
+    }
+
+    /// For a consumer with outside effects: lease the claimed rows and
+    /// commit, deliver with no transaction open, then record the delivered
+    /// ones and drop their rows; the failed ones wait for their backoff.
+    async fn deliver_batch(
+        &self,
+        c: &Arc<dyn Consumer>,
+        mut tx: Tx,
+        rows: Vec<Envelope>,
+        now: i64,
+    ) -> Result<usize, sqlx::Error> {
+        let mut p = Params::new(self.db.backend());
+        let sql = format!(
+            "UPDATE outbox_queue SET available_at = {} WHERE consumer = {} AND event_id IN ({})",
+            p.one(),
+            p.one(),
+            p.list(rows.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now + LEASE_MS).bind(c.name());
+        for env in &rows {
+            q = q.bind(env.id);
+        }
+        q.execute(&mut *tx).await?;
+        tx.commit().await?;
+
+        let mut delivered = Vec::with_capacity(rows.len());
+        for env in rows {
+            match c.deliver(&self.db, &env).await {
+                Ok(()) => delivered.push(env),
+                Err(e) => {
+                    tracing::warn!(consumer = c.name(), event_id = env.id, error = %e, "delivery failed; will retry");
+                    self.retry_later(c.name(), env.id, now, &e.to_string()).await?;
+                }
+            }
+        }
+        if delivered.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.db.begin().await?;
+        if c.handle_batch(&mut tx, &delivered).await.is_ok() {
+            self.delete_all(&mut tx, c.name(), &delivered).await?;
+            tx.commit().await?;
+            return Ok(delivered.len());
+        }
+        tx.rollback().await?;
+        let mut done = 0;
+        for env in &delivered {
+            let mut tx = self.db.begin().await?;
+            match c.handle(&mut tx, env).await {
+                Ok(()) => {
+                    self.delete(&mut tx, c.name(), env.id).await?;
+                    tx.commit().await?;
+                    done += 1;
+                }
+                Err(e) => {
+                    tx.rollback().await?;
+                    tracing::warn!(consumer = c.name(), event_id = env.id, error = %e, "recording a delivery failed; will retry");
+                    self.retry_later(c.name(), env.id, now, &e.to_string()).await?;
+                }
+            }
+        }
         Ok(done)
     }
 
@@ -373,6 +465,79 @@ mod tests {
         ];
         let got: Vec<_> = rows.iter().map(|(e, c, a)| (e.as_str(), c.as_str(), *a)).collect();
         assert_eq!(got, want);
+    }
+
+    /// Delivers mail-like events: sees its queue row leased (committed, so
+    /// no transaction is open), fails the first delivery of the first event.
+    struct Outside {
+        log: Arc<Mutex<Vec<String>>>,
+        failed_once: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Consumer for Outside {
+        fn name(&self) -> &'static str {
+            NOTIFY_MAIL
+        }
+        fn delivers(&self) -> bool {
+            true
+        }
+        async fn deliver(&self, db: &Db, env: &Envelope) -> Result<(), anyhow_lite::Error> {
+            let (until,): (i64,) =
+                sqlx::query_as("SELECT available_at FROM outbox_queue WHERE consumer = $1 AND event_id = $2")
+                    .bind(NOTIFY_MAIL)
+                    .bind(env.id)
+                    .fetch_one(db.reader())
+                    .await?;
+            self.log.lock().unwrap().push(format!("deliver {} leased {}", env.id, until >= LEASE_MS));
+            if !self.failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return Err("mail server refused".into());
+            }
+            Ok(())
+        }
+        async fn handle(&self, _: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {
+            self.log.lock().unwrap().push(format!("record {}", env.id));
+            Ok(())
+        }
+    }
+
+    /// A consumer with outside effects delivers with its queue row leased
+    /// and no transaction open, records only what was delivered, and
+    /// retries a failed delivery after its backoff.
+    #[tokio::test]
+    async fn outside_effects_are_made_under_a_lease_then_recorded() {
+        let t = crate::testing::fresh().await;
+        let mail = |token: &str| DomainEvent::EmailVerificationRequested {
+            user_id: UserId::new(),
+            email: "fan@example.com".into(),
+            token: token.into(),
+        };
+        let mut tx = t.db.begin().await.unwrap();
+        let first = append(&mut tx, 0, &mail("a")).await.unwrap();
+        let second = append(&mut tx, 0, &mail("b")).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let consumer: Arc<dyn Consumer> =
+            Arc::new(Outside { log: log.clone(), failed_once: std::sync::atomic::AtomicBool::new(false) });
+        let manual = Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH));
+        let clock: SharedClock = manual.clone();
+        let dispatcher = Dispatcher::new(t.db.clone(), clock, vec![consumer]);
+        assert_eq!(dispatcher.drain().await.unwrap(), 1, "the second mail went out, the first waits");
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec![
+                format!("deliver {first} leased true"),
+                format!("deliver {second} leased true"),
+                format!("record {second}")
+            ]
+        );
+        manual.advance(time::Duration::seconds(1));
+        assert_eq!(dispatcher.drain().await.unwrap(), 1, "the first mail after its backoff");
+        assert_eq!(log.lock().unwrap()[3..], [format!("deliver {first} leased true"), format!("record {first}")]);
+        let (left,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM outbox_queue").fetch_one(t.db.reader()).await.unwrap();
+        assert_eq!(left, 0);
     }
 
     /// A consumer whose queue never empties while events keep coming does

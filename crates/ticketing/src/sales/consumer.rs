@@ -8,12 +8,13 @@
 use super::domain::{self, Order, OrderStatus, SalesError};
 use super::service::{lines_of, release_lines};
 use super::store;
-use entrada_primitives::ids::PaymentId;
+use entrada_primitives::ids::{OrderId, PaymentId};
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{self, Consumer, Envelope, anyhow_lite};
 use entrada_storage::{Db, Script, Tx};
 use serde_json::json;
+use std::collections::HashMap;
 
 /// The `ticketing.payments` consumer.
 pub struct PaymentOutcomes {
@@ -132,9 +133,26 @@ impl PaymentOutcomes {
 async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> Result<(), SalesError> {
     let (buyer_email, event_name) = store::mail_facts(tx, order.buyer_id, order.event_id).await?;
     let mut script = Script::on(tx);
-    let tickets = store::push_issue_tickets(&mut script, order, now);
+    let serial = push_honour(&mut script, now, order, payment_id, buyer_email, event_name)?;
+    let changed = script.run(tx).await?;
+    check_serial(&changed, serial, order)
+}
+
+/// Adds the tickets of an order marked paid, the `order.paid` and
+/// `tickets.issued` events and the audit record to `script`. Returns the
+/// index of the event's serial counter bump, when tickets are issued.
+fn push_honour(
+    script: &mut Script,
+    now: i64,
+    order: &Order,
+    payment_id: PaymentId,
+    buyer_email: String,
+    event_name: String,
+) -> Result<Option<usize>, SalesError> {
+    let serial = (!order.positions.is_empty()).then(|| script.len());
+    let tickets = store::push_issue_tickets(script, order, now);
     outbox::push(
-        &mut script,
+        script,
         now,
         &DomainEvent::OrderPaid {
             order_id: order.id,
@@ -148,7 +166,7 @@ async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> 
         },
     )?;
     outbox::push(
-        &mut script,
+        script,
         now,
         &DomainEvent::TicketsIssued {
             order_id: order.id,
@@ -158,7 +176,7 @@ async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> 
         },
     )?;
     audit::push(
-        &mut script,
+        script,
         now,
         &Actor::System,
         "order.paid",
@@ -166,13 +184,80 @@ async fn honour(tx: &mut Tx, now: i64, order: &Order, payment_id: PaymentId) -> 
         &order.id.to_db(),
         json!({ "payment_id": payment_id, "late": order.status == OrderStatus::Expired, "tickets": tickets }),
     );
-    let changed = script.run(tx).await?;
-    // The first statement bumps the event's serial counter; the tickets
-    // read their serials from that row.
-    if !tickets.is_empty() && changed.first() != Some(&1) {
-        return Err(SalesError::Corrupt(format!("event {} of order {} is gone", order.event_id, order.id)));
+    Ok(serial)
+}
+
+/// The tickets read their serials from the event's row, bumped first; no
+/// bump means the event is gone.
+fn check_serial(changed: &[u64], serial: Option<usize>, order: &Order) -> Result<(), SalesError> {
+    match serial {
+        Some(at) if changed.get(at) != Some(&1) => {
+            Err(SalesError::Corrupt(format!("event {} of order {} is gone", order.event_id, order.id)))
+        }
+        _ => Ok(()),
     }
-    Ok(())
+}
+
+/// The usual batch during a sale: every event a successful payment of the
+/// exact total of a different pending order. Handled in four round trips
+/// (orders, positions, mail facts, one script), whatever the batch size.
+/// Returns false, having changed nothing, when the batch is anything else;
+/// the caller then goes event by event.
+async fn pay_pending_orders(tx: &mut Tx, lock: &str, events: &[Envelope]) -> Result<bool, SalesError> {
+    let mut paid = Vec::with_capacity(events.len());
+    for env in events {
+        let DomainEvent::PaymentSucceeded { payment_id, reference, amount_minor, currency } = &env.event else {
+            return Ok(false);
+        };
+        let Some(order_id) = domain::parse_order_reference(reference) else { return Ok(false) };
+        paid.push((env.occurred_at_ms, order_id, *payment_id, *amount_minor, currency.as_str()));
+    }
+    let mut ids: Vec<OrderId> = paid.iter().map(|p| p.1).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.len() != paid.len() {
+        return Ok(false);
+    }
+    let orders: HashMap<OrderId, Order> =
+        store::load_orders(tx, &ids, lock).await?.into_iter().map(|o| (o.id, o)).collect();
+    let simple = paid.iter().all(|(_, id, _, minor, currency)| {
+        orders.get(id).is_some_and(|o| {
+            o.status == OrderStatus::Pending && o.total.minor == *minor && o.total.currency.as_str() == *currency
+        })
+    });
+    if !simple {
+        return Ok(false);
+    }
+    let mut buyers: Vec<_> = orders.values().map(|o| o.buyer_id).collect();
+    buyers.sort();
+    buyers.dedup();
+    let mut event_ids: Vec<_> = orders.values().map(|o| o.event_id).collect();
+    event_ids.sort();
+    event_ids.dedup();
+    let (emails, names) = store::mail_facts_of(tx, &buyers, &event_ids).await?;
+    let mut script = Script::on(tx);
+    let mut checks = Vec::with_capacity(paid.len());
+    for (now, id, payment_id, _, _) in &paid {
+        let order = &orders[id];
+        let email = emails
+            .get(&order.buyer_id)
+            .cloned()
+            .ok_or_else(|| SalesError::Corrupt(format!("order buyer {} has no account", order.buyer_id)))?;
+        let name = names.get(&order.event_id).cloned().unwrap_or_default();
+        let moved = store::push_mark_paid(&mut script, order.id, OrderStatus::Pending, *payment_id, *now);
+        let serial = push_honour(&mut script, *now, order, *payment_id, email, name)?;
+        checks.push((moved, serial, order));
+    }
+    let changed = script.run(tx).await?;
+    for (moved, serial, order) in checks {
+        // The orders were read in this transaction (locked on PostgreSQL,
+        // on the only writer on SQLite), so each one moves.
+        if changed[moved] != 1 {
+            return Err(SalesError::Corrupt(format!("order {} moved while locked", order.id)));
+        }
+        check_serial(&changed, serial, order)?;
+    }
+    Ok(true)
 }
 
 async fn request_refund(
@@ -200,6 +285,16 @@ async fn request_refund(
 impl Consumer for PaymentOutcomes {
     fn name(&self) -> &'static str {
         consumers::TICKETING_PAYMENTS
+    }
+
+    async fn handle_batch(&self, tx: &mut Tx, events: &[Envelope]) -> Result<(), anyhow_lite::Error> {
+        if pay_pending_orders(tx, self.db.for_update(), events).await.map_err(|e| Box::new(e) as anyhow_lite::Error)? {
+            return Ok(());
+        }
+        for env in events {
+            self.handle(tx, env).await?;
+        }
+        Ok(())
     }
 
     async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {

@@ -16,7 +16,7 @@ use entrada_primitives::{Principal, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::DomainEvent;
 use entrada_storage::outbox::{self, Consumer};
-use entrada_storage::{Db, Script, Tx};
+use entrada_storage::{Db, Tx};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -121,9 +121,9 @@ impl Sales {
             created_at_ms: now,
             items: lines,
         };
-        // One round trip inside the transaction: the guards, then the rows.
-        let mut tx = self.inner.db.begin().await?;
-        let mut script = Script::on(&tx);
+        // One round trip opens the transaction and runs the guards, then
+        // the rows; a second commits, or rolls back when a guard failed.
+        let mut script = self.inner.db.script();
         let guards = store::push_acquire(&mut script, &needs);
         store::push_insert_hold(&mut script, &hold);
         audit::push(
@@ -135,7 +135,7 @@ impl Sales {
             &hold.id.to_db(),
             json!({ "event_id": hold.event_id, "items": items_json(&hold.items) }),
         );
-        let changed = script.run(&mut tx).await?;
+        let (tx, changed) = self.inner.db.begin_with(script).await?;
         if let Some((_, sold_out)) = guards.iter().find(|(at, _)| changed[*at] != 1) {
             tx.rollback().await?;
             return Err(SalesError::SoldOut(*sold_out));
@@ -226,8 +226,7 @@ impl Sales {
             positions,
         };
 
-        let mut tx = self.inner.db.begin().await?;
-        let mut script = Script::on(&tx);
+        let mut script = self.inner.db.script();
         let converted = store::push_convert_hold(&mut script, hold_id, now);
         store::push_insert_order(&mut script, &order);
         outbox::push(
@@ -251,7 +250,7 @@ impl Sales {
             json!({ "hold_id": hold_id, "total_minor": order.total.minor, "currency": order.total.currency.as_str(),
                     "positions": order.positions.len() }),
         );
-        let changed = script.run(&mut tx).await?;
+        let (tx, changed) = self.inner.db.begin_with(script).await?;
         if changed[converted] != 1 {
             tx.rollback().await?;
             // Lost a race: with a concurrent conversion, release or sweep.
@@ -307,8 +306,7 @@ impl Sales {
             .await?;
         let now = self.now_ms();
         let store_it = async {
-            let mut tx = self.inner.db.begin().await?;
-            let mut script = Script::on(&tx);
+            let mut script = self.inner.db.script();
             store::push_set_checkout(&mut script, order.id, checkout.payment_id, &checkout.checkout_url);
             audit::push(
                 &mut script,
@@ -319,8 +317,7 @@ impl Sales {
                 &order.id.to_db(),
                 json!({ "payment_id": checkout.payment_id }),
             );
-            script.run(&mut tx).await?;
-            tx.commit().await?;
+            self.inner.db.commit_script(script).await?;
             Ok::<(), SalesError>(())
         };
         store_it.await.map_err(Problem::internal)?;

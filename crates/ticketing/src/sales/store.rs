@@ -14,7 +14,7 @@ use entrada_primitives::ids::{
 };
 use entrada_primitives::page::PageRequest;
 use entrada_primitives::{Currency, Money};
-use entrada_storage::Script;
+use entrada_storage::{Params, Script};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap};
@@ -313,6 +313,97 @@ pub async fn load_order(conn: &mut Conn, id: OrderId, lock: &str) -> Result<Opti
             Ok(Some(o))
         }
     }
+}
+
+/// Several orders with their positions, in two reads; `lock` as in [`load_order`].
+/// Orders that do not exist are absent from the answer.
+pub async fn load_orders(conn: &mut Conn, ids: &[OrderId], lock: &str) -> Result<Vec<Order>, SalesError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut p = Params::on(conn);
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ({}) ORDER BY id{lock}", p.list(ids.len()));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(id.to_db());
+    }
+    let mut orders = q.fetch_all(&mut *conn).await?.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+    if orders.is_empty() {
+        return Ok(orders);
+    }
+    let mut p = Params::on(conn);
+    let sql = format!(
+        "SELECT order_id, id, ticket_type_id, price_minor, currency, position FROM order_positions \
+         WHERE order_id IN ({}) ORDER BY order_id, position",
+        p.list(orders.len())
+    );
+    let mut q = sqlx::query_as::<_, (String, String, String, i64, String, i64)>(sqlx::AssertSqlSafe(sql));
+    for o in &orders {
+        q = q.bind(o.id.to_db());
+    }
+    let mut by_order: HashMap<String, Vec<Position>> = HashMap::new();
+    for (order, id, t, minor, cur, position) in q.fetch_all(&mut *conn).await? {
+        let pos = Position { id, ticket_type_id: TicketTypeId::from_db(&t)?, price: money(minor, &cur)?, position };
+        by_order.entry(order).or_default().push(pos);
+    }
+    for o in &mut orders {
+        o.positions = by_order.remove(&o.id.to_db()).unwrap_or_default();
+    }
+    Ok(orders)
+}
+
+/// Emails of several users and names of several events, for paid orders' mails, in one read each.
+pub async fn mail_facts_of(
+    conn: &mut Conn,
+    buyers: &[UserId],
+    events: &[EventId],
+) -> Result<(HashMap<UserId, String>, HashMap<EventId, String>), SalesError> {
+    let mut p = Params::on(conn);
+    let sql = format!("SELECT id, email FROM users WHERE id IN ({})", p.list(buyers.len().max(1)));
+    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+    for b in buyers {
+        q = q.bind(b.to_db());
+    }
+    if buyers.is_empty() {
+        q = q.bind(String::new());
+    }
+    let emails = q
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(id, email)| Ok((UserId::from_db(&id)?, email)))
+        .collect::<Result<HashMap<_, _>, SalesError>>()?;
+    let mut p = Params::on(conn);
+    let sql = format!("SELECT id, name FROM events WHERE id IN ({})", p.list(events.len().max(1)));
+    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+    for e in events {
+        q = q.bind(e.to_db());
+    }
+    if events.is_empty() {
+        q = q.bind(String::new());
+    }
+    let names = q
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|(id, name)| Ok((EventId::from_db(&id)?, name)))
+        .collect::<Result<HashMap<_, _>, SalesError>>()?;
+    Ok((emails, names))
+}
+
+/// Adds `from` → paid, recording the payment, to `script`. The statement
+/// changes no row when the order had moved.
+pub fn push_mark_paid(script: &mut Script, id: OrderId, from: OrderStatus, payment: PaymentId, now_ms: i64) -> usize {
+    script.push(
+        sqlx::query(
+            "UPDATE orders SET status = 'paid', paid_at = $1, payment_id = $2, closed_at = NULL \
+             WHERE id = $3 AND status = $4",
+        )
+        .bind(now_ms)
+        .bind(payment.to_db())
+        .bind(id.to_db())
+        .bind(from.as_str()),
+    )
 }
 
 fn order_from_row(r: &AnyRow) -> Result<Order, SalesError> {
