@@ -7,9 +7,10 @@
 
 use alloy::primitives::Address;
 use entrada_primitives::ids::{EventId, TicketId, UserId};
-use entrada_storage::Tx;
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
+use entrada_storage::{Script, Tx};
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use super::domain::{OpKind, address_text, event_key};
@@ -26,15 +27,27 @@ impl TokensConsumer {
         Self { network, chain_id }
     }
 
-    async fn issued(&self, tx: &mut Tx, now: i64, tickets: &[TicketId]) -> Result<(), sqlx::Error> {
+    /// Token rows for the tickets of one or more issue events (`(occurred at, tickets)`), in
+    /// one read and one round trip of writes.
+    async fn issued(&self, tx: &mut Tx, issues: &[(i64, &[TicketId])]) -> Result<(), sqlx::Error> {
         // The ticket rows, not the event, say who holds the ticket now and whether it is
         // still valid: an issue handled after a gift or a refund mints to the right holder,
         // or not at all.
-        for t in store::issued_tickets(tx, tickets).await? {
-            let key = format!("{:#x}", event_key(&t.event_id));
-            store::ensure_collection_row(tx, &t.event_id, &self.network, self.chain_id, &key, now).await?;
-            store::insert_token(tx, &t, now).await?;
+        let ids: Vec<TicketId> = issues.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+        let found = store::issued_tickets(tx, &ids).await?;
+        let mut script = Script::on(tx);
+        let mut collections = HashSet::new();
+        for (now, tickets) in issues {
+            for id in *tickets {
+                let Some(t) = found.get(&id.to_db()) else { continue };
+                if collections.insert(t.event_id.clone()) {
+                    let key = format!("{:#x}", event_key(&t.event_id));
+                    store::push_collection_row(&mut script, &t.event_id, &self.network, self.chain_id, &key, *now);
+                }
+                store::push_token(&mut script, t, *now);
+            }
         }
+        script.run(tx).await?;
         Ok(())
     }
 
@@ -111,10 +124,29 @@ impl Consumer for TokensConsumer {
         consumers::CHAIN_TOKENS
     }
 
+    /// A batch of issues alone (the usual batch during a sale) is recorded in two round trips.
+    async fn handle_batch(&self, tx: &mut Tx, events: &[Envelope]) -> Result<(), anyhow_lite::Error> {
+        let issues: Option<Vec<(i64, &[TicketId])>> = events
+            .iter()
+            .map(|env| match &env.event {
+                DomainEvent::TicketsIssued { tickets, .. } => Some((env.occurred_at_ms, tickets.as_slice())),
+                _ => None,
+            })
+            .collect();
+        if let Some(issues) = issues {
+            self.issued(tx, &issues).await?;
+            return Ok(());
+        }
+        for env in events {
+            self.handle(tx, env).await?;
+        }
+        Ok(())
+    }
+
     async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {
         let now = env.occurred_at_ms;
         match &env.event {
-            DomainEvent::TicketsIssued { tickets, .. } => self.issued(tx, now, tickets).await?,
+            DomainEvent::TicketsIssued { tickets, .. } => self.issued(tx, &[(now, tickets)]).await?,
             DomainEvent::TicketsCancelled { event_id, tickets, .. } => {
                 self.cancelled(tx, env, *event_id, tickets).await?;
             }

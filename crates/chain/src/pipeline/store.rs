@@ -8,7 +8,9 @@
 //! write nothing extra.
 
 use entrada_primitives::ids::TicketId;
+use entrada_storage::{Params, Script};
 use sqlx::AnyConnection;
+use std::collections::HashMap;
 
 use super::domain::EventFacts;
 
@@ -25,60 +27,66 @@ pub struct IssuedTicket {
     pub valid: bool,
 }
 
-pub async fn issued_tickets(conn: &mut Conn, ids: &[TicketId]) -> Result<Vec<IssuedTicket>> {
-    let mut out = Vec::with_capacity(ids.len());
-    // One statement per ticket keeps the SQL static; an order has at most 100 tickets.
-    for id in ids {
-        let row: Option<(String, String, i64, String, String)> =
-            sqlx::query_as("SELECT id, event_id, serial, holder_id, status FROM tickets WHERE id = $1")
-                .bind(id.to_db())
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some((ticket_id, event_id, serial, holder_id, status)) = row {
-            out.push(IssuedTicket { ticket_id, event_id, serial, holder_id, valid: status == "valid" });
+/// The tickets among `ids` that exist, in one read, keyed by ticket id.
+pub async fn issued_tickets(conn: &mut Conn, ids: &[TicketId]) -> Result<HashMap<String, IssuedTicket>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    // A batch of events names a few hundred tickets at most; chunks keep each `IN` list short.
+    for chunk in ids.chunks(500) {
+        let mut p = Params::on(conn);
+        let sql = format!(
+            "SELECT id, event_id, serial, holder_id, status FROM tickets WHERE id IN ({})",
+            p.list(chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (String, String, i64, String, String)>(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.to_db());
+        }
+        for (ticket_id, event_id, serial, holder_id, status) in q.fetch_all(&mut *conn).await? {
+            let t =
+                IssuedTicket { ticket_id: ticket_id.clone(), event_id, serial, holder_id, valid: status == "valid" };
+            out.insert(ticket_id, t);
         }
     }
     Ok(out)
 }
 
-pub async fn ensure_collection_row(
-    conn: &mut Conn,
+/// Adds the event's collection row, unless it exists, to `script`.
+pub fn push_collection_row(
+    script: &mut Script,
     event_id: &str,
     network: &str,
     chain_id: u64,
     event_key: &str,
     now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO chain_collections (event_id, network, chain_id, event_key, state, available_at, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event_id.to_owned())
-    .bind(network.to_owned())
-    .bind(i64::try_from(chain_id).unwrap_or(i64::MAX))
-    .bind(event_key.to_owned())
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+) {
+    script.push(
+        sqlx::query(
+            "INSERT INTO chain_collections (event_id, network, chain_id, event_key, state, available_at, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $5, $5) ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(event_id.to_owned())
+        .bind(network.to_owned())
+        .bind(i64::try_from(chain_id).unwrap_or(i64::MAX))
+        .bind(event_key.to_owned())
+        .bind(now),
+    );
 }
 
-/// Inserts a ticket's token row; a second insert for the same ticket changes nothing.
-pub async fn insert_token(conn: &mut Conn, t: &IssuedTicket, now: i64) -> Result<bool> {
+/// Adds a ticket's token row to `script`; a second insert for the same ticket changes nothing.
+pub fn push_token(script: &mut Script, t: &IssuedTicket, now: i64) {
     let state = if t.valid { "pending" } else { "burned" };
-    let done = sqlx::query(
-        "INSERT INTO chain_tokens (ticket_id, event_id, token_id, holder_id, state, available_at, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (ticket_id) DO NOTHING",
-    )
-    .bind(t.ticket_id.clone())
-    .bind(t.event_id.clone())
-    .bind(t.serial)
-    .bind(t.holder_id.clone())
-    .bind(state)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    script.push(
+        sqlx::query(
+            "INSERT INTO chain_tokens (ticket_id, event_id, token_id, holder_id, state, available_at, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (ticket_id) DO NOTHING",
+        )
+        .bind(t.ticket_id.clone())
+        .bind(t.event_id.clone())
+        .bind(t.serial)
+        .bind(t.holder_id.clone())
+        .bind(state)
+        .bind(now),
+    );
 }
 
 pub async fn token_state(conn: &mut Conn, ticket: &str) -> Result<Option<String>> {

@@ -730,6 +730,36 @@ async fn the_race_for_the_last_tickets_never_oversells() {
     app.assert_inventory_consistent().await;
 }
 
+/// Payments are paid a batch at a time only when every one of the batch is a
+/// plain payment of a pending order; a batch with anything else in it (here
+/// a payment short of its order's total) goes event by event, and each order
+/// gets its own outcome.
+#[tokio::test]
+async fn a_mixed_batch_of_payments_gets_each_orders_own_outcome() {
+    let app = app_with(100).await;
+    let good = app.order(&app.buyer, &[(app.ga, 1)]).await;
+    let short = app.order(&app.buyer, &[(app.ga, 2)]).await;
+    let mut tx = app.t.db.begin().await.unwrap();
+    for (o, amount_minor) in [(&good, good.total.minor), (&short, short.total.minor - 1)] {
+        let event = DomainEvent::PaymentSucceeded {
+            payment_id: o.payment_id.unwrap(),
+            reference: format!("order:{}", o.id),
+            amount_minor,
+            currency: "EUR".into(),
+        };
+        outbox::append(&mut tx, app.clock.now_ms(), &event).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(app.dispatcher.drain().await.unwrap(), 2);
+    assert_eq!(app.status(good.id).await, OrderStatus::Paid);
+    assert_eq!(app.sales.count_tickets(good.id).await.unwrap(), 1);
+    assert_eq!(app.status(short.id).await, OrderStatus::Cancelled);
+    assert_eq!(app.sales.count_tickets(short.id).await.unwrap(), 0);
+    assert_eq!(app.events_named("payment.refund_requested").await.len(), 1);
+    assert_eq!(app.used().await, 1);
+    app.assert_inventory_consistent().await;
+}
+
 /// The event's capacity quota counts every ticket type without being listed
 /// for each, and a type covered by no quota at all is not for sale.
 #[tokio::test]
