@@ -341,7 +341,7 @@ impl PaymentProvider for Sandbox {
             .bind(req.return_url.clone())
             .bind(now),
         );
-        let id = if self.db.commit_script(script).await.map_err(storage)?[0] == 1 {
+        let id = if self.db.write(script).await.map_err(storage)?[0] == 1 {
             charge_id
         } else {
             // Idempotent by payment id: a repeated request gets the first charge.

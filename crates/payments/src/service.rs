@@ -13,7 +13,7 @@ use crate::stripe::{Stripe, StripeConfig};
 use entrada_primitives::ids::PaymentId;
 use entrada_primitives::{Currency, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
-use entrada_storage::{Db, DomainEvent, Script, Tx, outbox};
+use entrada_storage::{Db, DomainEvent, Script, Tx, WriteError, outbox};
 use http::HeaderMap;
 use serde_json::json;
 use std::future::Future;
@@ -110,9 +110,12 @@ impl Payments {
             json!({ "reference": req.reference, "amount_minor": req.amount.minor,
                     "currency": req.amount.currency.as_str(), "provider": self.provider_name() }),
         );
-        let (tx, changed) = db.begin_with(script).await?;
-        let asked = if changed[inserted] == 1 {
-            tx.commit().await?;
+        let written = match db.write(script).await {
+            Ok(_) => true,
+            Err(WriteError::Guard(at)) if at == inserted => false,
+            Err(e) => return Err(sqlx::Error::from(e).into()),
+        };
+        let asked = if written {
             CreateRequest {
                 payment_id: id,
                 amount: req.amount,
@@ -123,7 +126,6 @@ impl Payments {
         } else {
             // Created by an earlier request for the same reference, which
             // committed first: continue with that payment.
-            tx.rollback().await?;
             let p = store::by_reference(db.reader(), &req.reference).await?.ok_or(PaymentsError::NotFound)?;
             if let Some(url) = p.checkout_url {
                 return Ok(Checkout { payment_id: p.id, checkout_url: url });
@@ -158,7 +160,7 @@ impl Payments {
             &asked.payment_id.to_db(),
             json!({ "provider_ref": created.provider_ref }),
         );
-        db.commit_script(script).await?;
+        db.write(script).await.map_err(sqlx::Error::from)?;
         Ok(Checkout { payment_id: asked.payment_id, checkout_url: created.checkout_url })
     }
 
@@ -302,60 +304,61 @@ impl Payments {
         }
         let ev = self.inner.provider.verify_webhook(headers, body, self.inner.clock.now())?;
         let now = self.inner.clock.now_ms();
-        let mut tx = self.inner.db.begin().await?;
-        let payment = self.find_payment(&mut tx, &ev).await?;
-        // One round trip after the lookup: the receipt, then the outcome.
-        let mut script = Script::on(&tx);
-        let fresh = store::push_receipt(
-            &mut script,
-            provider,
-            &ev.event_id,
-            &ev.event_type,
-            payment.as_ref().map(|p| p.id),
-            now,
-        );
-        let mut moved = None;
-        match &payment {
-            None => {
-                tracing::warn!(provider, event = %ev.event_id, kind = %ev.event_type, "webhook for an unknown payment");
-            }
-            Some(p) => {
-                if let (Some(a), Outcome::Succeeded) = (ev.amount, &ev.outcome)
-                    && a != p.amount
-                {
-                    tracing::warn!(payment = %p.id, reported = %a, expected = %p.amount, "provider reported a different amount");
+        // Read, then write with guards: the receipt (a replay writes
+        // nothing) and the payment's move from the status read (a payment
+        // that moved meanwhile is read again). Nothing is locked while the
+        // outcome is worked out.
+        for _ in 0..3 {
+            let payment = self.find_payment(&ev).await?;
+            let mut script = self.inner.db.script();
+            let fresh = store::push_receipt(
+                &mut script,
+                provider,
+                &ev.event_id,
+                &ev.event_type,
+                payment.as_ref().map(|p| p.id),
+                now,
+            );
+            match &payment {
+                None => {
+                    tracing::warn!(provider, event = %ev.event_id, kind = %ev.event_type, "webhook for an unknown payment");
                 }
-                let actor = Actor::Provider(self.provider_name());
-                moved = self.push_outcome(&mut script, p, &ev.outcome, ev.capture_ref.as_deref(), &actor, now)?;
+                Some(p) => {
+                    if let (Some(a), Outcome::Succeeded) = (ev.amount, &ev.outcome)
+                        && a != p.amount
+                    {
+                        tracing::warn!(payment = %p.id, reported = %a, expected = %p.amount, "provider reported a different amount");
+                    }
+                    let actor = Actor::Provider(self.provider_name());
+                    self.push_outcome(&mut script, p, &ev.outcome, ev.capture_ref.as_deref(), &actor, now)?;
+                }
+            }
+            match self.inner.db.write(script).await {
+                Ok(_) => return Ok(()),
+                Err(WriteError::Guard(at)) if at == fresh => {
+                    tracing::debug!(provider, event = %ev.event_id, "replayed webhook ignored");
+                    return Ok(());
+                }
+                Err(WriteError::Guard(_)) => {
+                    tracing::debug!(provider, event = %ev.event_id, "payment moved while the webhook was read; again");
+                }
+                Err(WriteError::Db(e)) => return Err(e.into()),
             }
         }
-        let changed = script.run(&mut tx).await?;
-        if changed[fresh] != 1 {
-            tracing::debug!(provider, event = %ev.event_id, "replayed webhook ignored");
-            tx.rollback().await?;
-            return Ok(());
-        }
-        if moved.is_some_and(|at| changed[at] != 1) {
-            // The payment row is locked (PostgreSQL) or the writer is ours
-            // (SQLite), so this does not happen; if it does, nothing is
-            // kept and the provider's retry applies the event again.
-            tx.rollback().await?;
-            return Err(PaymentsError::Corrupt(format!("payment moved while locked (event {})", ev.event_id)));
-        }
-        tx.commit().await?;
-        Ok(())
+        // The provider delivers again later.
+        Err(PaymentsError::Corrupt(format!("payment kept moving under webhook {}", ev.event_id)))
     }
 
-    async fn find_payment(&self, tx: &mut Tx, ev: &ProviderEvent) -> Result<Option<PaymentRow>, PaymentsError> {
-        let lock = self.inner.db.for_update();
+    async fn find_payment(&self, ev: &ProviderEvent) -> Result<Option<PaymentRow>, PaymentsError> {
+        let mut conn = self.inner.db.reader().acquire().await?;
         if let Some(id) = ev.payment_id
-            && let Some(p) = store::by_id(&mut **tx, id, lock).await?
+            && let Some(p) = store::by_id(&mut *conn, id, "").await?
             && p.provider == self.provider_name()
         {
             return Ok(Some(p));
         }
         for r in [ev.capture_ref.as_deref(), ev.provider_ref.as_deref()].into_iter().flatten() {
-            if let Some(p) = store::by_provider_ref(tx, self.provider_name(), r, lock).await? {
+            if let Some(p) = store::by_provider_ref(&mut conn, self.provider_name(), r).await? {
                 return Ok(Some(p));
             }
         }

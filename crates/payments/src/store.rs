@@ -55,8 +55,8 @@ fn decode(r: &AnyRow) -> Result<PaymentRow, PaymentsError> {
     })
 }
 
-/// Adds a new `created` payment to `script`, unless one exists for the
-/// reference: the statement then changes no row.
+/// Adds a new `created` payment to `script`, as a guard: unless one exists
+/// for the reference, when it changes no row.
 pub fn push_insert_payment(
     script: &mut Script,
     id: PaymentId,
@@ -64,7 +64,7 @@ pub fn push_insert_payment(
     provider: &str,
     now: i64,
 ) -> usize {
-    script.push(
+    script.push_guard(
         sqlx::query(
             "INSERT INTO payments (id, reference, organization_id, amount_minor, currency, description, return_url, \
              provider, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $9) \
@@ -105,16 +105,15 @@ pub async fn by_id<'c, E: Executor<'c, Database = Any>>(
 /// Finds the payment a provider event is about: by our id when the provider
 /// echoes it, else by the provider's checkout or capture object.
 pub async fn by_provider_ref(
-    tx: &mut Tx,
+    conn: &mut sqlx::AnyConnection,
     provider: &str,
     reference: &str,
-    lock: &str,
 ) -> Result<Option<PaymentRow>, PaymentsError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM payments WHERE provider = $1 AND (provider_ref = $2 OR capture_ref = $2) \
-         ORDER BY created_at LIMIT 1{lock}"
+         ORDER BY created_at LIMIT 1"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(provider).bind(reference).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(provider).bind(reference).fetch_optional(&mut *conn).await?;
     row.as_ref().map(decode).transpose()
 }
 
@@ -140,9 +139,9 @@ pub fn push_set_checkout(
     );
 }
 
-/// Adds the move of a payment from `from` to `to` to `script`, conditional
-/// on `from` so a racing writer cannot be overwritten: the statement changes
-/// one row, or none when the payment had moved.
+/// Adds the move of a payment from `from` to `to` to `script`, as a guard
+/// conditional on `from`, so a racing writer cannot be overwritten: it
+/// changes no row when the payment had moved.
 #[allow(clippy::too_many_arguments)]
 pub fn push_transition(
     script: &mut Script,
@@ -154,7 +153,7 @@ pub fn push_transition(
     refund_ref: Option<&str>,
     now: i64,
 ) -> usize {
-    script.push(
+    script.push_guard(
         sqlx::query(
             "UPDATE payments SET status = $1, failure_reason = COALESCE($2, failure_reason), \
              capture_ref = COALESCE(capture_ref, $3), refund_ref = COALESCE($4, refund_ref), updated_at = $5 \
@@ -180,9 +179,9 @@ pub fn push_capture_ref(script: &mut Script, id: PaymentId, capture_ref: &str) {
     );
 }
 
-/// Adds the record of a provider event id to `script`. The statement
-/// changes no row when the id was recorded before: the delivery is a replay
-/// and must change nothing.
+/// Adds the record of a provider event id to `script`, as a guard: it
+/// changes no row when the id was recorded before, and the delivery, a
+/// replay, must change nothing.
 pub fn push_receipt(
     script: &mut Script,
     provider: &str,
@@ -191,7 +190,7 @@ pub fn push_receipt(
     payment_id: Option<PaymentId>,
     now: i64,
 ) -> usize {
-    script.push(
+    script.push_guard(
         sqlx::query(
             "INSERT INTO webhook_receipts (provider, event_id, event_type, payment_id, received_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, event_id) DO NOTHING",

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::script::Script;
+use crate::write::{GUARD_TABLE, Waiting};
 
 /// How long a caller waits for the writer before giving up.
 const WRITER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,14 +43,15 @@ pub struct DbConfig {
 #[derive(Clone, Debug)]
 pub struct Db {
     backend: Backend,
-    write: Writer,
+    pub(crate) write: Writer,
     read: AnyPool,
 }
 
 #[derive(Clone, Debug)]
-enum Writer {
-    /// SQLite's single writer; `None` once closed.
-    Sqlite(Arc<Mutex<Option<AnyConnection>>>),
+pub(crate) enum Writer {
+    /// SQLite's single writer (`None` once closed), and the scripts waiting
+    /// for it to run them together ([`Db::write`]).
+    Sqlite(Arc<Mutex<Option<AnyConnection>>>, Arc<Waiting>),
     Pool(AnyPool),
 }
 
@@ -169,7 +171,8 @@ impl Db {
             let opts = AnyConnectOptions::from_str(&url)?;
             let mut writer = opts.connect().await?;
             writer.execute(SQLITE_PRAGMAS).await?;
-            let write = Writer::Sqlite(Arc::new(Mutex::new(Some(writer))));
+            writer.execute(GUARD_TABLE).await?;
+            let write = Writer::Sqlite(Arc::new(Mutex::new(Some(writer))), Arc::default());
             let read = AnyPoolOptions::new()
                 .max_connections(cfg.max_connections.clamp(1, 16))
                 .test_before_acquire(false)
@@ -242,7 +245,7 @@ impl Db {
     /// autocommits). On SQLite it is the one writer: hold it briefly.
     pub async fn writer(&self) -> Result<WriteConn, sqlx::Error> {
         match &self.write {
-            Writer::Sqlite(m) => {
+            Writer::Sqlite(m, _) => {
                 let guard = tokio::time::timeout(WRITER_TIMEOUT, m.clone().lock_owned())
                     .await
                     .map_err(|_| sqlx::Error::PoolTimedOut)?;
@@ -276,7 +279,7 @@ impl Db {
 
     pub async fn close(&self) {
         match &self.write {
-            Writer::Sqlite(m) => {
+            Writer::Sqlite(m, _) => {
                 if let Some(conn) = m.lock().await.take() {
                     let _ = sqlx::Connection::close(conn).await;
                 }

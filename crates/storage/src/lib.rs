@@ -16,11 +16,13 @@ pub mod outbox;
 pub mod script;
 #[allow(clippy::expect_used)]
 pub mod testing;
+pub mod write;
 
 pub use db::{Backend, Db, DbConfig, Params, Tx, WriteConn};
 pub use events::DomainEvent;
 pub use outbox::{Consumer, Dispatcher, Envelope};
 pub use script::Script;
+pub use write::WriteError;
 
 /// True when the error is a unique or primary-key violation, which call
 /// sites turn into a 409 instead of a 500.

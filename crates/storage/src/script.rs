@@ -23,13 +23,18 @@ use sqlx::{Any, AnyConnection, Either, Execute};
 pub struct Script {
     backend: Backend,
     statements: Vec<(String, AnyArguments)>,
+    /// Statements that must change a row for the script to be kept ([`crate::Db::write`]).
+    guards: Vec<usize>,
     /// The first error met while taking a statement's arguments; reported by `run`.
     broken: Option<sqlx::Error>,
 }
 
+/// A script taken apart: its statements, its guards, and an error met while building it.
+pub(crate) type Parts = (Vec<(String, AnyArguments)>, Vec<usize>, Option<sqlx::Error>);
+
 impl Script {
     pub fn new(backend: Backend) -> Self {
-        Self { backend, statements: Vec::new(), broken: None }
+        Self { backend, statements: Vec::new(), guards: Vec::new(), broken: None }
     }
 
     /// For a script run on `conn` (a transaction or a write connection).
@@ -48,6 +53,19 @@ impl Script {
         };
         self.statements.push((query.sql().as_str().to_owned(), args));
         self.statements.len() - 1
+    }
+
+    /// Adds a guard: a statement that must change at least one row. Under
+    /// [`crate::Db::write`] a guard that changes none abandons the whole
+    /// script, which then writes nothing and names the guard.
+    pub fn push_guard<'q>(&mut self, query: sqlx::query::Query<'q, Any, AnyArguments>) -> usize {
+        let at = self.push(query);
+        self.guards.push(at);
+        at
+    }
+
+    pub(crate) fn into_parts(self) -> Parts {
+        (self.statements, self.guards, self.broken)
     }
 
     pub fn backend(&self) -> Backend {
@@ -147,7 +165,7 @@ impl Script {
 
 /// Appends `sql` to `out` with every `$k` placeholder shifted by `offset`.
 /// Placeholders inside quoted literals and identifiers are left alone.
-fn renumber(sql: &str, offset: usize, out: &mut String) {
+pub(crate) fn renumber(sql: &str, offset: usize, out: &mut String) {
     let bytes = sql.as_bytes();
     let mut i = 0;
     let mut quote: Option<u8> = None;

@@ -16,7 +16,7 @@ use entrada_primitives::{Principal, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::DomainEvent;
 use entrada_storage::outbox::{self, Consumer};
-use entrada_storage::{Db, Tx};
+use entrada_storage::{Db, Tx, WriteError};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -135,13 +135,14 @@ impl Sales {
             &hold.id.to_db(),
             json!({ "event_id": hold.event_id, "items": items_json(&hold.items) }),
         );
-        let (tx, changed) = self.inner.db.begin_with(script).await?;
-        if let Some((_, sold_out)) = guards.iter().find(|(at, _)| changed[*at] != 1) {
-            tx.rollback().await?;
-            return Err(SalesError::SoldOut(*sold_out));
+        match self.inner.db.write(script).await {
+            Ok(_) => Ok(hold),
+            Err(WriteError::Guard(at)) => match guards.iter().find(|(g, _)| *g == at) {
+                Some((_, sold_out)) => Err(SalesError::SoldOut(*sold_out)),
+                None => Err(SalesError::Corrupt(format!("hold {} stopped by statement {at}", hold.id))),
+            },
+            Err(WriteError::Db(e)) => Err(e.into()),
         }
-        tx.commit().await?;
-        Ok(hold)
     }
 
     /// The caller's own hold; anyone else's is `NotFound`.
@@ -250,18 +251,22 @@ impl Sales {
             json!({ "hold_id": hold_id, "total_minor": order.total.minor, "currency": order.total.currency.as_str(),
                     "positions": order.positions.len() }),
         );
-        let (tx, changed) = self.inner.db.begin_with(script).await?;
-        if changed[converted] != 1 {
-            tx.rollback().await?;
-            // Lost a race: with a concurrent conversion, release or sweep.
-            let again = self.get_hold(who, hold_id).await?;
-            if again.status == HoldStatus::Active {
-                self.expire_hold(hold_id, now).await?;
-                return Err(SalesError::HoldExpired);
+        match self.inner.db.write(script).await {
+            Ok(_) => {}
+            Err(WriteError::Guard(at)) if at == converted => {
+                // Lost a race: with a concurrent conversion, release or sweep.
+                let again = self.get_hold(who, hold_id).await?;
+                if again.status == HoldStatus::Active {
+                    self.expire_hold(hold_id, now).await?;
+                    return Err(SalesError::HoldExpired);
+                }
+                return Err(SalesError::HoldNotActive);
             }
-            return Err(SalesError::HoldNotActive);
+            Err(WriteError::Guard(at)) => {
+                return Err(SalesError::Corrupt(format!("order {} stopped by statement {at}", order.id)));
+            }
+            Err(WriteError::Db(e)) => return Err(e.into()),
         }
-        tx.commit().await?;
 
         if let Err(p) = self.start_payment(&mut order, &event.name).await {
             tracing::warn!(order = %order.id, problem = %p, "payment not started; the buyer can retry the checkout");
@@ -317,7 +322,7 @@ impl Sales {
                 &order.id.to_db(),
                 json!({ "payment_id": checkout.payment_id }),
             );
-            self.inner.db.commit_script(script).await?;
+            self.inner.db.write(script).await.map_err(sqlx::Error::from)?;
             Ok::<(), SalesError>(())
         };
         store_it.await.map_err(Problem::internal)?;

@@ -144,13 +144,13 @@ async fn give_back(conn: &mut Conn, q: QuotaId, n: i64) -> Result<(), SalesError
 
 /// Adds the quota guard for every need to `script`, in quota-id order.
 /// Returns each guard's statement index with the first ticket type that
-/// draws from it: a guard that changed no row means that type is sold out,
-/// and the caller rolls the transaction back.
+/// draws from it: a guard that changes no row means that type is sold out
+/// (and, under `Db::write`, nothing of the script is kept).
 pub fn push_acquire(script: &mut Script, needs: &BTreeMap<QuotaId, QuotaNeed>) -> Vec<(usize, TicketTypeId)> {
     needs
         .iter()
         .map(|(q, need)| {
-            let at = script.push(
+            let at = script.push_guard(
                 sqlx::query("UPDATE quotas SET used = used + $1 WHERE id = $2 AND used + $1 <= size")
                     .bind(need.quantity)
                     .bind(q.to_db()),
@@ -213,11 +213,11 @@ pub async fn load_hold(conn: &mut Conn, id: HoldId) -> Result<Option<Hold>, Sale
 }
 
 /// Active → converted, only while unexpired. True when this call did it.
-/// Adds the conversion of an active, unexpired hold to `script`; the
-/// statement changes one row, or none when the hold was converted, released
-/// or expired first.
+/// Adds the conversion of an active, unexpired hold to `script`, as a
+/// guard: it changes no row when the hold was converted, released or
+/// expired first.
 pub fn push_convert_hold(script: &mut Script, id: HoldId, now_ms: i64) -> usize {
-    script.push(
+    script.push_guard(
         sqlx::query("UPDATE holds SET status = 'converted' WHERE id = $1 AND status = 'active' AND expires_at > $2")
             .bind(id.to_db())
             .bind(now_ms),
