@@ -51,17 +51,17 @@ pub struct Db {
 pub(crate) enum Writer {
     /// SQLite's single writer (`None` once closed), and the scripts waiting
     /// for it to run them together ([`Db::write`]).
-    Sqlite(Arc<Mutex<Option<AnyConnection>>>, Arc<Waiting>),
+    Sqlite(Arc<Mutex<Option<AnyConnection>>>, Waiting),
     Pool(AnyPool),
 }
 
 /// A connection that may write: SQLite's writer (held exclusively until
 /// dropped) or a PostgreSQL pool connection. Statements on it autocommit.
 #[derive(Debug)]
-pub struct WriteConn(Held);
+pub struct WriteConn(pub(crate) Held);
 
 #[derive(Debug)]
-enum Held {
+pub(crate) enum Held {
     Sqlite(OwnedMutexGuard<Option<AnyConnection>>),
     Pool(PoolConnection<Any>),
 }
@@ -172,7 +172,8 @@ impl Db {
             let mut writer = opts.connect().await?;
             writer.execute(SQLITE_PRAGMAS).await?;
             writer.execute(GUARD_TABLE).await?;
-            let write = Writer::Sqlite(Arc::new(Mutex::new(Some(writer))), Arc::default());
+            let writer = Arc::new(Mutex::new(Some(writer)));
+            let write = Writer::Sqlite(writer.clone(), Waiting::start(writer));
             let read = AnyPoolOptions::new()
                 .max_connections(cfg.max_connections.clamp(1, 16))
                 .test_before_acquire(false)

@@ -6,10 +6,10 @@
 //!
 //! On SQLite the single writer runs transactions one after another, and
 //! what it waits on is round trips to the driver's worker thread, not
-//! SQLite. So writes that arrive while the writer is busy are combined:
-//! whoever takes the writer next runs every waiting script in one
-//! transaction and one round trip, each script inside its own savepoint,
-//! and answers each caller after the commit (group commit). A guard is
+//! SQLite. So writes that arrive while the writer is busy are combined: a
+//! task takes every waiting script, runs them in one transaction and one
+//! round trip, each script inside its own savepoint, and answers each
+//! caller after the commit (group commit). A guard is
 //! followed by an assertion that fails when the guard changed nothing; a
 //! script that fails (a guard, a constraint) stops the round trip there:
 //! it is rolled back to its savepoint and told why, and the scripts after
@@ -20,12 +20,13 @@
 //! the server runs transactions side by side, and combining would only make
 //! them wait for each other.
 
-use crate::db::{Db, WriteConn, Writer};
+use crate::db::{Db, Held, WriteConn, Writer};
 use crate::script::{Script, renumber};
 use futures::StreamExt;
 use sqlx::any::AnyArguments;
 use sqlx::{AnyConnection, Either, Executor};
-use tokio::sync::oneshot;
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Why [`Db::write`] wrote nothing.
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +53,15 @@ type Answer = Result<Vec<u64>, WriteError>;
 
 /// A script waiting for the writer.
 pub(crate) struct Job {
-    id: u64,
     statements: Vec<(String, AnyArguments)>,
     guards: Vec<usize>,
     reply: oneshot::Sender<Answer>,
 }
 
-/// The scripts waiting for SQLite's writer.
-#[derive(Default)]
-pub(crate) struct Waiting(std::sync::Mutex<Vec<Job>>, std::sync::atomic::AtomicU64);
+/// Where scripts wait for SQLite's writer: the queue of the task that
+/// combines them ([`combine`]).
+#[derive(Clone)]
+pub(crate) struct Waiting(mpsc::UnboundedSender<Job>);
 
 impl std::fmt::Debug for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -68,21 +69,40 @@ impl std::fmt::Debug for Waiting {
     }
 }
 
+/// Scripts in one combined round trip, at most: bounds the round trip's
+/// length, and so the wait of the scripts that arrive during it.
+const GROUP: usize = 64;
+
 impl Waiting {
-    fn push(&self, job: Job) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(job);
+    /// Starts the task that runs waiting scripts on `writer`, in groups.
+    pub(crate) fn start(writer: Arc<Mutex<Option<AnyConnection>>>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(combine(rx, writer));
+        Self(tx)
     }
+}
 
-    /// Takes job `id` back if no writer has taken it yet.
-    fn withdraw(&self, id: u64) -> bool {
-        let mut jobs = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let before = jobs.len();
-        jobs.retain(|j| j.id != id);
-        jobs.len() < before
-    }
-
-    fn take(&self) -> Vec<Job> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+/// The combining task: takes every script waiting (up to [`GROUP`]), takes
+/// the writer (shared with `Db::begin` and `Db::writer`), runs them as one
+/// group, and starts over. Callers wait only for their own answer, never
+/// for the writer, so no queue of callers forms on the writer's lock.
+async fn combine(mut rx: mpsc::UnboundedReceiver<Job>, writer: Arc<Mutex<Option<AnyConnection>>>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        let guard = writer.clone().lock_owned().await;
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if guard.is_none() {
+            for job in jobs {
+                let _ = job.reply.send(Err(WriteError::Db(sqlx::Error::PoolClosed)));
+            }
+            continue;
+        }
+        run_group(WriteConn(Held::Sqlite(guard)), jobs).await;
     }
 }
 
@@ -106,23 +126,7 @@ impl Db {
             return self.write_alone(statements, &guards).await;
         };
         let (reply, answer) = oneshot::channel();
-        let id = waiting.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        waiting.push(Job { id, statements, guards, reply });
-        let conn = match self.writer().await {
-            Ok(conn) => conn,
-            // Not written, unless a writer took the script along meanwhile.
-            Err(e) if waiting.withdraw(id) => return Err(e.into()),
-            Err(_) => return answer.await.map_err(|_| WriteError::Db(sqlx::Error::WorkerCrashed))?,
-        };
-        let jobs = waiting.take();
-        if jobs.is_empty() {
-            // A writer before us took our script along.
-            drop(conn);
-        } else {
-            // In a task of its own, so that a caller who goes away (a
-            // client that disconnects) cannot cut the others' round trip.
-            let _ = tokio::spawn(run_group(conn, jobs)).await;
-        }
+        waiting.0.send(Job { statements, guards, reply }).map_err(|_| WriteError::Db(sqlx::Error::PoolClosed))?;
         answer.await.map_err(|_| WriteError::Db(sqlx::Error::WorkerCrashed))?
     }
 
