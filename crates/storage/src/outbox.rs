@@ -151,7 +151,7 @@ impl Dispatcher {
 
     /// Tells the background loop there is work, after a producer committed.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.wake.notify_waiters();
     }
 
     /// Handles everything due, for every consumer, until nothing is due.
@@ -362,19 +362,41 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// The background loop: drains when woken or every `poll`, until
-    /// `shutdown` resolves. Errors are logged and retried on the next tick.
+    /// The background loops, one per consumer: each drains its queue when
+    /// woken or every `poll`, until `shutdown` resolves. Separate loops, so
+    /// that a consumer busy with outside deliveries (mail) does not hold back
+    /// the others (tickets during a sale); on SQLite their transactions
+    /// still take turns on the writer, whose lock is fair. Errors are logged
+    /// and retried on the next tick.
     pub async fn run(self, poll: Duration, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            if let Err(e) = self.drain().await {
-                tracing::warn!(error = %e, "outbox drain failed");
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-            }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut loops = Vec::with_capacity(self.consumers.len());
+        for c in self.consumers.iter().cloned() {
+            let (me, mut stopped) = (self.clone(), stopped.clone());
+            loops.push(tokio::spawn(async move {
+                loop {
+                    loop {
+                        match me.run_batch(&c).await {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(consumer = c.name(), error = %e, "outbox batch failed");
+                                break;
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = stopped.changed() => return,
+                        _ = me.wake.notified() => {}
+                        _ = tokio::time::sleep(poll) => {}
+                    }
+                }
+            }));
+        }
+        shutdown.await;
+        let _ = stop.send(true);
+        for l in loops {
+            let _ = l.await;
         }
     }
 }
