@@ -371,8 +371,8 @@ impl Dispatcher {
     pub async fn run(self, poll: Duration, shutdown: impl std::future::Future<Output = ()>) {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut loops = Vec::with_capacity(self.consumers.len());
-        for c in self.consumers.iter().cloned() {
-            let (me, mut stopped) = (self.clone(), stopped.clone());
+        for c in self.consumers.iter() {
+            let (me, c, mut stopped) = (self.clone(), Arc::clone(c), stopped.clone());
             loops.push(tokio::spawn(async move {
                 loop {
                     loop {
