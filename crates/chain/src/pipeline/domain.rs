@@ -110,7 +110,7 @@ impl PipelineConfig {
             send_lease_ms: 60_000,
             single_process: true,
             max_attempts: 5,
-            reconcile_page: 200,
+            reconcile_page: 50,
         }
     }
 }
