@@ -199,15 +199,28 @@ impl Dispatcher {
         if c.delivers() {
             return self.deliver_batch(c, tx, rows, now).await;
         }
-        let failed = c.handle_batch(&mut tx, &rows).await.is_err();
-        if !failed {
-            self.delete_all(&mut tx, c.name(), &rows).await?;
+        self.handle_rows(c, tx, &rows, now).await
+    }
+
+    /// Handles `rows` in `tx` and drops their queue rows. If the batch
+    /// fails, it is rolled back and replayed one event per transaction, so
+    /// the failure is isolated and only that event waits for its backoff.
+    /// Returns how many were handled.
+    async fn handle_rows(
+        &self,
+        c: &Arc<dyn Consumer>,
+        mut tx: Tx,
+        rows: &[Envelope],
+        now: i64,
+    ) -> Result<usize, sqlx::Error> {
+        if c.handle_batch(&mut tx, rows).await.is_ok() {
+            self.delete_all(&mut tx, c.name(), rows).await?;
             tx.commit().await?;
             return Ok(rows.len());
         }
         tx.rollback().await?;
         let mut done = 0;
-        for env in &rows {
+        for env in rows {
             let mut tx = self.db.begin().await?;
             match c.handle(&mut tx, env).await {
                 Ok(()) => {
@@ -264,30 +277,8 @@ impl Dispatcher {
         if delivered.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.db.begin().await?;
-        if c.handle_batch(&mut tx, &delivered).await.is_ok() {
-            self.delete_all(&mut tx, c.name(), &delivered).await?;
-            tx.commit().await?;
-            return Ok(delivered.len());
-        }
-        tx.rollback().await?;
-        let mut done = 0;
-        for env in &delivered {
-            let mut tx = self.db.begin().await?;
-            match c.handle(&mut tx, env).await {
-                Ok(()) => {
-                    self.delete(&mut tx, c.name(), env.id).await?;
-                    tx.commit().await?;
-                    done += 1;
-                }
-                Err(e) => {
-                    tx.rollback().await?;
-                    tracing::warn!(consumer = c.name(), event_id = env.id, error = %e, "recording a delivery failed; will retry");
-                    self.retry_later(c.name(), env.id, now, &e.to_string()).await?;
-                }
-            }
-        }
-        Ok(done)
+        let tx = self.db.begin().await?;
+        self.handle_rows(c, tx, &delivered, now).await
     }
 
     async fn claim(&self, tx: &mut Tx, consumer: &str, now: i64, limit: i64) -> Result<Vec<Envelope>, sqlx::Error> {
