@@ -58,6 +58,13 @@ pub(crate) struct Job {
     reply: oneshot::Sender<Answer>,
 }
 
+impl Job {
+    /// How many values the script binds.
+    fn values(&self) -> usize {
+        self.statements.iter().map(|(_, a)| a.values.0.len()).sum()
+    }
+}
+
 /// Where scripts wait for SQLite's writer: the queue of the task that
 /// combines them ([`combine`]).
 #[derive(Clone)]
@@ -73,6 +80,11 @@ impl std::fmt::Debug for Waiting {
 /// length, and so the wait of the scripts that arrive during it.
 const GROUP: usize = 64;
 
+/// Bound values in one combined round trip, at most, so that large scripts
+/// arriving together (an order of many tickets each) do not make one long
+/// round trip that everyone behind it waits for. A larger script runs alone.
+const GROUP_VALUES: usize = 16_000;
+
 impl Waiting {
     /// Starts the task that runs waiting scripts on `writer`, in groups.
     pub(crate) fn start(writer: Arc<Mutex<Option<AnyConnection>>>) -> Self {
@@ -87,14 +99,26 @@ impl Waiting {
 /// group, and starts over. Callers wait only for their own answer, never
 /// for the writer, so no queue of callers forms on the writer's lock.
 async fn combine(mut rx: mpsc::UnboundedReceiver<Job>, writer: Arc<Mutex<Option<AnyConnection>>>) {
-    while let Some(first) = rx.recv().await {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut values = first.values();
         let mut jobs = vec![first];
         let guard = writer.clone().lock_owned().await;
         while jobs.len() < GROUP {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+            let Ok(job) = rx.try_recv() else { break };
+            if values + job.values() > GROUP_VALUES {
+                carried = Some(job);
+                break;
             }
+            values += job.values();
+            jobs.push(job);
         }
         if guard.is_none() {
             for job in jobs {
@@ -198,7 +222,7 @@ async fn run_group(mut conn: WriteConn, jobs: Vec<Job>) {
 
         let (done, failure) = run_text(&mut conn, text, args).await;
         for (at, rows) in done.iter().enumerate() {
-            if let (k, Part::Statement) = parts[at] {
+            if let Some(&(k, Part::Statement)) = parts.get(at) {
                 changed[k].push(*rows);
             }
         }
@@ -311,6 +335,33 @@ mod tests {
         assert_eq!(count(&t.db, "SELECT used FROM stock WHERE id = 1").await, 50);
         assert_eq!(count(&t.db, "SELECT COUNT(*) FROM sold").await, 50);
         assert_eq!(count(&t.db, "SELECT COUNT(*) FROM sale_log").await, 50);
+    }
+
+    /// Large scripts arriving together all succeed: three of 12,000 values
+    /// each, more than one combined round trip takes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_scripts_arriving_together_all_succeed() {
+        let t = setup().await;
+        let tasks: Vec<_> = (0..3_i64)
+            .map(|part| {
+                let db = t.db.clone();
+                tokio::spawn(async move {
+                    let rows: Vec<String> = (1..=12_000).map(|i| format!("(${i})")).collect();
+                    let sql = format!("INSERT INTO sale_log (k) VALUES {}", rows.join(", "));
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for i in 0..12_000_i64 {
+                        q = q.bind(part * 12_000 + i);
+                    }
+                    let mut s = db.script();
+                    s.push(q);
+                    db.write(s).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(count(&t.db, "SELECT COUNT(*) FROM sale_log").await, 36_000);
     }
 
     /// A script that breaks a constraint fails alone: the writes combined
