@@ -214,29 +214,6 @@ impl Db {
         Ok(Tx { conn: Some(conn) })
     }
 
-    /// Starts a write transaction with `script` as its first statements: one
-    /// round trip on SQLite. The caller looks at each statement's changes,
-    /// then commits or rolls back.
-    pub async fn begin_with(&self, script: Script) -> Result<(Tx, Vec<u64>), sqlx::Error> {
-        let conn = self.writer().await?;
-        let mut tx = Tx { conn: Some(conn) };
-        // On error `tx` drops and rolls back whatever part of the frame ran.
-        let changed = script.run_framed(&mut tx, true, false).await?;
-        Ok((tx, changed))
-    }
-
-    /// Runs `script` as a transaction of its own and commits it: one round
-    /// trip on SQLite. For writes that need no look at their results before
-    /// they commit.
-    pub async fn commit_script(&self, script: Script) -> Result<Vec<u64>, sqlx::Error> {
-        let conn = self.writer().await?;
-        let mut tx = Tx { conn: Some(conn) };
-        let changed = script.run_framed(&mut tx, true, true).await?;
-        // Committed: nothing left for the drop to roll back.
-        tx.conn.take();
-        Ok(changed)
-    }
-
     /// A script for this database's backend.
     pub fn script(&self) -> Script {
         Script::new(self.backend)

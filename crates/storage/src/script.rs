@@ -84,51 +84,28 @@ impl Script {
     /// Stops at the first failing statement; the caller's transaction then
     /// holds the earlier ones' effects and must be rolled back.
     pub async fn run(self, conn: &mut AnyConnection) -> Result<Vec<u64>, sqlx::Error> {
-        self.run_framed(conn, false, false).await
-    }
-
-    /// Runs the script after `BEGIN` and/or before `COMMIT`, in the same
-    /// round trip on SQLite. For [`crate::Db::begin_with`] and
-    /// [`crate::Db::commit_script`], which own the transaction's frame.
-    pub(crate) async fn run_framed(
-        self,
-        conn: &mut AnyConnection,
-        begin: bool,
-        commit: bool,
-    ) -> Result<Vec<u64>, sqlx::Error> {
         if let Some(e) = self.broken {
             return Err(e);
         }
         match self.backend {
             Backend::Postgres => {
-                if begin {
-                    sqlx::query("BEGIN").execute(&mut *conn).await?;
-                }
                 let mut changed = Vec::with_capacity(self.statements.len());
                 for (sql, args) in self.statements {
                     let done = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).execute(&mut *conn).await?;
                     changed.push(done.rows_affected());
                 }
-                if commit {
-                    sqlx::query("COMMIT").execute(&mut *conn).await?;
-                }
                 Ok(changed)
             }
             Backend::Sqlite => {
-                let n = self.statements.len() + usize::from(begin) + usize::from(commit);
+                let n = self.statements.len();
                 let mut text = String::new();
-                if begin {
-                    text.push_str("BEGIN;\n");
-                }
                 let mut all = AnyArguments::default();
                 for (sql, args) in self.statements {
                     renumber(&sql, all.values.0.len(), &mut text);
                     text.push_str(";\n");
                     all.values.0.extend(args.values.0);
                 }
-                if commit {
-                    text.push_str("COMMIT;\n");
-                }
+
                 // The driver runs a text of several statements as one
                 // prepared "virtual statement", binding `$n` against the
                 // whole argument list, and yields one result per statement.
@@ -138,7 +115,7 @@ impl Script {
                 #[allow(deprecated)]
                 let results: Vec<_> =
                     sqlx::query_with(sqlx::AssertSqlSafe(text), all).fetch_many(&mut *conn).try_collect().await?;
-                let mut changed: Vec<u64> = results
+                let changed: Vec<u64> = results
                     .into_iter()
                     .filter_map(|r| match r {
                         Either::Left(done) => Some(done.rows_affected()),
@@ -150,12 +127,6 @@ impl Script {
                         "a script of {n} statements reported {} results",
                         changed.len()
                     )));
-                }
-                if commit {
-                    changed.pop();
-                }
-                if begin {
-                    changed.remove(0);
                 }
                 Ok(changed)
             }
@@ -245,11 +216,12 @@ mod tests {
         tx.rollback().await.unwrap();
     }
 
-    /// A script that opens its own transaction commits all of it or, when a
-    /// statement fails or the caller rolls back, none of it; either way the
+    /// A script written with `Db::write` keeps all of it or, when a
+    /// statement fails or a guard changes nothing, none of it; a `Tx`
+    /// dropped without commit is rolled back before the next write; the
     /// writer is free and outside any transaction afterwards.
     #[tokio::test]
-    async fn framed_scripts_commit_all_or_nothing() {
+    async fn written_scripts_commit_all_or_nothing() {
         let t = crate::testing::fresh().await;
         let db = &t.db;
         sqlx::query("CREATE TABLE frame_probe (k BIGINT PRIMARY KEY)")
@@ -265,30 +237,27 @@ mod tests {
         let mut s = db.script();
         s.push(insert(1));
         s.push(insert(2));
-        assert_eq!(db.commit_script(s).await.unwrap(), vec![1, 1]);
+        assert_eq!(db.write(s).await.unwrap(), vec![1, 1]);
         assert_eq!(count().await, 2);
 
         let mut s = db.script();
         s.push(insert(3));
         s.push(insert(1));
-        assert!(db.commit_script(s).await.is_err(), "a duplicate key fails the script");
+        assert!(db.write(s).await.is_err(), "a duplicate key fails the script");
         assert_eq!(count().await, 2, "nothing of the failed script is kept");
 
         let mut s = db.script();
         s.push(insert(4));
-        let (tx, changed) = db.begin_with(s).await.unwrap();
-        assert_eq!(changed, vec![1]);
-        tx.rollback().await.unwrap();
-        assert_eq!(count().await, 2);
+        s.push_guard(sqlx::query("DELETE FROM frame_probe WHERE k = $1").bind(99_i64));
+        assert!(matches!(db.write(s).await, Err(crate::WriteError::Guard(1))));
+        assert_eq!(count().await, 2, "nothing of a script stopped by its guard is kept");
 
-        let mut s = db.script();
-        s.push(insert(5));
-        let (tx, _) = db.begin_with(s).await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        insert(5).execute(&mut *tx).await.unwrap();
         drop(tx);
         let mut s = db.script();
         s.push(insert(6));
-        let (tx, _) = db.begin_with(s).await.unwrap();
-        tx.commit().await.unwrap();
+        db.write(s).await.unwrap();
         let keys: Vec<(i64,)> =
             sqlx::query_as("SELECT k FROM frame_probe ORDER BY k").fetch_all(db.reader()).await.unwrap();
         assert_eq!(keys, vec![(1,), (2,), (6,)], "a dropped transaction is rolled back before the next one starts");

@@ -291,7 +291,7 @@ mod tests {
         s.push(sqlx::query("CREATE TABLE sold (k BIGINT PRIMARY KEY)"));
         s.push(sqlx::query("CREATE TABLE sale_log (k BIGINT NOT NULL)"));
         s.push(sqlx::query("INSERT INTO stock (id, used, size) VALUES (1, 0, 50)"));
-        t.db.commit_script(s).await.unwrap();
+        t.db.write(s).await.unwrap();
         t
     }
 
