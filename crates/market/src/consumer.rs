@@ -11,9 +11,9 @@
 
 use crate::domain::parse_purchase_reference;
 use crate::service::Market;
-use entrada_storage::Tx;
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
+use entrada_storage::{Db, Script, Tx};
 use std::sync::Arc;
 
 /// The `market.payments` consumer (payment outcomes, exports, cancellations).
@@ -25,6 +25,23 @@ pub struct ResalePayments {
 impl Consumer for ResalePayments {
     fn name(&self) -> &'static str {
         consumers::MARKET_PAYMENTS
+    }
+
+    fn plans(&self) -> bool {
+        true
+    }
+
+    /// A batch of payment outcomes for orders (the usual batch during a
+    /// primary sale) is none of the market's business: nothing to write
+    /// beyond the queue rows.
+    async fn plan_batch(&self, db: &Db, events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
+        let foreign = events.iter().all(|env| match &env.event {
+            DomainEvent::PaymentSucceeded { reference, .. } | DomainEvent::PaymentFailed { reference, .. } => {
+                parse_purchase_reference(reference).is_none()
+            }
+            _ => false,
+        });
+        Ok(foreign.then(|| db.script()))
     }
 
     async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {

@@ -1,9 +1,12 @@
 //! The database handle, chosen once from the URL (`sqlite:` or `postgres:`).
 //!
-//! SQLite runs in WAL mode with a single writer connection and a small pool of
+//! SQLite runs in WAL mode with one writer at a time and a small pool of
 //! readers. One writer, not many: SQLite serialises writers anyway, and with
 //! several write connections a deferred transaction that reads then writes
-//! fails with SQLITE_BUSY under load instead of queueing. PostgreSQL uses one
+//! fails with SQLITE_BUSY under load instead of queueing. Two connections
+//! write, never together: sqlx's writer for transactions, and the script
+//! thread's for [`Db::write`] (`lite.rs`), each only while holding the
+//! writer lock. PostgreSQL uses one
 //! pool for both; its row locks and conditional updates do the guarding.
 //!
 //! The SQLite writer is one connection behind a fair mutex, not a pool of
@@ -22,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::script::Script;
-use crate::write::{GUARD_TABLE, Waiting};
+use crate::write::Waiting;
 
 /// How long a caller waits for the writer before giving up.
 const WRITER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -171,9 +174,8 @@ impl Db {
             let opts = AnyConnectOptions::from_str(&url)?;
             let mut writer = opts.connect().await?;
             writer.execute(SQLITE_PRAGMAS).await?;
-            writer.execute(GUARD_TABLE).await?;
             let writer = Arc::new(Mutex::new(Some(writer)));
-            let write = Writer::Sqlite(writer.clone(), Waiting::start(writer));
+            let write = Writer::Sqlite(writer.clone(), crate::lite::spawn(Path::new(file), writer)?);
             let read = AnyPoolOptions::new()
                 .max_connections(cfg.max_connections.clamp(1, 16))
                 .test_before_acquire(false)
@@ -257,7 +259,8 @@ impl Db {
 
     pub async fn close(&self) {
         match &self.write {
-            Writer::Sqlite(m, _) => {
+            Writer::Sqlite(m, waiting) => {
+                waiting.close();
                 if let Some(conn) = m.lock().await.take() {
                     let _ = sqlx::Connection::close(conn).await;
                 }
@@ -311,7 +314,7 @@ impl Params {
 /// WAL lets readers run beside the writer; `synchronous = NORMAL` is durable
 /// across process crashes (not across power loss before a checkpoint), the
 /// usual trade for WAL; foreign keys are off by default in SQLite.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
 
 fn sqlite_pragmas(

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod db;
 pub mod events;
 pub mod idempotency;
+mod lite;
 pub mod outbox;
 pub mod script;
 #[allow(clippy::expect_used)]

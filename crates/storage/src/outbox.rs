@@ -53,6 +53,26 @@ pub trait Consumer: Send + Sync + 'static {
         Ok(())
     }
 
+    /// True for a consumer that can plan batches ([`Consumer::plan_batch`]).
+    fn plans(&self) -> bool {
+        false
+    }
+
+    /// Plans a claimed batch as one script, from reads made outside any
+    /// transaction, its changes guarded by what was read (a status that
+    /// must still hold, a row that must still be there). The dispatcher
+    /// adds the deletion of the batch's queue rows, also guarded, and
+    /// writes it with [`Db::write`]: the writer is never held while the
+    /// consumer reads, and on SQLite the script joins other writers'
+    /// scripts in one commit. A guard that fails means something moved
+    /// since the reads: nothing is written and the batch goes through
+    /// [`Consumer::handle_batch`] instead, as it does when this returns
+    /// `None`. Used on SQLite, where this process alone works the queue;
+    /// on PostgreSQL, nodes share it and claim rows under row locks.
+    async fn plan_batch(&self, _db: &Db, _events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
+        Ok(None)
+    }
+
     /// True for a consumer whose effect leaves the process (a mail): the
     /// dispatcher then calls [`Consumer::deliver`] outside any transaction,
     /// under a lease on the queue row, and `handle` afterwards records the
@@ -144,6 +164,16 @@ pub struct Dispatcher {
 
 const BATCH: i64 = 64;
 
+/// What became of a planning consumer's batch.
+enum Planned {
+    /// Nothing was due.
+    Nothing,
+    /// Written, this many events.
+    Written(usize),
+    /// Not planned or not written: the transaction path handles it.
+    InTransaction,
+}
+
 impl Dispatcher {
     pub fn new(db: Db, clock: SharedClock, consumers: Vec<Arc<dyn Consumer>>) -> Self {
         Self { db, clock, consumers: consumers.into(), wake: Arc::new(Notify::new()) }
@@ -179,6 +209,13 @@ impl Dispatcher {
     /// failure is isolated and only that event is delayed.
     async fn run_batch(&self, c: &Arc<dyn Consumer>) -> Result<usize, sqlx::Error> {
         let now = self.clock.now_ms();
+        if self.db.backend() == Backend::Sqlite && c.plans() && !c.delivers() {
+            match self.planned(c, now).await? {
+                Planned::Nothing => return Ok(0),
+                Planned::Written(n) => return Ok(n),
+                Planned::InTransaction => {}
+            }
+        }
         // Look on a reader first: an idle consumer must not take the
         // (single, on SQLite) writer every tick just to find nothing.
         let due: Option<(i64,)> =
@@ -200,6 +237,46 @@ impl Dispatcher {
             return self.deliver_batch(c, tx, rows, now).await;
         }
         self.handle_rows(c, tx, &rows, now).await
+    }
+
+    /// A planning consumer's batch: read on a reader, planned, and written
+    /// with its queue rows' deletion in one guarded script.
+    async fn planned(&self, c: &Arc<dyn Consumer>, now: i64) -> Result<Planned, sqlx::Error> {
+        let sql = "SELECT o.id, o.created_at, o.payload FROM outbox_queue q JOIN outbox o ON o.id = q.event_id \
+                   WHERE q.consumer = $1 AND q.available_at <= $2 ORDER BY q.event_id LIMIT $3";
+        let found: Vec<(i64, i64, String)> =
+            sqlx::query_as(sql).bind(c.name()).bind(now).bind(BATCH).fetch_all(self.db.reader()).await?;
+        if found.is_empty() {
+            return Ok(Planned::Nothing);
+        }
+        let mut rows = Vec::with_capacity(found.len());
+        for (id, at, payload) in found {
+            // An unreadable event is parked by the transaction's claim.
+            let Ok(event) = serde_json::from_str(&payload) else { return Ok(Planned::InTransaction) };
+            rows.push(Envelope { id, occurred_at_ms: at, event });
+        }
+        let mut script = match c.plan_batch(&self.db, &rows).await {
+            Ok(Some(script)) => script,
+            Ok(None) => return Ok(Planned::InTransaction),
+            Err(e) => {
+                tracing::debug!(consumer = c.name(), error = %e, "planning failed; handling the batch in a transaction");
+                return Ok(Planned::InTransaction);
+            }
+        };
+        for env in &rows {
+            script.push_guard(
+                sqlx::query("DELETE FROM outbox_queue WHERE consumer = $1 AND event_id = $2")
+                    .bind(c.name())
+                    .bind(env.id),
+            );
+        }
+        match self.db.write(script).await {
+            Ok(_) => Ok(Planned::Written(rows.len())),
+            Err(e) => {
+                tracing::debug!(consumer = c.name(), error = %e, "planned batch not written; handling it in a transaction");
+                Ok(Planned::InTransaction)
+            }
+        }
     }
 
     /// Handles `rows` in `tx` and drops their queue rows. If the batch
@@ -584,5 +661,99 @@ mod tests {
             let mail_at = log.iter().position(|e| *e == "mail").unwrap();
             assert!(mail_at <= 1, "the mail went out at turn {mail_at} of {}, behind the stream", log.len());
         }
+    }
+
+    /// Counts refund requests in `plan_probe`. Plans each batch from a read
+    /// of the counter, guarded on the value read; when told to, moves the
+    /// counter between its read and its write, as another writer would.
+    struct Planner {
+        log: Arc<Mutex<Vec<&'static str>>>,
+        interfere: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Consumer for Planner {
+        fn name(&self) -> &'static str {
+            PAYMENTS_REFUNDS
+        }
+        fn plans(&self) -> bool {
+            true
+        }
+        async fn plan_batch(&self, db: &Db, events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
+            let (n,): (i64,) = sqlx::query_as("SELECT n FROM plan_probe WHERE k = 1").fetch_one(db.reader()).await?;
+            self.log.lock().unwrap().push("plan");
+            if self.interfere.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                let mut other = db.script();
+                other.push(sqlx::query("UPDATE plan_probe SET n = n + 100 WHERE k = 1"));
+                db.write(other).await?;
+            }
+            let mut s = db.script();
+            s.push_guard(
+                sqlx::query("UPDATE plan_probe SET n = $1 WHERE k = 1 AND n = $2")
+                    .bind(n + events.len() as i64)
+                    .bind(n),
+            );
+            Ok(Some(s))
+        }
+        async fn handle(&self, tx: &mut Tx, _: &Envelope) -> Result<(), anyhow_lite::Error> {
+            self.log.lock().unwrap().push("handle");
+            sqlx::query("UPDATE plan_probe SET n = n + 1 WHERE k = 1").execute(&mut **tx).await?;
+            Ok(())
+        }
+    }
+
+    /// On SQLite a planning consumer's batch is written as its plan, queue
+    /// rows included; a plan whose guard finds the data moved since its
+    /// reads writes nothing, and the batch is handled in a transaction
+    /// instead, each event once. On PostgreSQL batches are always handled
+    /// in a transaction.
+    #[tokio::test]
+    async fn a_stale_plan_writes_nothing_and_its_batch_is_handled_in_a_transaction() {
+        let t = crate::testing::fresh().await;
+        let mut s = t.db.script();
+        s.push(sqlx::query("CREATE TABLE plan_probe (k BIGINT PRIMARY KEY, n BIGINT NOT NULL)"));
+        s.push(sqlx::query("INSERT INTO plan_probe (k, n) VALUES (1, 0)"));
+        t.db.write(s).await.unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let planner = Arc::new(Planner { log: log.clone(), interfere: false.into() });
+        let consumer: Arc<dyn Consumer> = planner.clone();
+        let clock: SharedClock = Arc::new(ManualClock::new(time::OffsetDateTime::UNIX_EPOCH));
+        let dispatcher = Dispatcher::new(t.db.clone(), clock, vec![consumer]);
+        let refund = || DomainEvent::RefundRequested { payment_id: PaymentId::new(), reason: "r".into() };
+        let counter = || async {
+            let (n,): (i64,) =
+                sqlx::query_as("SELECT n FROM plan_probe WHERE k = 1").fetch_one(t.db.reader()).await.unwrap();
+            n
+        };
+        let sqlite = t.db.backend() == Backend::Sqlite;
+
+        let mut tx = t.db.begin().await.unwrap();
+        for _ in 0..2 {
+            append(&mut tx, 0, &refund()).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(dispatcher.drain().await.unwrap(), 2);
+        assert_eq!(counter().await, 2);
+        let expected: &[&str] = if sqlite { &["plan"] } else { &["handle", "handle"] };
+        assert_eq!(log.lock().unwrap().as_slice(), expected);
+
+        log.lock().unwrap().clear();
+        planner.interfere.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut tx = t.db.begin().await.unwrap();
+        for _ in 0..3 {
+            append(&mut tx, 0, &refund()).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        assert_eq!(dispatcher.drain().await.unwrap(), 3, "each event handled once");
+        if sqlite {
+            assert_eq!(counter().await, 2 + 100 + 3, "the stale plan wrote nothing");
+            assert_eq!(log.lock().unwrap().as_slice(), ["plan", "handle", "handle", "handle"]);
+        } else {
+            assert_eq!(counter().await, 5);
+            assert_eq!(log.lock().unwrap().as_slice(), ["handle", "handle", "handle"]);
+        }
+        let (left,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM outbox_queue").fetch_one(t.db.reader()).await.unwrap();
+        assert_eq!(left, 0);
     }
 }

@@ -64,6 +64,18 @@ impl Script {
         at
     }
 
+    /// Makes statement `at` (an index [`Script::push`] returned) a guard.
+    pub fn guard(&mut self, at: usize) {
+        if !self.guards.contains(&at) {
+            self.guards.push(at);
+        }
+    }
+
+    /// The indexes of the guard statements.
+    pub fn guards(&self) -> &[usize] {
+        &self.guards
+    }
+
     pub(crate) fn into_parts(self) -> Parts {
         (self.statements, self.guards, self.broken)
     }

@@ -4,29 +4,27 @@
 //! nothing, with guards (statements that must change a row) checked before
 //! anything is kept.
 //!
-//! On SQLite the single writer runs transactions one after another, and
-//! what it waits on is round trips to the driver's worker thread, not
-//! SQLite. So writes that arrive while the writer is busy are combined: a
-//! task takes every waiting script, runs them in one transaction and one
-//! round trip, each script inside its own savepoint, and answers each
-//! caller after the commit (group commit). A guard is
-//! followed by an assertion that fails when the guard changed nothing; a
-//! script that fails (a guard, a constraint) stops the round trip there:
-//! it is rolled back to its savepoint and told why, and the scripts after
-//! it go on in the next round trip. No caller hears "written" before the
-//! commit that holds its rows.
+//! On SQLite the single writer runs transactions one after another. So
+//! writes that arrive while the writer is busy are combined: a task takes
+//! every waiting script and hands them to the script thread
+//! ([`crate::lite`]), which runs them in one transaction, each script
+//! inside its own savepoint, with its statements prepared once and cached.
+//! A script that fails (a guard that changed no row, a constraint) is
+//! rolled back to its savepoint and told why; the others go on. Every
+//! caller is answered after the commit (group commit): no caller hears
+//! "written" before the commit that holds its rows.
 //!
 //! On PostgreSQL each script is its own transaction on a pooled connection:
 //! the server runs transactions side by side, and combining would only make
 //! them wait for each other.
 
-use crate::db::{Db, Held, WriteConn, Writer};
-use crate::script::{Script, renumber};
-use futures::StreamExt;
+use crate::db::{Db, Writer};
+use crate::script::Script;
 use sqlx::any::AnyArguments;
-use sqlx::{AnyConnection, Either, Executor};
 use std::sync::Arc;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use tokio::sync::oneshot;
 
 /// Why [`Db::write`] wrote nothing.
 #[derive(Debug, thiserror::Error)]
@@ -49,26 +47,37 @@ impl From<WriteError> for sqlx::Error {
     }
 }
 
-type Answer = Result<Vec<u64>, WriteError>;
+pub(crate) type Answer = Result<Vec<u64>, WriteError>;
 
 /// A script waiting for the writer.
 pub(crate) struct Job {
-    statements: Vec<(String, AnyArguments)>,
-    guards: Vec<usize>,
-    reply: oneshot::Sender<Answer>,
+    pub(crate) statements: Vec<(String, AnyArguments)>,
+    pub(crate) guards: Vec<usize>,
+    pub(crate) reply: oneshot::Sender<Answer>,
+}
+
+/// What the script thread hears.
+pub(crate) enum Msg {
+    Job(Job),
+    Close,
 }
 
 impl Job {
     /// How many values the script binds.
-    fn values(&self) -> usize {
+    pub(crate) fn values(&self) -> usize {
         self.statements.iter().map(|(_, a)| a.values.0.len()).sum()
     }
 }
 
-/// Where scripts wait for SQLite's writer: the queue of the task that
-/// combines them ([`combine`]).
+/// Where scripts wait for SQLite's writer: the queue of the script thread
+/// that combines and runs them ([`crate::lite`]).
 #[derive(Clone)]
-pub(crate) struct Waiting(mpsc::UnboundedSender<Job>);
+pub(crate) struct Waiting {
+    pub(crate) queue: std_mpsc::Sender<Msg>,
+    /// Set by [`Db::close`]: a script that finds it set, or whose answer
+    /// never comes after it was set, hears `PoolClosed`.
+    pub(crate) closed: Arc<AtomicBool>,
+}
 
 impl std::fmt::Debug for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,65 +85,22 @@ impl std::fmt::Debug for Waiting {
     }
 }
 
-/// Scripts in one combined round trip, at most: bounds the round trip's
-/// length, and so the wait of the scripts that arrive during it.
-const GROUP: usize = 64;
-
-/// Bound values in one combined round trip, at most, so that large scripts
-/// arriving together (an order of many tickets each) do not make one long
-/// round trip that everyone behind it waits for. A larger script runs alone.
-const GROUP_VALUES: usize = 16_000;
-
 impl Waiting {
-    /// Starts the task that runs waiting scripts on `writer`, in groups.
-    pub(crate) fn start(writer: Arc<Mutex<Option<AnyConnection>>>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(combine(rx, writer));
-        Self(tx)
+    /// Stops the script thread; scripts sent after this fail with
+    /// `PoolClosed`.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _ = self.queue.send(Msg::Close);
+    }
+
+    fn closed(&self) -> WriteError {
+        WriteError::Db(if self.closed.load(Ordering::SeqCst) {
+            sqlx::Error::PoolClosed
+        } else {
+            sqlx::Error::WorkerCrashed
+        })
     }
 }
-
-/// The combining task: takes every script waiting (up to [`GROUP`]), takes
-/// the writer (shared with `Db::begin` and `Db::writer`), runs them as one
-/// group, and starts over. Callers wait only for their own answer, never
-/// for the writer, so no queue of callers forms on the writer's lock.
-async fn combine(mut rx: mpsc::UnboundedReceiver<Job>, writer: Arc<Mutex<Option<AnyConnection>>>) {
-    let mut carried: Option<Job> = None;
-    loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match rx.recv().await {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        let mut values = first.values();
-        let mut jobs = vec![first];
-        let guard = writer.clone().lock_owned().await;
-        while jobs.len() < GROUP {
-            let Ok(job) = rx.try_recv() else { break };
-            if values + job.values() > GROUP_VALUES {
-                carried = Some(job);
-                break;
-            }
-            values += job.values();
-            jobs.push(job);
-        }
-        if guard.is_none() {
-            for job in jobs {
-                let _ = job.reply.send(Err(WriteError::Db(sqlx::Error::PoolClosed)));
-            }
-            continue;
-        }
-        run_group(WriteConn(Held::Sqlite(guard)), jobs).await;
-    }
-}
-
-/// The temporary table behind guard assertions, created on SQLite's writer
-/// connection: inserting a zero fails its check and stops the round trip.
-pub(crate) const GUARD_TABLE: &str =
-    "CREATE TEMP TABLE IF NOT EXISTS script_guard (id INTEGER PRIMARY KEY, ok INTEGER NOT NULL CHECK (ok > 0))";
-const ASSERT_GUARD: &str = "INSERT OR REPLACE INTO temp.script_guard (id, ok) VALUES (1, changes())";
 
 impl Db {
     /// Runs `script` as a transaction of its own and commits it, unless a
@@ -150,8 +116,11 @@ impl Db {
             return self.write_alone(statements, &guards).await;
         };
         let (reply, answer) = oneshot::channel();
-        waiting.0.send(Job { statements, guards, reply }).map_err(|_| WriteError::Db(sqlx::Error::PoolClosed))?;
-        answer.await.map_err(|_| WriteError::Db(sqlx::Error::WorkerCrashed))?
+        if waiting.closed.load(Ordering::SeqCst) {
+            return Err(WriteError::Db(sqlx::Error::PoolClosed));
+        }
+        waiting.queue.send(Msg::Job(Job { statements, guards, reply })).map_err(|_| waiting.closed())?;
+        answer.await.map_err(|_| waiting.closed())?
     }
 
     async fn write_alone(&self, statements: Vec<(String, AnyArguments)>, guards: &[usize]) -> Answer {
@@ -167,116 +136,6 @@ impl Db {
         tx.commit().await?;
         Ok(changed)
     }
-}
-
-/// What a statement of a combined round trip is.
-#[derive(Clone, Copy)]
-enum Part {
-    /// `BEGIN`, `COMMIT`, a savepoint or its release, a rollback to it.
-    Frame,
-    /// One of the job's statements.
-    Statement,
-    /// The assertion after guard statement `i` of the job.
-    Assert(usize),
-}
-
-/// Runs `jobs` in one transaction, in as few round trips as their failures
-/// allow, and answers each.
-async fn run_group(mut conn: WriteConn, jobs: Vec<Job>) {
-    let mut jobs: Vec<Option<Job>> = jobs.into_iter().map(Some).collect();
-    let mut changed: Vec<Vec<u64>> = vec![Vec::new(); jobs.len()];
-    let mut next = 0;
-    // Each round trip: (the rollback of the script that failed last,)
-    // every script from `next` on, and the commit.
-    let mut opening = "BEGIN";
-    loop {
-        let mut text = String::new();
-        let mut args = AnyArguments::default();
-        let mut parts: Vec<(usize, Part)> = Vec::new();
-        for frame in opening.split(';').filter(|f| !f.trim().is_empty()) {
-            text.push_str(frame);
-            text.push_str(";\n");
-            parts.push((usize::MAX, Part::Frame));
-        }
-        for (k, job) in jobs.iter().enumerate().skip(next) {
-            let Some(job) = job.as_ref() else { continue };
-            text.push_str("SAVEPOINT script;\n");
-            parts.push((k, Part::Frame));
-            for (i, (sql, a)) in job.statements.iter().enumerate() {
-                renumber(sql, args.values.0.len(), &mut text);
-                text.push_str(";\n");
-                // Cloned: a failure before this script sends it again.
-                args.values.0.extend(a.values.0.iter().cloned());
-                parts.push((k, Part::Statement));
-                if job.guards.contains(&i) {
-                    text.push_str(ASSERT_GUARD);
-                    text.push_str(";\n");
-                    parts.push((k, Part::Assert(i)));
-                }
-            }
-            text.push_str("RELEASE script;\n");
-            parts.push((k, Part::Frame));
-        }
-        text.push_str("COMMIT;\n");
-        parts.push((usize::MAX, Part::Frame));
-
-        let (done, failure) = run_text(&mut conn, text, args).await;
-        for (at, rows) in done.iter().enumerate() {
-            if let Some(&(k, Part::Statement)) = parts.get(at) {
-                changed[k].push(*rows);
-            }
-        }
-        let Some(e) = failure else {
-            for (k, job) in jobs.into_iter().enumerate() {
-                if let Some(job) = job {
-                    let _ = job.reply.send(Ok(std::mem::take(&mut changed[k])));
-                }
-            }
-            return;
-        };
-        match parts.get(done.len()) {
-            Some(&(k, part)) if k != usize::MAX => {
-                // One script failed: undo it alone, tell its caller why,
-                // and carry on with the ones after it.
-                let why = match part {
-                    Part::Assert(i) => WriteError::Guard(i),
-                    _ => WriteError::Db(e),
-                };
-                if let Some(job) = jobs[k].take() {
-                    let _ = job.reply.send(Err(why));
-                }
-                next = k + 1;
-                opening = "ROLLBACK TO script; RELEASE script";
-            }
-            _ => {
-                // BEGIN or COMMIT failed: nothing of this group is kept.
-                let _ = conn.execute("ROLLBACK").await;
-                let message = e.to_string();
-                for job in jobs.into_iter().flatten() {
-                    let _ = job.reply.send(Err(WriteError::Db(sqlx::Error::Protocol(message.clone()))));
-                }
-                return;
-            }
-        }
-    }
-}
-
-/// Runs a multi-statement text; returns the changes of every statement that
-/// completed, and the error that stopped the rest.
-async fn run_text(conn: &mut AnyConnection, text: String, args: AnyArguments) -> (Vec<u64>, Option<sqlx::Error>) {
-    let mut done = Vec::new();
-    // Not kept in the driver's statement cache: a group's text is rarely
-    // seen twice, and the cache holds the hot paths' own statements.
-    #[allow(deprecated)]
-    let mut results = sqlx::query_with(sqlx::AssertSqlSafe(text), args).persistent(false).fetch_many(conn);
-    while let Some(r) = results.next().await {
-        match r {
-            Ok(Either::Left(d)) => done.push(d.rows_affected()),
-            Ok(Either::Right(_)) => {}
-            Err(e) => return (done, Some(e)),
-        }
-    }
-    (done, None)
 }
 
 #[cfg(test)]
@@ -388,5 +247,67 @@ mod tests {
         assert_eq!(count(&t.db, "SELECT COUNT(*) FROM sold").await, 30);
         assert_eq!(count(&t.db, "SELECT COUNT(*) FROM sale_log").await, 30);
         assert_eq!(count(&t.db, "SELECT used FROM stock WHERE id = 1").await, 30);
+    }
+
+    /// Values of every kind land where their placeholders say, whether the
+    /// text names them out of order (`$2` before `$1`) or takes them by
+    /// position (`Params`, bare `?` on SQLite).
+    #[tokio::test]
+    async fn values_of_every_kind_bind_where_their_placeholders_say() {
+        let t = crate::testing::fresh().await;
+        let mut s = t.db.script();
+        s.push(sqlx::query(
+            "CREATE TABLE kinds (k BIGINT PRIMARY KEY, flag BOOLEAN, small BIGINT, mid BIGINT, real DOUBLE PRECISION, \
+             label TEXT, note TEXT)",
+        ));
+        t.db.write(s).await.unwrap();
+
+        let mut s = t.db.script();
+        s.push(
+            sqlx::query(
+                "INSERT INTO kinds (label, k, flag, small, mid, real, note) VALUES ($6, $1, $2, $3, $4, $5, $7)",
+            )
+            .bind(1_i64)
+            .bind(true)
+            .bind(7_i16)
+            .bind(70_000_i32)
+            .bind(2.5_f64)
+            .bind("first")
+            .bind(None::<String>),
+        );
+        let mut p = crate::Params::new(t.db.backend());
+        let sql = format!("INSERT INTO kinds (k, flag, small, mid, real, label, note) VALUES ({})", p.list(7));
+        s.push(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(2_i64)
+                .bind(false)
+                .bind(-3_i16)
+                .bind(-9_i32)
+                .bind(-0.25_f64)
+                .bind("second")
+                .bind("a note"),
+        );
+        assert_eq!(t.db.write(s).await.unwrap(), vec![1, 1]);
+
+        type Row = (i64, i64, i64, i64, f64, String, Option<String>);
+        let sql = "SELECT k, CASE WHEN flag THEN 1 ELSE 0 END, small, mid, real, label, note FROM kinds ORDER BY k";
+        let rows: Vec<Row> = sqlx::query_as(sql).fetch_all(t.db.reader()).await.unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (1, 1, 7, 70_000, 2.5, "first".to_owned(), None),
+                (2, 0, -3, -9, -0.25, "second".to_owned(), Some("a note".to_owned())),
+            ]
+        );
+    }
+
+    /// After the database is closed a write fails at once; it neither hangs
+    /// nor writes.
+    #[tokio::test]
+    async fn a_write_after_close_fails() {
+        let t = setup().await;
+        t.db.close().await;
+        let err = t.db.write(sale(&t.db, 1)).await.unwrap_err();
+        assert!(matches!(err, WriteError::Db(sqlx::Error::PoolClosed)), "{err:?}");
     }
 }

@@ -14,6 +14,7 @@ use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{self, Consumer, Envelope, anyhow_lite};
 use entrada_storage::{Db, Script, Tx};
 use serde_json::json;
+use sqlx::AnyConnection;
 use std::collections::HashMap;
 
 /// The `ticketing.payments` consumer.
@@ -151,6 +152,9 @@ fn push_honour(
 ) -> Result<Option<usize>, SalesError> {
     let serial = (!order.positions.is_empty()).then(|| script.len());
     let tickets = store::push_issue_tickets(script, order, now);
+    if let Some(at) = serial {
+        script.guard(at);
+    }
     outbox::push(
         script,
         now,
@@ -199,34 +203,36 @@ fn check_serial(changed: &[u64], serial: Option<usize>, order: &Order) -> Result
 }
 
 /// The usual batch during a sale: every event a successful payment of the
-/// exact total of a different pending order. Handled in four round trips
-/// (orders, positions, mail facts, one script), whatever the batch size.
-/// Returns false, having changed nothing, when the batch is anything else;
-/// the caller then goes event by event.
-async fn pay_pending_orders(tx: &mut Tx, lock: &str, events: &[Envelope]) -> Result<bool, SalesError> {
+/// exact total of a different pending order. Reads the orders, their
+/// positions and the mails' facts on `conn` (three round trips) and returns
+/// one script that pays them all, whatever the batch size; each order's
+/// move and its event's serial counter are guards. `None`, having changed
+/// nothing, when the batch is anything else: the caller then goes event by
+/// event.
+async fn pay_script(conn: &mut AnyConnection, lock: &str, events: &[Envelope]) -> Result<Option<Script>, SalesError> {
     let mut paid = Vec::with_capacity(events.len());
     for env in events {
         let DomainEvent::PaymentSucceeded { payment_id, reference, amount_minor, currency } = &env.event else {
-            return Ok(false);
+            return Ok(None);
         };
-        let Some(order_id) = domain::parse_order_reference(reference) else { return Ok(false) };
+        let Some(order_id) = domain::parse_order_reference(reference) else { return Ok(None) };
         paid.push((env.occurred_at_ms, order_id, *payment_id, *amount_minor, currency.as_str()));
     }
     let mut ids: Vec<OrderId> = paid.iter().map(|p| p.1).collect();
     ids.sort();
     ids.dedup();
     if ids.len() != paid.len() {
-        return Ok(false);
+        return Ok(None);
     }
     let orders: HashMap<OrderId, Order> =
-        store::load_orders(tx, &ids, lock).await?.into_iter().map(|o| (o.id, o)).collect();
+        store::load_orders(conn, &ids, lock).await?.into_iter().map(|o| (o.id, o)).collect();
     let simple = paid.iter().all(|(_, id, _, minor, currency)| {
         orders.get(id).is_some_and(|o| {
             o.status == OrderStatus::Pending && o.total.minor == *minor && o.total.currency.as_str() == *currency
         })
     });
     if !simple {
-        return Ok(false);
+        return Ok(None);
     }
     let mut buyers: Vec<_> = orders.values().map(|o| o.buyer_id).collect();
     buyers.sort();
@@ -234,9 +240,8 @@ async fn pay_pending_orders(tx: &mut Tx, lock: &str, events: &[Envelope]) -> Res
     let mut event_ids: Vec<_> = orders.values().map(|o| o.event_id).collect();
     event_ids.sort();
     event_ids.dedup();
-    let (emails, names) = store::mail_facts_of(tx, &buyers, &event_ids).await?;
-    let mut script = Script::on(tx);
-    let mut checks = Vec::with_capacity(paid.len());
+    let (emails, names) = store::mail_facts_of(conn, &buyers, &event_ids).await?;
+    let mut script = Script::on(conn);
     for (now, id, payment_id, _, _) in &paid {
         let order = &orders[id];
         let email = emails
@@ -245,17 +250,22 @@ async fn pay_pending_orders(tx: &mut Tx, lock: &str, events: &[Envelope]) -> Res
             .ok_or_else(|| SalesError::Corrupt(format!("order buyer {} has no account", order.buyer_id)))?;
         let name = names.get(&order.event_id).cloned().unwrap_or_default();
         let moved = store::push_mark_paid(&mut script, order.id, OrderStatus::Pending, *payment_id, *now);
-        let serial = push_honour(&mut script, *now, order, *payment_id, email, name)?;
-        checks.push((moved, serial, order));
+        script.guard(moved);
+        push_honour(&mut script, *now, order, *payment_id, email, name)?;
     }
+    Ok(Some(script))
+}
+
+/// Pays a batch of pending orders inside `tx` ([`pay_script`]); false,
+/// having changed nothing, when the batch is not that.
+async fn pay_pending_orders(tx: &mut Tx, lock: &str, events: &[Envelope]) -> Result<bool, SalesError> {
+    let Some(script) = pay_script(tx, lock, events).await? else { return Ok(false) };
+    let guards = script.guards().to_vec();
     let changed = script.run(tx).await?;
-    for (moved, serial, order) in checks {
-        // The orders were read in this transaction (locked on PostgreSQL,
-        // on the only writer on SQLite), so each one moves.
-        if changed[moved] != 1 {
-            return Err(SalesError::Corrupt(format!("order {} moved while locked", order.id)));
-        }
-        check_serial(&changed, serial, order)?;
+    // The orders were read in this transaction (locked on PostgreSQL, on
+    // the only writer on SQLite), so each one moves, and its event is there.
+    if let Some(g) = guards.iter().find(|g| changed.get(**g) == Some(&0)) {
+        return Err(SalesError::Corrupt(format!("a locked order or its event changed under statement {g}")));
     }
     Ok(true)
 }
@@ -285,6 +295,17 @@ async fn request_refund(
 impl Consumer for PaymentOutcomes {
     fn name(&self) -> &'static str {
         consumers::TICKETING_PAYMENTS
+    }
+
+    fn plans(&self) -> bool {
+        true
+    }
+
+    /// A batch of payments for pending orders, read on a reader; the
+    /// guards catch an order that moved since (expired, paid by a replay).
+    async fn plan_batch(&self, db: &Db, events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
+        let mut conn = db.reader().acquire().await?;
+        pay_script(&mut conn, "", events).await.map_err(|e| Box::new(e) as anyhow_lite::Error)
     }
 
     async fn handle_batch(&self, tx: &mut Tx, events: &[Envelope]) -> Result<(), anyhow_lite::Error> {

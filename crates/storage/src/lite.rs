@@ -1,0 +1,296 @@
+//! The thread that runs [`crate::Db::write`]'s combined scripts on SQLite.
+//!
+//! sqlx's SQLite driver runs each statement on its worker thread and sends
+//! each result back through a channel: a thread hand-off per statement, and
+//! the writer lock is held through every one of them. Combined scripts run
+//! instead on a connection of their own, on a thread of their own, with
+//! their statements prepared once and cached: one hand-off per group, and
+//! guards checked between statements without leaving SQLite's thread.
+//!
+//! The connection writes only while the combining task holds the writer
+//! lock that sqlx's writer connection is behind too, so the database still
+//! has one writer at a time (the architecture invariant of this crate).
+
+use crate::write::{Answer, Job, Msg, Waiting, WriteError};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OpenFlags};
+use sqlx::AnyConnection;
+use sqlx_core::any::AnyValueKind;
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use tokio::sync::Mutex;
+
+/// Statements kept prepared: every distinct script statement of the hot
+/// paths, with room to spare.
+const CACHED_STATEMENTS: usize = 512;
+
+/// Scripts in one group, at most: bounds the group's length, and so the
+/// wait of the scripts that arrive during it.
+const GROUP: usize = 64;
+
+/// Bound values in one group, at most, so that large scripts arriving
+/// together (an order of many tickets each) do not make one long group
+/// that everyone behind it waits for. A larger script runs alone.
+const GROUP_VALUES: usize = 16_000;
+
+/// Opens the script connection on the database file at `path` and starts
+/// its thread, which runs scripts while holding `writer`'s lock (shared
+/// with `Db::begin` and `Db::writer`). The thread ends on `Msg::Close` or
+/// when every sender is gone.
+pub(crate) fn spawn(path: &Path, writer: Arc<Mutex<Option<AnyConnection>>>) -> Result<Waiting, sqlx::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_error)?;
+    conn.execute_batch(crate::db::SQLITE_PRAGMAS).map_err(db_error)?;
+    conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+    let (tx, rx) = mpsc::channel::<Msg>();
+    std::thread::Builder::new()
+        .name("sqlite-scripts".into())
+        .spawn(move || combine(&conn, &rx, &writer))
+        .map_err(sqlx::Error::Io)?;
+    Ok(Waiting { queue: tx, closed: Default::default() })
+}
+
+/// Takes every script waiting (up to [`GROUP`]), takes the writer lock,
+/// runs them as one group, and starts over. Callers wait only for their
+/// own answer, never for the lock, so no queue of callers forms on it; and
+/// no async task is scheduled while the lock is held.
+fn combine(conn: &Connection, rx: &mpsc::Receiver<Msg>, writer: &Mutex<Option<AnyConnection>>) {
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(Msg::Job(job)) => job,
+                Ok(Msg::Close) | Err(_) => return,
+            },
+        };
+        let mut values = first.values();
+        let mut jobs = vec![first];
+        let guard = writer.blocking_lock();
+        let mut closing = false;
+        while jobs.len() < GROUP {
+            let Ok(msg) = rx.try_recv() else { break };
+            let Msg::Job(job) = msg else {
+                closing = true;
+                break;
+            };
+            if values + job.values() > GROUP_VALUES {
+                carried = Some(job);
+                break;
+            }
+            values += job.values();
+            jobs.push(job);
+        }
+        if guard.is_none() {
+            closing = true;
+        } else {
+            run_group(conn, std::mem::take(&mut jobs));
+        }
+        drop(guard);
+        if closing {
+            for job in jobs.into_iter().chain(carried.take()) {
+                let _ = job.reply.send(Err(WriteError::Db(sqlx::Error::PoolClosed)));
+            }
+            return;
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction, each in its own savepoint, and answers
+/// each caller after the commit. A script that fails (a guard, a
+/// constraint) is rolled back to its savepoint and told why; the others go
+/// on.
+fn run_group(conn: &Connection, jobs: Vec<Job>) {
+    if let Err(e) = frame(conn, "BEGIN IMMEDIATE") {
+        let message = e.to_string();
+        for job in jobs {
+            let _ = job.reply.send(Err(group_failed(&message)));
+        }
+        return;
+    }
+    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+    let mut broken = None;
+    for job in &jobs {
+        match run_job(conn, job) {
+            Ok(answer) => answers.push(answer),
+            Err(e) => {
+                broken = Some(e);
+                break;
+            }
+        }
+    }
+    let commit = match broken {
+        Some(e) => Err(e),
+        None => frame(conn, "COMMIT"),
+    };
+    if let Err(e) = commit {
+        // Nothing of the group is kept: every caller hears it failed.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let message = e.to_string();
+        for job in jobs {
+            let _ = job.reply.send(Err(group_failed(&message)));
+        }
+        return;
+    }
+    for (job, answer) in jobs.into_iter().zip(answers) {
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// One script inside its savepoint. `Err` means the transaction itself is
+/// lost (SQLite rolled it back, or the savepoint could not be undone), so
+/// the whole group fails.
+fn run_job(conn: &Connection, job: &Job) -> Result<Answer, rusqlite::Error> {
+    frame(conn, "SAVEPOINT script")?;
+    let mut changed = Vec::with_capacity(job.statements.len());
+    let mut failure = None;
+    for (i, (sql, args)) in job.statements.iter().enumerate() {
+        match execute(conn, sql, &args.values.0) {
+            Ok(n) if n == 0 && job.guards.contains(&i) => {
+                failure = Some(WriteError::Guard(i));
+                break;
+            }
+            Ok(n) => changed.push(n),
+            Err(e) => {
+                failure = Some(WriteError::Db(db_error(e)));
+                break;
+            }
+        }
+    }
+    match failure {
+        None => {
+            frame(conn, "RELEASE script")?;
+            Ok(Ok(changed))
+        }
+        Some(why) => {
+            if conn.is_autocommit() {
+                // SQLite ended the transaction on this error (a full disk,
+                // an I/O error): the scripts before this one are gone too.
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                    Some(format!("transaction rolled back: {why}")),
+                ));
+            }
+            frame(conn, "ROLLBACK TO script")?;
+            frame(conn, "RELEASE script")?;
+            Ok(Err(why))
+        }
+    }
+}
+
+fn frame(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(sql)?.raw_execute().map(|_| ())
+}
+
+/// Runs one statement that returns no rows; returns the rows it changed.
+///
+/// Parameters are found the way sqlx's SQLite driver finds them: `$n` (or
+/// `?n`) names the n-th value, and a bare `?` takes the next one.
+fn execute(conn: &Connection, sql: &str, values: &[AnyValueKind]) -> Result<u64, rusqlite::Error> {
+    let mut st = conn.prepare_cached(sql)?;
+    let mut next = 0;
+    for p in 1..=st.parameter_count() {
+        let n = match st.parameter_name(p) {
+            Some(name) => name
+                .strip_prefix('$')
+                .or_else(|| name.strip_prefix('?'))
+                .and_then(|d| d.parse::<usize>().ok())
+                .ok_or_else(|| rusqlite::Error::InvalidParameterName(name.to_owned()))?,
+            None => {
+                next += 1;
+                next
+            }
+        };
+        let value =
+            values.get(n.wrapping_sub(1)).ok_or_else(|| rusqlite::Error::InvalidParameterCount(n, values.len()))?;
+        st.raw_bind_parameter(p, sql_value(value))?;
+    }
+    st.raw_execute().map(|n| n as u64)
+}
+
+/// A value as sqlx's SQLite driver would bind it.
+fn sql_value(v: &AnyValueKind) -> ToSqlOutput<'_> {
+    match v {
+        AnyValueKind::Bool(b) => ToSqlOutput::Owned(Value::Integer(i64::from(*b))),
+        AnyValueKind::SmallInt(i) => ToSqlOutput::Owned(Value::Integer(i64::from(*i))),
+        AnyValueKind::Integer(i) => ToSqlOutput::Owned(Value::Integer(i64::from(*i))),
+        AnyValueKind::BigInt(i) => ToSqlOutput::Owned(Value::Integer(*i)),
+        AnyValueKind::Real(r) => ToSqlOutput::Owned(Value::Real(f64::from(*r))),
+        AnyValueKind::Double(d) => ToSqlOutput::Owned(Value::Real(*d)),
+        AnyValueKind::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        AnyValueKind::TextSlice(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+        AnyValueKind::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        _ => ToSqlOutput::Owned(Value::Null),
+    }
+}
+
+fn group_failed(message: &str) -> WriteError {
+    WriteError::Db(sqlx::Error::Protocol(format!("combined write rolled back: {message}")))
+}
+
+/// A SQLite error in sqlx's shape, so that callers' checks (a unique
+/// violation becomes a 409) read it as they read the driver's.
+fn db_error(e: rusqlite::Error) -> sqlx::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => sqlx::Error::Database(Box::new(LiteError {
+            extended: code.extended_code,
+            message: message.unwrap_or_else(|| code.to_string()),
+        })),
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+#[derive(Debug)]
+struct LiteError {
+    extended: std::ffi::c_int,
+    message: String,
+}
+
+impl std::fmt::Display for LiteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(code: {}) {}", self.extended, self.message)
+    }
+}
+
+impl std::error::Error for LiteError {}
+
+impl sqlx::error::DatabaseError for LiteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Owned(self.extended.to_string()))
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        use rusqlite::ffi;
+        match self.extended {
+            ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                sqlx::error::ErrorKind::UniqueViolation
+            }
+            ffi::SQLITE_CONSTRAINT_FOREIGNKEY => sqlx::error::ErrorKind::ForeignKeyViolation,
+            ffi::SQLITE_CONSTRAINT_NOTNULL => sqlx::error::ErrorKind::NotNullViolation,
+            ffi::SQLITE_CONSTRAINT_CHECK => sqlx::error::ErrorKind::CheckViolation,
+            _ => sqlx::error::ErrorKind::Other,
+        }
+    }
+}
