@@ -81,12 +81,18 @@ impl Mailer for MailboxMailer {
 
     async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
         let msg = build_message(&self.from, mail)?;
-        tokio::fs::create_dir_all(&self.dir).await?;
         let name = format!("{}-{}.eml", mail.template, uuid::Uuid::now_v7());
-        // Write then rename, so a reader never sees half a mail.
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        tokio::fs::write(&tmp, msg.formatted()).await?;
-        tokio::fs::rename(&tmp, self.dir.join(name)).await?;
+        let dir = self.dir.clone();
+        // One trip to the blocking pool for the whole file. Write then
+        // rename, so a reader never sees half a mail.
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, msg.formatted())?;
+            std::fs::rename(&tmp, dir.join(name))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
         Ok(())
     }
 }

@@ -100,59 +100,95 @@ fn combine(conn: &Connection, rx: &mpsc::Receiver<Msg>, writer: &Mutex<Option<An
     }
 }
 
-/// Runs `jobs` in one transaction, each in its own savepoint, and answers
-/// each caller after the commit. A script that fails (a guard, a
-/// constraint) is rolled back to its savepoint and told why; the others go
-/// on.
+/// Runs `jobs` in one transaction and answers each caller after the
+/// commit. A script that fails (a guard, a constraint) writes nothing and
+/// is told why; the others go on.
+///
+/// Scripts run without savepoints at first: a savepoint journals again
+/// every page the script touches that the group touched before it, which
+/// costs more than the script. A failing script that changed no row before
+/// its failure (a guard first in its script, the usual case) needs no undo.
+/// One that did is undone with the whole transaction: the group starts
+/// over without it, each script now in its own savepoint, so a group
+/// starts over at most once.
 fn run_group(conn: &Connection, jobs: Vec<Job>) {
-    if let Err(e) = frame(conn, "BEGIN IMMEDIATE") {
-        let message = e.to_string();
-        for job in jobs {
-            let _ = job.reply.send(Err(group_failed(&message)));
+    let mut answers: Vec<Option<Answer>> = jobs.iter().map(|_| None).collect();
+    let mut careful = false;
+    let lost = 'attempt: loop {
+        if let Err(e) = frame(conn, "BEGIN IMMEDIATE") {
+            break 'attempt Some(e);
         }
-        return;
-    }
-    let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
-    let mut broken = None;
-    for job in &jobs {
-        match run_job(conn, job) {
-            Ok(answer) => answers.push(answer),
-            Err(e) => {
-                broken = Some(e);
-                break;
+        for (job, answer) in jobs.iter().zip(answers.iter_mut()) {
+            if matches!(answer, Some(Err(_))) {
+                continue;
+            }
+            match run_job(conn, job, careful) {
+                Ok(Outcome::Done(changed)) => *answer = Some(Ok(changed)),
+                Ok(Outcome::Failed { why, dirty: false }) => *answer = Some(Err(why)),
+                Ok(Outcome::Failed { why, dirty: true }) => {
+                    *answer = Some(Err(why));
+                    if let Err(e) = frame(conn, "ROLLBACK") {
+                        break 'attempt Some(e);
+                    }
+                    for a in answers.iter_mut() {
+                        if matches!(a, Some(Ok(_))) {
+                            *a = None;
+                        }
+                    }
+                    careful = true;
+                    continue 'attempt;
+                }
+                Err(e) => break 'attempt Some(e),
             }
         }
-    }
-    let commit = match broken {
-        Some(e) => Err(e),
-        None => frame(conn, "COMMIT"),
+        match frame(conn, "COMMIT") {
+            Ok(()) => break 'attempt None,
+            Err(e) => break 'attempt Some(e),
+        }
     };
-    if let Err(e) = commit {
-        // Nothing of the group is kept: every caller hears it failed.
+    if let Some(e) = lost {
+        // Nothing of the group is kept: every caller not already told why
+        // its own script failed hears that the group failed.
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         let message = e.to_string();
-        for job in jobs {
-            let _ = job.reply.send(Err(group_failed(&message)));
+        for (job, answer) in jobs.into_iter().zip(answers) {
+            let _ = job.reply.send(match answer {
+                Some(Err(why)) => Err(why),
+                _ => Err(group_failed(&message)),
+            });
         }
         return;
     }
     for (job, answer) in jobs.into_iter().zip(answers) {
-        let _ = job.reply.send(answer);
+        let _ = job.reply.send(answer.unwrap_or_else(|| Err(group_failed("script not run"))));
     }
 }
 
-/// One script inside its savepoint. `Err` means the transaction itself is
-/// lost (SQLite rolled it back, or the savepoint could not be undone), so
-/// the whole group fails.
-fn run_job(conn: &Connection, job: &Job) -> Result<Answer, rusqlite::Error> {
-    frame(conn, "SAVEPOINT script")?;
+/// What became of one script.
+enum Outcome {
+    Done(Vec<u64>),
+    /// It wrote nothing of its own; `dirty` when rows it changed before
+    /// failing are still in the transaction (only without a savepoint).
+    Failed {
+        why: WriteError,
+        dirty: bool,
+    },
+}
+
+/// One script, inside its own savepoint when `careful`. `Err` means the
+/// transaction itself is lost (SQLite rolled it back, or the savepoint
+/// could not be undone), so the whole group fails.
+fn run_job(conn: &Connection, job: &Job, careful: bool) -> Result<Outcome, rusqlite::Error> {
+    if careful {
+        frame(conn, "SAVEPOINT script")?;
+    }
     let mut changed = Vec::with_capacity(job.statements.len());
     let mut failure = None;
     for (i, (sql, args)) in job.statements.iter().enumerate() {
         match execute(conn, sql, &args.values.0) {
-            Ok(n) if n == 0 && job.guards.contains(&i) => {
+            Ok(0) if job.guards.contains(&i) => {
                 failure = Some(WriteError::Guard(i));
                 break;
             }
@@ -163,25 +199,27 @@ fn run_job(conn: &Connection, job: &Job) -> Result<Answer, rusqlite::Error> {
             }
         }
     }
-    match failure {
-        None => {
+    let Some(why) = failure else {
+        if careful {
             frame(conn, "RELEASE script")?;
-            Ok(Ok(changed))
         }
-        Some(why) => {
-            if conn.is_autocommit() {
-                // SQLite ended the transaction on this error (a full disk,
-                // an I/O error): the scripts before this one are gone too.
-                return Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                    Some(format!("transaction rolled back: {why}")),
-                ));
-            }
-            frame(conn, "ROLLBACK TO script")?;
-            frame(conn, "RELEASE script")?;
-            Ok(Err(why))
-        }
+        return Ok(Outcome::Done(changed));
+    };
+    if conn.is_autocommit() {
+        // SQLite ended the transaction on this error (a full disk, an I/O
+        // error): the scripts before this one are gone too.
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+            Some(format!("transaction rolled back: {why}")),
+        ));
     }
+    if careful {
+        frame(conn, "ROLLBACK TO script")?;
+        frame(conn, "RELEASE script")?;
+        return Ok(Outcome::Failed { why, dirty: false });
+    }
+    // A failed statement undoes its own changes; the ones before it stay.
+    Ok(Outcome::Failed { why, dirty: changed.iter().any(|n| *n > 0) })
 }
 
 fn frame(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {

@@ -167,16 +167,36 @@ mod tests {
         n
     }
 
+    /// The same sale with its guard first: a script stopped there has
+    /// changed nothing.
+    fn sale_guard_first(db: &Db, k: i64) -> Script {
+        let mut s = db.script();
+        s.push_guard(sqlx::query("UPDATE stock SET used = used + 1 WHERE id = 1 AND used + 1 <= size"));
+        s.push(sqlx::query("INSERT INTO sale_log (k) VALUES ($1)").bind(k));
+        s.push(sqlx::query("INSERT INTO sold (k) VALUES ($1)").bind(k));
+        s
+    }
+
     /// 200 buyers race for 50 units: exactly 50 writes are kept, the others
     /// are told which guard stopped them and leave nothing behind, not even
-    /// the statements before the guard.
+    /// the statements before the guard. Half the buyers' scripts have the
+    /// guard first, half after a write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn guarded_writes_racing_keep_exactly_what_fits() {
         let t = setup().await;
         let tasks: Vec<_> = (0..200)
             .map(|k| {
                 let db = t.db.clone();
-                tokio::spawn(async move { db.write(sale(&db, k)).await })
+                tokio::spawn(async move {
+                    if k % 2 == 0 {
+                        db.write(sale(&db, k)).await
+                    } else {
+                        match db.write(sale_guard_first(&db, k)).await {
+                            Err(WriteError::Guard(0)) => Err(WriteError::Guard(1)),
+                            other => other,
+                        }
+                    }
+                })
             })
             .collect();
         let (mut kept, mut guarded) = (0, 0);
