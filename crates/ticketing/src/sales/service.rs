@@ -16,7 +16,7 @@ use entrada_primitives::{Principal, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::DomainEvent;
 use entrada_storage::outbox::{self, Consumer};
-use entrada_storage::{Db, Tx, WriteError};
+use entrada_storage::{Db, Script, Tx, WriteError};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -28,14 +28,41 @@ use std::sync::Arc;
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Creates (or returns the existing) payment for `req.reference`.
     async fn create_payment(&self, req: NewPayment) -> Result<Checkout, Problem>;
+    /// [`PaymentGateway::create_payment`], then the caller's record of the
+    /// checkout (`record` adds its statements to a script) written to `db`.
+    /// The payment service commits it in the same write as its own record.
+    async fn create_payment_recorded(
+        &self,
+        db: &Db,
+        req: NewPayment,
+        record: RecordCheckout,
+    ) -> Result<Checkout, Problem> {
+        let checkout = self.create_payment(req).await?;
+        let mut script = db.script();
+        record(&checkout, &mut script);
+        db.write(script).await.map_err(|e| Problem::internal(sqlx::Error::from(e)))?;
+        Ok(checkout)
+    }
     /// Refunds a captured payment in full; refunding twice is not an error.
     async fn refund(&self, payment_id: PaymentId, reason: &str) -> Result<(), Problem>;
 }
+
+/// Statements that record a checkout on the caller's side.
+pub type RecordCheckout = Box<dyn FnOnce(&Checkout, &mut Script) + Send>;
 
 #[async_trait::async_trait]
 impl PaymentGateway for Payments {
     async fn create_payment(&self, req: NewPayment) -> Result<Checkout, Problem> {
         Payments::create_payment(self, req).await
+    }
+
+    async fn create_payment_recorded(
+        &self,
+        _: &Db,
+        req: NewPayment,
+        record: RecordCheckout,
+    ) -> Result<Checkout, Problem> {
+        Payments::create_payment_recorded(self, req, record).await
     }
 
     async fn refund(&self, payment_id: PaymentId, reason: &str) -> Result<(), Problem> {
@@ -294,38 +321,38 @@ impl Sales {
         Ok(order)
     }
 
-    /// Calls the payment service (outside any transaction) and stores the
-    /// checkout on the order.
+    /// Calls the payment service (outside any transaction); the checkout is
+    /// stored on the order in the payment's own write.
     async fn start_payment(&self, order: &mut Order, event_name: &str) -> Result<(), Problem> {
         let base = self.inner.cfg.public_base_url.trim_end_matches('/');
+        let (order_id, buyer) = (order.id, order.buyer_id);
+        let now = self.now_ms();
         let checkout = self
             .inner
             .payments
-            .create_payment(NewPayment {
-                reference: domain::order_reference(order.id),
-                organization_id: order.organization_id,
-                amount: order.total,
-                description: format!("{event_name}: {} ticket(s)", order.positions.len()),
-                return_url: format!("{base}/orders/{}", order.id),
-            })
+            .create_payment_recorded(
+                &self.inner.db,
+                NewPayment {
+                    reference: domain::order_reference(order.id),
+                    organization_id: order.organization_id,
+                    amount: order.total,
+                    description: format!("{event_name}: {} ticket(s)", order.positions.len()),
+                    return_url: format!("{base}/orders/{}", order.id),
+                },
+                Box::new(move |checkout: &Checkout, script: &mut Script| {
+                    store::push_set_checkout(script, order_id, checkout.payment_id, &checkout.checkout_url);
+                    audit::push(
+                        script,
+                        now,
+                        &Actor::User(buyer),
+                        "order.checkout_started",
+                        "order",
+                        &order_id.to_db(),
+                        json!({ "payment_id": checkout.payment_id }),
+                    );
+                }),
+            )
             .await?;
-        let now = self.now_ms();
-        let store_it = async {
-            let mut script = self.inner.db.script();
-            store::push_set_checkout(&mut script, order.id, checkout.payment_id, &checkout.checkout_url);
-            audit::push(
-                &mut script,
-                now,
-                &Actor::User(order.buyer_id),
-                "order.checkout_started",
-                "order",
-                &order.id.to_db(),
-                json!({ "payment_id": checkout.payment_id }),
-            );
-            self.inner.db.write(script).await.map_err(sqlx::Error::from)?;
-            Ok::<(), SalesError>(())
-        };
-        store_it.await.map_err(Problem::internal)?;
         order.payment_id = Some(checkout.payment_id);
         order.checkout_url = Some(checkout.checkout_url);
         Ok(())
