@@ -7,9 +7,11 @@
 //! their statements prepared once and cached: one hand-off per group, and
 //! guards checked between statements without leaving SQLite's thread.
 //!
-//! The connection writes only while the combining task holds the writer
-//! lock that sqlx's writer connection is behind too, so the database still
-//! has one writer at a time (the architecture invariant of this crate).
+//! The thread writes only while it holds the writer lock that sqlx's writer
+//! connection is behind too, so the database still has one writer at a
+//! time (the architecture invariant of this crate). A caller that holds the
+//! lock (an open `Tx`) must not wait for `Db::write`: the thread would wait
+//! for the lock.
 
 use crate::write::{Answer, Job, Msg, Waiting, WriteError};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};

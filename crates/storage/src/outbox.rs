@@ -164,6 +164,11 @@ pub struct Dispatcher {
 
 const BATCH: i64 = 64;
 
+/// A consumer's due events, oldest first: `$1` the consumer, `$2` now, `$3`
+/// how many.
+const CLAIM: &str = "SELECT o.id, o.created_at, o.payload FROM outbox_queue q JOIN outbox o ON o.id = q.event_id \
+                     WHERE q.consumer = $1 AND q.available_at <= $2 ORDER BY q.event_id LIMIT $3";
+
 /// What became of a planning consumer's batch.
 enum Planned {
     /// Nothing was due.
@@ -242,10 +247,8 @@ impl Dispatcher {
     /// A planning consumer's batch: read on a reader, planned, and written
     /// with its queue rows' deletion in one guarded script.
     async fn planned(&self, c: &Arc<dyn Consumer>, now: i64) -> Result<Planned, sqlx::Error> {
-        let sql = "SELECT o.id, o.created_at, o.payload FROM outbox_queue q JOIN outbox o ON o.id = q.event_id \
-                   WHERE q.consumer = $1 AND q.available_at <= $2 ORDER BY q.event_id LIMIT $3";
         let found: Vec<(i64, i64, String)> =
-            sqlx::query_as(sql).bind(c.name()).bind(now).bind(BATCH).fetch_all(self.db.reader()).await?;
+            sqlx::query_as(CLAIM).bind(c.name()).bind(now).bind(BATCH).fetch_all(self.db.reader()).await?;
         if found.is_empty() {
             return Ok(Planned::Nothing);
         }
@@ -363,10 +366,7 @@ impl Dispatcher {
             Backend::Postgres => " FOR UPDATE OF q SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let sql = format!(
-            "SELECT o.id, o.created_at, o.payload FROM outbox_queue q JOIN outbox o ON o.id = q.event_id \
-             WHERE q.consumer = $1 AND q.available_at <= $2 ORDER BY q.event_id LIMIT $3{lock}"
-        );
+        let sql = format!("{CLAIM}{lock}");
         let rows: Vec<(i64, i64, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(consumer).bind(now).bind(limit).fetch_all(&mut **tx).await?;
         let mut out = Vec::with_capacity(rows.len());

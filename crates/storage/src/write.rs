@@ -5,14 +5,15 @@
 //! anything is kept.
 //!
 //! On SQLite the single writer runs transactions one after another. So
-//! writes that arrive while the writer is busy are combined: a task takes
-//! every waiting script and hands them to the script thread
-//! ([`crate::lite`]), which runs them in one transaction, each script
-//! inside its own savepoint, with its statements prepared once and cached.
-//! A script that fails (a guard that changed no row, a constraint) is
-//! rolled back to its savepoint and told why; the others go on. Every
-//! caller is answered after the commit (group commit): no caller hears
-//! "written" before the commit that holds its rows.
+//! writes that arrive while the writer is busy are combined: the script
+//! thread ([`crate::lite`]) takes every waiting script and runs them in
+//! one transaction on a connection of its own, with its statements
+//! prepared once and cached. A script that fails (a guard that changed no
+//! row, a constraint) writes nothing and is told why; the others go on.
+//! Every caller is answered after the commit (group commit): no caller
+//! hears "written" before the commit that holds its rows. A caller holding
+//! an open `Tx` must not wait for `Db::write` (the thread would wait for
+//! the writer lock the caller holds).
 //!
 //! On PostgreSQL each script is its own transaction on a pooled connection:
 //! the server runs transactions side by side, and combining would only make
