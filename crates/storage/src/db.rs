@@ -159,6 +159,13 @@ impl Db {
         sqlx::any::install_default_drivers();
         if let Some(path) = cfg.url.strip_prefix("sqlite://").or_else(|| cfg.url.strip_prefix("sqlite:")) {
             let file = path.split('?').next().unwrap_or(path);
+            // Two connections write to the file (sqlx's writer and the script
+            // thread's), and each would get its own in-memory database.
+            if file.is_empty() || file == ":memory:" || cfg.url.contains("mode=memory") {
+                return Err(sqlx::Error::Configuration(
+                    "an in-memory SQLite database is not supported: give a database file".into(),
+                ));
+            }
             if let Some(dir) = Path::new(file).parent()
                 && !dir.as_os_str().is_empty()
             {
@@ -353,6 +360,19 @@ mod tests {
             let post = std::fs::read_to_string(root.join("postgres").join(&n)).unwrap();
             let expected = lite.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY");
             assert_eq!(expected, post, "{n}: the PostgreSQL twin differs beyond the key type");
+        }
+    }
+
+    /// An in-memory SQLite URL is refused with a clear error instead of
+    /// splitting the writes over two separate in-memory databases.
+    #[tokio::test]
+    async fn an_in_memory_sqlite_url_is_refused() {
+        for url in ["sqlite::memory:", "sqlite://:memory:", "sqlite://x.db?mode=memory"] {
+            let err = super::Db::connect(&super::DbConfig { url: url.into(), max_connections: 2 }).await.unwrap_err();
+            assert!(
+                matches!(&err, sqlx::Error::Configuration(m) if m.to_string().contains("in-memory")),
+                "{url}: {err}"
+            );
         }
     }
 
