@@ -2,7 +2,7 @@
 
 use crate::domain::{Doors, EntryPolicy, TicketFacts, parse_zones};
 use entrada_primitives::ids::{EventId, OrganizationId, TicketId, UserId};
-use entrada_storage::{Db, Params, Tx};
+use entrada_storage::{Db, Params, Run, Tx};
 use sqlx::Row;
 
 type R<T> = Result<T, sqlx::Error>;
@@ -26,12 +26,12 @@ impl EventRow {
 }
 
 pub async fn event(db: &Db, id: EventId) -> R<Option<EventRow>> {
-    let row: Option<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+    let row: Option<(String, i64, Option<i64>, Option<i64>)> = sqlx::query(
         "SELECT e.organization_id, e.ends_at, e.doors_open_at, s.doors_close_at FROM events e \
          LEFT JOIN checkin_settings s ON s.event_id = e.id WHERE e.id = $1",
     )
     .bind(id.to_db())
-    .fetch_optional(db.reader())
+    .optional(&mut db.read())
     .await?;
     Ok(row.and_then(|(org, ends_at, doors_open_at, doors_close_at)| {
         Some(EventRow {
@@ -58,10 +58,10 @@ pub async fn set_doors_close(tx: &mut Tx, event: EventId, close: Option<i64>, no
 }
 
 pub async fn is_staff(db: &Db, event: EventId, user: UserId) -> R<bool> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM event_staff WHERE event_id = $1 AND user_id = $2")
+    let row: Option<(i64,)> = sqlx::query("SELECT 1 FROM event_staff WHERE event_id = $1 AND user_id = $2")
         .bind(event.to_db())
         .bind(user.to_db())
-        .fetch_optional(db.reader())
+        .optional(&mut db.read())
         .await?;
     Ok(row.is_some())
 }
@@ -80,12 +80,12 @@ pub struct KeyRow {
 }
 
 pub async fn keys(db: &Db, event: EventId) -> R<Vec<KeyRow>> {
-    let rows: Vec<(String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<(String, String, String, i64, i64, Option<i64>)> = sqlx::query(
         "SELECT kid, private_key, public_key, CASE WHEN slot = 'current' THEN 1 ELSE 0 END, created_at, retired_at \
          FROM event_issuing_keys WHERE event_id = $1 ORDER BY created_at, kid",
     )
     .bind(event.to_db())
-    .fetch_all(db.reader())
+    .all(&mut db.read())
     .await?;
     Ok(rows
         .into_iter()
@@ -143,9 +143,9 @@ pub async fn retire_key(tx: &mut Tx, event: EventId, kid: &str, now: i64) -> R<b
 
 /// The event and public key a kid belongs to, whichever event that is.
 pub async fn key_by_kid(db: &Db, kid: &str) -> R<Option<(String, String)>> {
-    sqlx::query_as("SELECT event_id, public_key FROM event_issuing_keys WHERE kid = $1 AND retired_at IS NULL")
+    sqlx::query("SELECT event_id, public_key FROM event_issuing_keys WHERE kid = $1 AND retired_at IS NULL")
         .bind(kid)
-        .fetch_optional(db.reader())
+        .optional(&mut db.read())
         .await
 }
 
@@ -153,20 +153,20 @@ pub async fn key_by_kid(db: &Db, kid: &str) -> R<Option<(String, String)>> {
 
 /// (id, name, created_at)
 pub async fn zones(db: &Db, event: EventId) -> R<Vec<(String, String, i64)>> {
-    sqlx::query_as("SELECT id, name, created_at FROM zones WHERE event_id = $1 ORDER BY name")
+    sqlx::query("SELECT id, name, created_at FROM zones WHERE event_id = $1 ORDER BY name")
         .bind(event.to_db())
-        .fetch_all(db.reader())
+        .all(&mut db.read())
         .await
 }
 
 /// (gate id, gate name, zone id, zone name)
 pub async fn gates(db: &Db, event: EventId) -> R<Vec<(String, String, String, String)>> {
-    sqlx::query_as(
+    sqlx::query(
         "SELECT g.id, g.name, z.id, z.name FROM gates g JOIN zones z ON z.id = g.zone_id \
          WHERE g.event_id = $1 ORDER BY g.name",
     )
     .bind(event.to_db())
-    .fetch_all(db.reader())
+    .all(&mut db.read())
     .await
 }
 
@@ -174,21 +174,21 @@ pub async fn gates(db: &Db, event: EventId) -> R<Vec<(String, String, String, St
 pub type TypeRow = (String, String, String, i64, i64, Option<i64>);
 
 pub async fn ticket_types(db: &Db, event: EventId) -> R<Vec<TypeRow>> {
-    sqlx::query_as(
+    sqlx::query(
         "SELECT t.id, t.name, t.zones, CASE WHEN t.printable THEN 1 ELSE 0 END, \
          CASE WHEN p.reentry THEN 1 ELSE 0 END, p.max_entries \
          FROM ticket_types t LEFT JOIN entry_policies p ON p.ticket_type_id = t.id \
          WHERE t.event_id = $1 ORDER BY t.position, t.id",
     )
     .bind(event.to_db())
-    .fetch_all(db.reader())
+    .all(&mut db.read())
     .await
 }
 
 /// The event a ticket type belongs to.
 pub async fn ticket_type_event(db: &Db, id: &str) -> R<Option<EventId>> {
     let row: Option<(String,)> =
-        sqlx::query_as("SELECT event_id FROM ticket_types WHERE id = $1").bind(id).fetch_optional(db.reader()).await?;
+        sqlx::query("SELECT event_id FROM ticket_types WHERE id = $1").bind(id).optional(&mut db.read()).await?;
     Ok(row.and_then(|(e,)| EventId::from_db(&e).ok()))
 }
 
@@ -225,11 +225,10 @@ pub struct DeviceRow {
 type DeviceTuple = (String, String, String, Option<i64>, Option<i64>, i64);
 
 async fn with_gates(db: &Db, t: DeviceTuple) -> R<DeviceRow> {
-    let gates: Vec<(String,)> =
-        sqlx::query_as("SELECT gate_id FROM device_gates WHERE device_id = $1 ORDER BY gate_id")
-            .bind(&t.0)
-            .fetch_all(db.reader())
-            .await?;
+    let gates: Vec<(String,)> = sqlx::query("SELECT gate_id FROM device_gates WHERE device_id = $1 ORDER BY gate_id")
+        .bind(&t.0)
+        .all(&mut db.read())
+        .await?;
     Ok(DeviceRow {
         id: t.0,
         event_id: t.1,
@@ -247,13 +246,13 @@ const DEVICE_COLS: &str = "id, event_id, name, revoked_at, enrolled_at, created_
 /// runs on every scanner request).
 pub async fn device_by_token(db: &Db, digest: &str) -> R<Option<DeviceRow>> {
     type Joined = (String, String, String, Option<i64>, Option<i64>, i64, Option<String>);
-    let rows: Vec<Joined> = sqlx::query_as(
+    let rows: Vec<Joined> = sqlx::query(
         "SELECT d.id, d.event_id, d.name, d.revoked_at, d.enrolled_at, d.created_at, g.gate_id \
          FROM scanner_devices d LEFT JOIN device_gates g ON g.device_id = d.id WHERE d.token_digest = $1 \
          ORDER BY g.gate_id",
     )
     .bind(digest)
-    .fetch_all(db.reader())
+    .all(&mut db.read())
     .await?;
     let mut rows = rows.into_iter();
     let Some(first) = rows.next() else {
@@ -287,12 +286,12 @@ pub async fn devices(db: &Db, event: EventId) -> R<Vec<DeviceRow>> {
 }
 
 pub async fn device(db: &Db, event: EventId, id: &str) -> R<Option<DeviceRow>> {
-    let t: Option<DeviceTuple> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let t: Option<DeviceTuple> = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {DEVICE_COLS} FROM scanner_devices WHERE event_id = $1 AND id = $2"
     )))
     .bind(event.to_db())
     .bind(id)
-    .fetch_optional(db.reader())
+    .optional(&mut db.read())
     .await?;
     match t {
         Some(t) => Ok(Some(with_gates(db, t).await?)),
@@ -321,7 +320,7 @@ pub struct HolderTicket {
 
 pub async fn holder_ticket(db: &Db, id: TicketId) -> R<Option<HolderTicket>> {
     type Row = (String, String, String, String, String, i64, String, i64, i64, Option<i64>, Option<String>);
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> = sqlx::query(
         "SELECT t.event_id, t.ticket_type_id, t.holder_id, t.status, o.status, t.generation, tt.zones, \
          CASE WHEN tt.printable THEN 1 ELSE 0 END, e.ends_at, s.doors_close_at, h.public_key \
          FROM tickets t JOIN orders o ON o.id = t.order_id JOIN ticket_types tt ON tt.id = t.ticket_type_id \
@@ -330,7 +329,7 @@ pub async fn holder_ticket(db: &Db, id: TicketId) -> R<Option<HolderTicket>> {
          WHERE t.id = $1",
     )
     .bind(id.to_db())
-    .fetch_optional(db.reader())
+    .optional(&mut db.read())
     .await?;
     Ok(row.map(|r| HolderTicket {
         event_id: r.0,
@@ -429,7 +428,7 @@ pub async fn replayed(db: &Db, keys: &[(&str, &str)]) -> R<Vec<(String, String, 
         p.list(devices.len()),
         p.list(nonces.len())
     );
-    let mut q = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for d in &devices {
         q = q.bind(*d);
     }
@@ -437,11 +436,8 @@ pub async fn replayed(db: &Db, keys: &[(&str, &str)]) -> R<Vec<(String, String, 
         q = q.bind(*n);
     }
     let wanted: std::collections::HashSet<(&str, &str)> = keys.iter().copied().collect();
-    Ok(q.fetch_all(db.reader())
-        .await?
-        .into_iter()
-        .filter(|(d, n, _)| wanted.contains(&(d.as_str(), n.as_str())))
-        .collect())
+    let rows: Vec<(String, String, String)> = q.all(&mut db.read()).await?;
+    Ok(rows.into_iter().filter(|(d, n, _)| wanted.contains(&(d.as_str(), n.as_str()))).collect())
 }
 
 /// The outcome of trying to enter.
@@ -799,9 +795,9 @@ pub async fn conflict_count(db: &Db, event: EventId) -> R<i64> {
 
 /// (user id, display name) of the account with this email, ignoring case.
 pub async fn user_by_email(db: &Db, email: &str) -> R<Option<(String, String)>> {
-    sqlx::query_as("SELECT id, display_name FROM users WHERE lower(email) = lower($1)")
+    sqlx::query("SELECT id, display_name FROM users WHERE lower(email) = lower($1)")
         .bind(email)
-        .fetch_optional(db.reader())
+        .optional(&mut db.read())
         .await
 }
 

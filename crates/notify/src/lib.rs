@@ -11,7 +11,7 @@ pub mod templates;
 use entrada_primitives::SharedClock;
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
-use entrada_storage::{Db, Script, Tx};
+use entrada_storage::{Db, Run, Script, Tx};
 use std::sync::Arc;
 
 pub use mailer::{MailTransport, MailboxMailer, Mailer, OutgoingMail, SmtpConfig, SmtpMailer, SmtpTls};
@@ -46,12 +46,11 @@ impl Consumer for MailConsumer {
         let Some(mail) = templates::render(&env.event, &self.public_url) else {
             return Ok(());
         };
-        let sent: Option<(i64,)> =
-            sqlx::query_as("SELECT 1 FROM mail_deliveries WHERE event_id = $1 AND template = $2")
-                .bind(env.id)
-                .bind(mail.template)
-                .fetch_optional(db.reader())
-                .await?;
+        let sent: Option<(i64,)> = sqlx::query("SELECT 1 FROM mail_deliveries WHERE event_id = $1 AND template = $2")
+            .bind(env.id)
+            .bind(mail.template)
+            .optional(&mut db.read())
+            .await?;
         if sent.is_some() {
             return Ok(());
         }

@@ -10,7 +10,7 @@ use crate::provider::{CreateRequest, CreatedCheckout, PaymentProvider, RefundReq
 use crate::signature;
 use entrada_primitives::ids::PaymentId;
 use entrada_primitives::{Currency, Money, Secret, SharedClock};
-use entrada_storage::{Db, Tx};
+use entrada_storage::{Db, Run, Script, WriteError};
 use futures::StreamExt as _;
 use http::HeaderMap;
 use serde_json::{Value, json};
@@ -95,11 +95,11 @@ impl Sandbox {
 
     /// The charge behind a checkout page.
     pub async fn charge(&self, payment_id: PaymentId) -> Result<Option<ChargeView>, PaymentsError> {
-        let row: Option<(i64, String, String, String, String)> = sqlx::query_as(
+        let row: Option<(i64, String, String, String, String)> = sqlx::query(
             "SELECT amount_minor, currency, description, return_url, status FROM sandbox_charges WHERE payment_id = $1",
         )
         .bind(payment_id.to_db())
-        .fetch_optional(self.db.reader())
+        .optional(&mut self.db.read())
         .await?;
         let Some((minor, currency, description, return_url, status)) = row else { return Ok(None) };
         let currency =
@@ -107,16 +107,18 @@ impl Sandbox {
         Ok(Some(ChargeView { payment_id, amount: Money::new(minor, currency), description, return_url, status }))
     }
 
-    /// Pays an open charge with a test card and queues the outcome webhook.
+    /// Pays an open charge with a test card and queues the outcome webhook:
+    /// the charge is read, then moved from `open` by a guard in the same
+    /// write as the webhook, so of two concurrent payments one wins and the
+    /// other is told the charge is no longer payable.
     pub async fn pay(&self, payment_id: PaymentId, card: &str) -> Result<PayResult, PaymentsError> {
         let now = self.clock.now_ms();
-        let mut tx = self.db.begin().await?;
-        let sql = format!(
-            "SELECT id, status, return_url, amount_minor, currency FROM sandbox_charges WHERE payment_id = $1{}",
-            self.db.for_update()
-        );
-        let row: Option<(String, String, String, i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(payment_id.to_db()).fetch_optional(&mut *tx).await?;
+        let row: Option<(String, String, String, i64, String)> = sqlx::query(
+            "SELECT id, status, return_url, amount_minor, currency FROM sandbox_charges WHERE payment_id = $1",
+        )
+        .bind(payment_id.to_db())
+        .optional(&mut self.db.read())
+        .await?;
         let Some((charge_id, status, return_url, minor, currency)) = row else {
             return Err(PaymentsError::NotFound);
         };
@@ -129,16 +131,17 @@ impl Sandbox {
             TestCard::Declined | TestCard::InsufficientFunds => ("failed", "payment.failed"),
             TestCard::PendingThenSucceeds => ("pending", "payment.pending"),
         };
-        sqlx::query(
-            "UPDATE sandbox_charges SET status = $1, card_last4 = $2, decline_code = $3, updated_at = $4 WHERE id = $5",
-        )
-        .bind(new_status)
-        .bind(card.last4())
-        .bind(card.decline_code())
-        .bind(now)
-        .bind(&charge_id)
-        .execute(&mut *tx)
-        .await?;
+        let mut script = self.db.script();
+        let moved = script.push_guard(
+            sqlx::query(
+                "UPDATE sandbox_charges SET status = $1, card_last4 = $2, decline_code = $3, updated_at = $4                  WHERE id = $5 AND status = 'open'",
+            )
+            .bind(new_status)
+            .bind(card.last4())
+            .bind(card.decline_code())
+            .bind(now)
+            .bind(charge_id.clone()),
+        );
         let data = json!({
             "payment_id": payment_id.to_db(),
             "charge_id": charge_id,
@@ -146,14 +149,18 @@ impl Sandbox {
             "currency": currency,
             "reason": card.decline_code(),
         });
-        self.enqueue(&mut tx, event_type, data, now).await?;
-        tx.commit().await?;
+        self.enqueue(&mut script, event_type, data, now).await?;
+        match self.db.write(script).await {
+            Ok(_) => {}
+            Err(WriteError::Guard(at)) if at == moved => return Err(PaymentsError::NotPayable),
+            Err(e) => return Err(sqlx::Error::from(e).into()),
+        }
         self.wake.notify_one();
         Ok(PayResult { status: new_status, decline_code: card.decline_code(), return_url })
     }
 
-    /// Queues one webhook (twice when the duplicate knob says so).
-    async fn enqueue(&self, tx: &mut Tx, event_type: &str, data: Value, now: i64) -> Result<(), PaymentsError> {
+    /// Adds one webhook to `script` (twice when the duplicate knob says so).
+    async fn enqueue(&self, script: &mut Script, event_type: &str, data: Value, now: i64) -> Result<(), PaymentsError> {
         let event_id = format!("evt_{}", uuid::Uuid::now_v7().simple());
         let payload = json!({
             "id": event_id,
@@ -164,22 +171,23 @@ impl Sandbox {
         .to_string();
         let copies = match self.cfg.duplicate_every {
             Some(n) if n > 0 => {
-                let (count,): (i64,) = sqlx::query_as("SELECT COUNT(DISTINCT event_id) FROM sandbox_webhooks")
-                    .fetch_one(&mut **tx)
+                let (count,): (i64,) = sqlx::query("SELECT COUNT(DISTINCT event_id) FROM sandbox_webhooks")
+                    .one(&mut self.db.read())
                     .await?;
                 if (count + 1) % i64::from(n) == 0 { 2 } else { 1 }
             }
             _ => 1,
         };
         for _ in 0..copies {
-            sqlx::query(
-                "INSERT INTO sandbox_webhooks (event_id, payload, due_at, attempts, created_at) VALUES ($1, $2, $3, 0, $3)",
-            )
-            .bind(&event_id)
-            .bind(&payload)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+            script.push(
+                sqlx::query(
+                    "INSERT INTO sandbox_webhooks (event_id, payload, due_at, attempts, created_at) \
+                     VALUES ($1, $2, $3, 0, $3)",
+                )
+                .bind(event_id.clone())
+                .bind(payload.clone())
+                .bind(now),
+            );
         }
         Ok(())
     }
@@ -198,7 +206,7 @@ impl Sandbox {
              WHERE delivered_at IS NULL AND due_at <= $1 ORDER BY id {order} LIMIT $2"
         );
         let due: Vec<(i64, String, String, i64)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(DELIVERY_BATCH).fetch_all(self.db.reader()).await?;
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(DELIVERY_BATCH).all(&mut self.db.read()).await?;
         let url = self.cfg.webhook_url();
         // Deliveries go out concurrently, like a real provider's; without it
         // the round trip of one webhook bounds the whole sale's completion
@@ -240,32 +248,37 @@ impl Sandbox {
             .await;
         let after = self.clock.now_ms();
         let mut delivered = 0;
-        let mut tx = self.db.begin().await?;
+        let mut script = self.db.script();
         for (row_id, attempts, failure) in outcomes {
             match failure {
                 None => {
-                    sqlx::query("UPDATE sandbox_webhooks SET delivered_at = $1, attempts = attempts + 1 WHERE id = $2")
+                    script.push(
+                        sqlx::query(
+                            "UPDATE sandbox_webhooks SET delivered_at = $1, attempts = attempts + 1 WHERE id = $2",
+                        )
                         .bind(after)
-                        .bind(row_id)
-                        .execute(&mut *tx)
-                        .await?;
+                        .bind(row_id),
+                    );
                     delivered += 1;
                 }
                 Some(err) => {
                     // Exponential backoff from 1 s, capped at 10 minutes.
                     let backoff = if attempts >= 10 { 600_000 } else { 1000 * (1_i64 << attempts) };
-                    sqlx::query(
-                        "UPDATE sandbox_webhooks SET attempts = attempts + 1, due_at = $1, last_error = $2 WHERE id = $3",
-                    )
-                    .bind(after + backoff)
-                    .bind(err.chars().take(300).collect::<String>())
-                    .bind(row_id)
-                    .execute(&mut *tx)
-                    .await?;
+                    script.push(
+                        sqlx::query(
+                            "UPDATE sandbox_webhooks SET attempts = attempts + 1, due_at = $1, last_error = $2 \
+                             WHERE id = $3",
+                        )
+                        .bind(after + backoff)
+                        .bind(err.chars().take(300).collect::<String>())
+                        .bind(row_id),
+                    );
                 }
             }
         }
-        tx.commit().await?;
+        if !script.is_empty() {
+            self.db.write(script).await.map_err(sqlx::Error::from)?;
+        }
         self.settle(now).await?;
         Ok(delivered)
     }
@@ -274,8 +287,8 @@ impl Sandbox {
     async fn settle(&self, now: i64) -> Result<(), PaymentsError> {
         // Look before taking the (single, on SQLite) writer: this runs on
         // every delivery tick and there is usually nothing to settle.
-        let (any,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sandbox_charges WHERE status = 'pending'")
-            .fetch_one(self.db.reader())
+        let (any,): (i64,) = sqlx::query("SELECT COUNT(*) FROM sandbox_charges WHERE status = 'pending'")
+            .one(&mut self.db.read())
             .await?;
         if any == 0 {
             return Ok(());
@@ -302,7 +315,9 @@ impl Sandbox {
                 "currency": currency,
                 "reason": null,
             });
-            self.enqueue(&mut tx, "payment.succeeded", data, now).await?;
+            let mut script = Script::on(&tx);
+            self.enqueue(&mut script, "payment.succeeded", data, now).await?;
+            script.run(&mut tx).await?;
         }
         tx.commit().await?;
         if settled {
@@ -398,7 +413,9 @@ impl PaymentProvider for Sandbox {
             "currency": currency,
             "refund_id": refund_id,
         });
-        self.enqueue(&mut tx, "payment.refunded", data, now).await.map_err(storage)?;
+        let mut script = Script::on(&tx);
+        self.enqueue(&mut script, "payment.refunded", data, now).await.map_err(storage)?;
+        script.run(&mut tx).await.map_err(storage)?;
         tx.commit().await.map_err(storage)?;
         self.wake.notify_one();
         Ok(refund_id)

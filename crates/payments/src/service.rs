@@ -107,7 +107,7 @@ impl Payments {
     ) -> Result<Checkout, PaymentsError> {
         req.validate()?;
         let db = &self.inner.db;
-        if let Some(p) = store::by_reference(db.reader(), &req.reference).await?
+        if let Some(p) = store::by_reference(&mut db.read(), &req.reference).await?
             && let Some(url) = p.checkout_url
         {
             return self.recorded(Checkout { payment_id: p.id, checkout_url: url }, record).await;
@@ -142,7 +142,7 @@ impl Payments {
         } else {
             // Created by an earlier request for the same reference, which
             // committed first: continue with that payment.
-            let p = store::by_reference(db.reader(), &req.reference).await?.ok_or(PaymentsError::NotFound)?;
+            let p = store::by_reference(&mut db.read(), &req.reference).await?.ok_or(PaymentsError::NotFound)?;
             if let Some(url) = p.checkout_url {
                 return self.recorded(Checkout { payment_id: p.id, checkout_url: url }, record).await;
             }
@@ -204,7 +204,7 @@ impl Payments {
 
     async fn refund_inner(&self, payment_id: PaymentId, reason: &str, actor: &Actor) -> Result<(), PaymentsError> {
         let db = &self.inner.db;
-        let p = store::by_id(db.reader(), payment_id, "").await?.ok_or(PaymentsError::NotFound)?;
+        let p = store::by_id(&mut db.read(), payment_id, "").await?.ok_or(PaymentsError::NotFound)?;
         match p.status {
             PaymentStatus::Refunded => return Ok(()),
             PaymentStatus::Succeeded => {}
@@ -382,9 +382,9 @@ impl Payments {
     }
 
     async fn find_payment(&self, ev: &ProviderEvent) -> Result<Option<PaymentRow>, PaymentsError> {
-        let mut conn = self.inner.db.reader().acquire().await?;
+        let mut conn = self.inner.db.read();
         if let Some(id) = ev.payment_id
-            && let Some(p) = store::by_id(&mut *conn, id, "").await?
+            && let Some(p) = store::by_id(&mut conn, id, "").await?
             && p.provider == self.provider_name()
         {
             return Ok(Some(p));
@@ -441,7 +441,7 @@ impl Payments {
         let due = store::due_refunds(db.reader(), now, REFUND_BATCH).await?;
         let mut done = 0;
         for (id, reason) in due {
-            let status = store::by_id(db.reader(), id, "").await?.map(|p| p.status);
+            let status = store::by_id(&mut db.read(), id, "").await?.map(|p| p.status);
             let result = match status {
                 // Still on its way: the money may yet arrive, so ask again later.
                 Some(PaymentStatus::Pending) => Err(PaymentsError::NotRefundable),

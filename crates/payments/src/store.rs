@@ -4,7 +4,7 @@
 use crate::domain::{BalancedPostings, PaymentStatus, PaymentsError};
 use entrada_primitives::ids::{OrganizationId, PaymentId};
 use entrada_primitives::{Currency, Money};
-use entrada_storage::{Script, Tx};
+use entrada_storage::{Fetch, Run, Script, Tx};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
@@ -82,30 +82,23 @@ pub fn push_insert_payment(
     )
 }
 
-pub async fn by_reference<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    reference: &str,
-) -> Result<Option<PaymentRow>, PaymentsError> {
+pub async fn by_reference(e: &mut impl Fetch, reference: &str) -> Result<Option<PaymentRow>, PaymentsError> {
     let sql = format!("SELECT {COLUMNS} FROM payments WHERE reference = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(reference.trim()).fetch_optional(e).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(reference.trim()).rows(e).await?.into_iter().next();
     row.as_ref().map(decode).transpose()
 }
 
 /// Reads a payment; `lock` is `Db::for_update()` inside a write transaction.
-pub async fn by_id<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    id: PaymentId,
-    lock: &str,
-) -> Result<Option<PaymentRow>, PaymentsError> {
+pub async fn by_id(e: &mut impl Fetch, id: PaymentId, lock: &str) -> Result<Option<PaymentRow>, PaymentsError> {
     let sql = format!("SELECT {COLUMNS} FROM payments WHERE id = $1{lock}");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_db()).fetch_optional(e).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_db()).rows(e).await?.into_iter().next();
     row.as_ref().map(decode).transpose()
 }
 
 /// Finds the payment a provider event is about: by our id when the provider
 /// echoes it, else by the provider's checkout or capture object.
 pub async fn by_provider_ref(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut impl Fetch,
     provider: &str,
     reference: &str,
 ) -> Result<Option<PaymentRow>, PaymentsError> {
@@ -113,7 +106,7 @@ pub async fn by_provider_ref(
         "SELECT {COLUMNS} FROM payments WHERE provider = $1 AND (provider_ref = $2 OR capture_ref = $2) \
          ORDER BY created_at LIMIT 1"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(provider).bind(reference).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(provider).bind(reference).rows(conn).await?.into_iter().next();
     row.as_ref().map(decode).transpose()
 }
 

@@ -48,6 +48,8 @@ pub struct Db {
     backend: Backend,
     pub(crate) write: Writer,
     read: AnyPool,
+    /// SQLite's readers for [`Db::read`], used on the caller's thread.
+    readers: Option<Arc<crate::lite::Readers>>,
 }
 
 #[derive(Clone, Debug)]
@@ -190,14 +192,15 @@ impl Db {
                 .after_connect(sqlite_pragmas)
                 .connect_with(opts)
                 .await?;
-            Ok(Self { backend: Backend::Sqlite, write, read })
+            let readers = Some(Arc::new(crate::lite::Readers::new(Path::new(file))));
+            Ok(Self { backend: Backend::Sqlite, write, read, readers })
         } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
             let pool = AnyPoolOptions::new()
                 .max_connections(cfg.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(30))
                 .connect(&cfg.url)
                 .await?;
-            Ok(Self { backend: Backend::Postgres, write: Writer::Pool(pool.clone()), read: pool })
+            Ok(Self { backend: Backend::Postgres, write: Writer::Pool(pool.clone()), read: pool, readers: None })
         } else {
             Err(sqlx::Error::Configuration("database url must start with sqlite: or postgres://".into()))
         }
@@ -250,6 +253,18 @@ impl Db {
         &self.read
     }
 
+    /// Short reads outside a transaction (`read::all`, `read::optional`,
+    /// `read::one` on `&mut db.read()`). On SQLite they run on the calling
+    /// thread with no hand-off to a driver thread, so they are for indexed
+    /// lookups of a few rows; a long scan belongs on [`Db::reader`].
+    pub fn read(&self) -> crate::read::Read<'_> {
+        crate::read::Read { db: self }
+    }
+
+    pub(crate) fn readers(&self) -> Option<&crate::lite::Readers> {
+        self.readers.as_deref()
+    }
+
     /// `FOR UPDATE` on PostgreSQL; nothing on SQLite, where the single writer
     /// already serialises every write transaction.
     pub fn for_update(&self) -> &'static str {
@@ -273,6 +288,9 @@ impl Db {
                 }
             }
             Writer::Pool(p) => p.close().await,
+        }
+        if let Some(r) = &self.readers {
+            r.close();
         }
         self.read.close().await;
     }

@@ -14,6 +14,7 @@ pub mod events;
 pub mod idempotency;
 mod lite;
 pub mod outbox;
+pub mod read;
 pub mod script;
 #[allow(clippy::expect_used)]
 pub mod testing;
@@ -22,6 +23,7 @@ pub mod write;
 pub use db::{Backend, Db, DbConfig, Params, Tx, WriteConn};
 pub use events::DomainEvent;
 pub use outbox::{Consumer, Dispatcher, Envelope};
+pub use read::{Fetch, Run};
 pub use script::Script;
 pub use write::WriteError;
 

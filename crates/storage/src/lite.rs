@@ -17,9 +17,12 @@ use crate::write::{Answer, Job, Msg, Waiting, WriteError};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use sqlx::AnyConnection;
-use sqlx_core::any::AnyValueKind;
+use sqlx::any::AnyRow;
+use sqlx_core::any::{AnyColumn, AnyTypeInfo, AnyTypeInfoKind, AnyValue, AnyValueKind};
+use sqlx_core::ext::ustr::UStr;
 use std::borrow::Cow;
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use tokio::sync::Mutex;
 
@@ -229,11 +232,16 @@ fn frame(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
 }
 
 /// Runs one statement that returns no rows; returns the rows it changed.
-///
-/// Parameters are found the way sqlx's SQLite driver finds them: `$n` (or
-/// `?n`) names the n-th value, and a bare `?` takes the next one.
 fn execute(conn: &Connection, sql: &str, values: &[AnyValueKind]) -> Result<u64, rusqlite::Error> {
     let mut st = conn.prepare_cached(sql)?;
+    bind(&mut st, values)?;
+    st.raw_execute().map(|n| n as u64)
+}
+
+/// Binds `values` to `st`'s parameters, found the way sqlx's SQLite driver
+/// finds them: `$n` (or `?n`) names the n-th value, and a bare `?` takes
+/// the next one.
+fn bind(st: &mut rusqlite::Statement<'_>, values: &[AnyValueKind]) -> Result<(), rusqlite::Error> {
     let mut next = 0;
     for p in 1..=st.parameter_count() {
         let n = match st.parameter_name(p) {
@@ -251,7 +259,7 @@ fn execute(conn: &Connection, sql: &str, values: &[AnyValueKind]) -> Result<u64,
             values.get(n.wrapping_sub(1)).ok_or_else(|| rusqlite::Error::InvalidParameterCount(n, values.len()))?;
         st.raw_bind_parameter(p, sql_value(value))?;
     }
-    st.raw_execute().map(|n| n as u64)
+    Ok(())
 }
 
 /// A value as sqlx's SQLite driver would bind it.
@@ -267,6 +275,135 @@ fn sql_value(v: &AnyValueKind) -> ToSqlOutput<'_> {
         AnyValueKind::TextSlice(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
         AnyValueKind::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         _ => ToSqlOutput::Owned(Value::Null),
+    }
+}
+
+/// Reader connections for [`crate::Db::read`], used on the caller's own
+/// thread.
+///
+/// sqlx's driver runs every read on the connection's worker thread and
+/// sends each row back through a channel: a thread hand-off and a wake-up
+/// of the waiting task per query, which cost more than SQLite's own work
+/// for the point reads of the hot paths (an event, a hold, a payment). A
+/// read here takes an idle connection, runs its statement (prepared once,
+/// then cached) and puts the connection back; with WAL it never waits for
+/// the writer. It blocks its thread for as long as SQLite works, so it is
+/// for short reads: an indexed lookup, a few rows.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: std::sync::Mutex<Option<Vec<Reader>>>,
+}
+
+impl std::fmt::Debug for Readers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readers").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+struct Reader {
+    conn: Connection,
+    /// Each statement's column names, as rows of that statement share them.
+    columns: HashMap<String, Arc<Columns>>,
+}
+
+struct Columns {
+    by_name: Arc<sqlx_core::HashMap<UStr, usize>>,
+    list: Vec<AnyColumn>,
+}
+
+/// Idle reader connections kept, at most: the threads that read at once
+/// (the runtime's workers, a blocking task or two).
+const IDLE_READERS: usize = 8;
+
+impl Readers {
+    pub(crate) fn new(path: &Path) -> Self {
+        Self { path: path.to_owned(), idle: std::sync::Mutex::new(Some(Vec::new())) }
+    }
+
+    /// Runs `sql` with `values` and returns its rows as sqlx's SQLite
+    /// driver would have (`AnyRow`, typed by value: integer, real, text,
+    /// blob or null), so that `FromRow` decodes them the same way.
+    pub(crate) fn fetch(&self, sql: &str, values: &[AnyValueKind]) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut reader = match self.idle.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            None => return Err(sqlx::Error::PoolClosed),
+            Some(idle) => idle.pop(),
+        };
+        if reader.is_none() {
+            reader = Some(self.open().map_err(db_error)?);
+        }
+        let Some(mut reader) = reader else { unreachable!("a reader was just opened") };
+        let rows = reader.fetch(sql, values);
+        if let Some(idle) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(reader);
+        }
+        rows
+    }
+
+    fn open(&self) -> Result<Reader, rusqlite::Error> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch(crate::db::SQLITE_PRAGMAS)?;
+        conn.execute_batch("PRAGMA query_only = ON")?;
+        conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+        Ok(Reader { conn, columns: HashMap::new() })
+    }
+
+    /// Closes the idle connections; later reads fail with `PoolClosed`.
+    pub(crate) fn close(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+impl Reader {
+    fn fetch(&mut self, sql: &str, values: &[AnyValueKind]) -> Result<Vec<AnyRow>, sqlx::Error> {
+        let mut st = self.conn.prepare_cached(sql).map_err(db_error)?;
+        bind(&mut st, values).map_err(db_error)?;
+        let columns = match self.columns.get(sql) {
+            Some(c) => c.clone(),
+            None => {
+                let names: Vec<UStr> = st.column_names().into_iter().map(UStr::new).collect();
+                let mut by_name = sqlx_core::HashMap::with_capacity_and_hasher(names.len(), Default::default());
+                for (i, n) in names.iter().enumerate() {
+                    by_name.insert(n.clone(), i);
+                }
+                let list = names
+                    .into_iter()
+                    .enumerate()
+                    .map(|(ordinal, name)| AnyColumn {
+                        ordinal,
+                        name,
+                        type_info: AnyTypeInfo { kind: AnyTypeInfoKind::Null },
+                    })
+                    .collect();
+                let c = Arc::new(Columns { by_name: Arc::new(by_name), list });
+                self.columns.insert(sql.to_owned(), c.clone());
+                c
+            }
+        };
+        let n = columns.list.len();
+        let mut out = Vec::new();
+        let mut rows = st.raw_query();
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                let kind = match row.get_ref(i).map_err(db_error)? {
+                    ValueRef::Null => AnyValueKind::Null(AnyTypeInfoKind::Null),
+                    ValueRef::Integer(v) => AnyValueKind::BigInt(v),
+                    ValueRef::Real(v) => AnyValueKind::Double(v),
+                    ValueRef::Text(t) => AnyValueKind::Text(Arc::new(
+                        String::from_utf8(t.to_vec()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                    )),
+                    ValueRef::Blob(b) => AnyValueKind::Blob(Arc::new(b.to_vec())),
+                };
+                values.push(AnyValue { kind });
+            }
+            out.push(AnyRow { column_names: columns.by_name.clone(), columns: columns.list.clone(), values });
+        }
+        Ok(out)
     }
 }
 

@@ -18,6 +18,7 @@
 
 use crate::db::{Backend, Db, Params, Tx};
 use crate::events::DomainEvent;
+use crate::read::Run;
 use crate::script::Script;
 use entrada_primitives::SharedClock;
 use std::sync::Arc;
@@ -224,10 +225,10 @@ impl Dispatcher {
         // Look on a reader first: an idle consumer must not take the
         // (single, on SQLite) writer every tick just to find nothing.
         let due: Option<(i64,)> =
-            sqlx::query_as("SELECT event_id FROM outbox_queue WHERE consumer = $1 AND available_at <= $2 LIMIT 1")
+            sqlx::query("SELECT event_id FROM outbox_queue WHERE consumer = $1 AND available_at <= $2 LIMIT 1")
                 .bind(c.name())
                 .bind(now)
-                .fetch_optional(self.db.reader())
+                .optional(&mut self.db.read())
                 .await?;
         if due.is_none() {
             return Ok(0);
@@ -248,7 +249,7 @@ impl Dispatcher {
     /// with its queue rows' deletion in one guarded script.
     async fn planned(&self, c: &Arc<dyn Consumer>, now: i64) -> Result<Planned, sqlx::Error> {
         let found: Vec<(i64, i64, String)> =
-            sqlx::query_as(CLAIM).bind(c.name()).bind(now).bind(BATCH).fetch_all(self.db.reader()).await?;
+            sqlx::query(CLAIM).bind(c.name()).bind(now).bind(BATCH).all(&mut self.db.read()).await?;
         if found.is_empty() {
             return Ok(Planned::Nothing);
         }

@@ -12,9 +12,8 @@ use entrada_primitives::ids::{OrderId, PaymentId};
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{self, Consumer, Envelope, anyhow_lite};
-use entrada_storage::{Db, Script, Tx};
+use entrada_storage::{Db, Fetch, Script, Tx};
 use serde_json::json;
-use sqlx::AnyConnection;
 use std::collections::HashMap;
 
 /// The `ticketing.payments` consumer.
@@ -209,7 +208,7 @@ fn check_serial(changed: &[u64], serial: Option<usize>, order: &Order) -> Result
 /// move and its event's serial counter are guards. `None`, having changed
 /// nothing, when the batch is anything else: the caller then goes event by
 /// event.
-async fn pay_script(conn: &mut AnyConnection, lock: &str, events: &[Envelope]) -> Result<Option<Script>, SalesError> {
+async fn pay_script(conn: &mut impl Fetch, lock: &str, events: &[Envelope]) -> Result<Option<Script>, SalesError> {
     let mut paid = Vec::with_capacity(events.len());
     for env in events {
         let DomainEvent::PaymentSucceeded { payment_id, reference, amount_minor, currency } = &env.event else {
@@ -241,7 +240,7 @@ async fn pay_script(conn: &mut AnyConnection, lock: &str, events: &[Envelope]) -
     event_ids.sort();
     event_ids.dedup();
     let (emails, names) = store::mail_facts_of(conn, &buyers, &event_ids).await?;
-    let mut script = Script::on(conn);
+    let mut script = Script::new(conn.backend());
     for (now, id, payment_id, _, _) in &paid {
         let order = &orders[id];
         let email = emails
@@ -304,8 +303,7 @@ impl Consumer for PaymentOutcomes {
     /// A batch of payments for pending orders, read on a reader; the
     /// guards catch an order that moved since (expired, paid by a replay).
     async fn plan_batch(&self, db: &Db, events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
-        let mut conn = db.reader().acquire().await?;
-        pay_script(&mut conn, "", events).await.map_err(|e| Box::new(e) as anyhow_lite::Error)
+        pay_script(&mut db.read(), "", events).await.map_err(|e| Box::new(e) as anyhow_lite::Error)
     }
 
     async fn handle_batch(&self, tx: &mut Tx, events: &[Envelope]) -> Result<(), anyhow_lite::Error> {

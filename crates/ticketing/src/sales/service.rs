@@ -131,7 +131,7 @@ impl Sales {
     pub async fn create_hold(&self, who: &Principal, req: HoldRequest) -> Result<Hold, SalesError> {
         let now = self.now_ms();
         let (lines, needs) = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             let event = store::load_event(&mut conn, req.event_id).await?.ok_or(SalesError::NotFound)?;
             let types = store::load_types(&mut conn, event.id).await?;
             let lines = domain::validate_hold(&req, &event, &types, now)?;
@@ -174,7 +174,7 @@ impl Sales {
 
     /// The caller's own hold; anyone else's is `NotFound`.
     pub async fn get_hold(&self, who: &Principal, id: HoldId) -> Result<Hold, SalesError> {
-        let mut conn = self.inner.db.reader().acquire().await?;
+        let mut conn = self.inner.db.read();
         match store::load_hold(&mut conn, id).await? {
             Some(h) if h.user_id == who.user_id => Ok(h),
             _ => Err(SalesError::NotFound),
@@ -212,7 +212,7 @@ impl Sales {
             return Err(SalesError::HoldExpired);
         }
         let (event, types) = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             let event = store::load_event(&mut conn, hold.event_id).await?.ok_or(SalesError::NotFound)?;
             let types = store::load_types(&mut conn, hold.event_id).await?;
             (event, types)
@@ -314,7 +314,7 @@ impl Sales {
             return Ok(order);
         }
         let event_name = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::load_event(&mut conn, order.event_id).await?.map(|e| e.name).unwrap_or_default()
         };
         self.start_payment(&mut order, &event_name).await.map_err(SalesError::Payment)?;
@@ -359,7 +359,7 @@ impl Sales {
     }
 
     async fn load_order(&self, id: OrderId) -> Result<Option<Order>, SalesError> {
-        let mut conn = self.inner.db.reader().acquire().await?;
+        let mut conn = self.inner.db.read();
         store::load_order(&mut conn, id, "").await
     }
 

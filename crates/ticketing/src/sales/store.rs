@@ -14,18 +14,18 @@ use entrada_primitives::ids::{
 };
 use entrada_primitives::page::PageRequest;
 use entrada_primitives::{Currency, Money};
-use entrada_storage::{Params, Script};
+use entrada_storage::{Fetch, Params, Run, Script};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, HashMap};
 
 type Conn = AnyConnection;
 
-pub async fn load_event(conn: &mut Conn, id: EventId) -> Result<Option<EventForSale>, SalesError> {
+pub async fn load_event(conn: &mut impl Fetch, id: EventId) -> Result<Option<EventForSale>, SalesError> {
     let row: Option<(String, String, String, String, i64)> =
-        sqlx::query_as("SELECT id, organization_id, name, status, ends_at FROM events WHERE id = $1")
+        sqlx::query("SELECT id, organization_id, name, status, ends_at FROM events WHERE id = $1")
             .bind(id.to_db())
-            .fetch_optional(&mut *conn)
+            .optional(conn)
             .await?;
     row.map(|(id, org, name, status, ends_at_ms)| {
         Ok(EventForSale {
@@ -39,13 +39,16 @@ pub async fn load_event(conn: &mut Conn, id: EventId) -> Result<Option<EventForS
     .transpose()
 }
 
-pub async fn load_types(conn: &mut Conn, event: EventId) -> Result<HashMap<TicketTypeId, TypeForSale>, SalesError> {
+pub async fn load_types(
+    conn: &mut impl Fetch,
+    event: EventId,
+) -> Result<HashMap<TicketTypeId, TypeForSale>, SalesError> {
     let rows = sqlx::query(
         "SELECT id, event_id, name, price_minor, currency, min_per_order, max_per_order, sale_starts_at, sale_ends_at \
          FROM ticket_types WHERE event_id = $1",
     )
     .bind(event.to_db())
-    .fetch_all(&mut *conn)
+    .rows(conn)
     .await?;
     let mut out = HashMap::with_capacity(rows.len());
     for r in rows {
@@ -67,8 +70,11 @@ pub async fn load_types(conn: &mut Conn, event: EventId) -> Result<HashMap<Ticke
 /// Which quotas count each ticket type of the event: the explicit
 /// `quota_ticket_types` rows plus the event's capacity quota, which covers
 /// every type whether or not it is listed.
-pub async fn quota_map(conn: &mut Conn, event: EventId) -> Result<HashMap<TicketTypeId, Vec<QuotaId>>, SalesError> {
-    let rows: Vec<(String, String)> = sqlx::query_as(
+pub async fn quota_map(
+    conn: &mut impl Fetch,
+    event: EventId,
+) -> Result<HashMap<TicketTypeId, Vec<QuotaId>>, SalesError> {
+    let rows: Vec<(String, String)> = sqlx::query(
         "SELECT qtt.ticket_type_id, qtt.quota_id FROM quota_ticket_types qtt \
          JOIN quotas q ON q.id = qtt.quota_id WHERE q.event_id = $1 \
          UNION \
@@ -77,7 +83,7 @@ pub async fn quota_map(conn: &mut Conn, event: EventId) -> Result<HashMap<Ticket
     )
     .bind(event.to_db())
     .bind(event.to_db())
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await?;
     let mut out: HashMap<TicketTypeId, Vec<QuotaId>> = HashMap::new();
     for (t, q) in rows {
@@ -183,19 +189,19 @@ pub fn push_insert_hold(script: &mut Script, hold: &Hold) {
     }
 }
 
-pub async fn load_hold(conn: &mut Conn, id: HoldId) -> Result<Option<Hold>, SalesError> {
+pub async fn load_hold(conn: &mut impl Fetch, id: HoldId) -> Result<Option<Hold>, SalesError> {
     let row: Option<(String, String, String, i64, i64)> =
-        sqlx::query_as("SELECT event_id, user_id, status, expires_at, created_at FROM holds WHERE id = $1")
+        sqlx::query("SELECT event_id, user_id, status, expires_at, created_at FROM holds WHERE id = $1")
             .bind(id.to_db())
-            .fetch_optional(&mut *conn)
+            .optional(conn)
             .await?;
     let Some((event_id, user_id, status, expires_at_ms, created_at_ms)) = row else {
         return Ok(None);
     };
     let items: Vec<(String, i64)> =
-        sqlx::query_as("SELECT ticket_type_id, quantity FROM hold_items WHERE hold_id = $1 ORDER BY ticket_type_id")
+        sqlx::query("SELECT ticket_type_id, quantity FROM hold_items WHERE hold_id = $1 ORDER BY ticket_type_id")
             .bind(id.to_db())
-            .fetch_all(&mut *conn)
+            .all(conn)
             .await?;
     let items = items
         .into_iter()
@@ -302,9 +308,9 @@ const ORDER_COLUMNS: &str = "id, event_id, organization_id, buyer_id, hold_id, s
 
 /// One order with its positions. `lock` is `Db::for_update()` when the
 /// caller is about to change the order in the same transaction.
-pub async fn load_order(conn: &mut Conn, id: OrderId, lock: &str) -> Result<Option<Order>, SalesError> {
+pub async fn load_order(conn: &mut impl Fetch, id: OrderId, lock: &str) -> Result<Option<Order>, SalesError> {
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1{lock}");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_db()).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.to_db()).rows(conn).await?.into_iter().next();
     match row {
         None => Ok(None),
         Some(r) => {
@@ -317,32 +323,33 @@ pub async fn load_order(conn: &mut Conn, id: OrderId, lock: &str) -> Result<Opti
 
 /// Several orders with their positions, in two reads; `lock` as in [`load_order`].
 /// Orders that do not exist are absent from the answer.
-pub async fn load_orders(conn: &mut Conn, ids: &[OrderId], lock: &str) -> Result<Vec<Order>, SalesError> {
+pub async fn load_orders(conn: &mut impl Fetch, ids: &[OrderId], lock: &str) -> Result<Vec<Order>, SalesError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut p = Params::on(conn);
+    let mut p = Params::new(conn.backend());
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id IN ({}) ORDER BY id{lock}", p.list(ids.len()));
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in ids {
         q = q.bind(id.to_db());
     }
-    let mut orders = q.fetch_all(&mut *conn).await?.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut orders = q.rows(conn).await?.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
     if orders.is_empty() {
         return Ok(orders);
     }
-    let mut p = Params::on(conn);
+    let mut p = Params::new(conn.backend());
     let sql = format!(
         "SELECT order_id, id, ticket_type_id, price_minor, currency, position FROM order_positions \
          WHERE order_id IN ({}) ORDER BY order_id, position",
         p.list(orders.len())
     );
-    let mut q = sqlx::query_as::<_, (String, String, String, i64, String, i64)>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for o in &orders {
         q = q.bind(o.id.to_db());
     }
     let mut by_order: HashMap<String, Vec<Position>> = HashMap::new();
-    for (order, id, t, minor, cur, position) in q.fetch_all(&mut *conn).await? {
+    let rows: Vec<(String, String, String, i64, String, i64)> = q.all(conn).await?;
+    for (order, id, t, minor, cur, position) in rows {
         let pos = Position { id, ticket_type_id: TicketTypeId::from_db(&t)?, price: money(minor, &cur)?, position };
         by_order.entry(order).or_default().push(pos);
     }
@@ -354,37 +361,35 @@ pub async fn load_orders(conn: &mut Conn, ids: &[OrderId], lock: &str) -> Result
 
 /// Emails of several users and names of several events, for paid orders' mails, in one read each.
 pub async fn mail_facts_of(
-    conn: &mut Conn,
+    conn: &mut impl Fetch,
     buyers: &[UserId],
     events: &[EventId],
 ) -> Result<(HashMap<UserId, String>, HashMap<EventId, String>), SalesError> {
-    let mut p = Params::on(conn);
+    let mut p = Params::new(conn.backend());
     let sql = format!("SELECT id, email FROM users WHERE id IN ({})", p.list(buyers.len().max(1)));
-    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for b in buyers {
         q = q.bind(b.to_db());
     }
     if buyers.is_empty() {
         q = q.bind(String::new());
     }
-    let emails = q
-        .fetch_all(&mut *conn)
-        .await?
+    let emails: Vec<(String, String)> = q.all(conn).await?;
+    let emails = emails
         .into_iter()
         .map(|(id, email)| Ok((UserId::from_db(&id)?, email)))
         .collect::<Result<HashMap<_, _>, SalesError>>()?;
-    let mut p = Params::on(conn);
+    let mut p = Params::new(conn.backend());
     let sql = format!("SELECT id, name FROM events WHERE id IN ({})", p.list(events.len().max(1)));
-    let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for e in events {
         q = q.bind(e.to_db());
     }
     if events.is_empty() {
         q = q.bind(String::new());
     }
-    let names = q
-        .fetch_all(&mut *conn)
-        .await?
+    let names: Vec<(String, String)> = q.all(conn).await?;
+    let names = names
         .into_iter()
         .map(|(id, name)| Ok((EventId::from_db(&id)?, name)))
         .collect::<Result<HashMap<_, _>, SalesError>>()?;
@@ -427,13 +432,13 @@ fn order_from_row(r: &AnyRow) -> Result<Order, SalesError> {
     })
 }
 
-async fn positions(conn: &mut Conn, order: OrderId) -> Result<Vec<Position>, SalesError> {
-    let rows: Vec<(String, String, i64, String, i64)> = sqlx::query_as(
+async fn positions(conn: &mut impl Fetch, order: OrderId) -> Result<Vec<Position>, SalesError> {
+    let rows: Vec<(String, String, i64, String, i64)> = sqlx::query(
         "SELECT id, ticket_type_id, price_minor, currency, position FROM order_positions \
          WHERE order_id = $1 ORDER BY position",
     )
     .bind(order.to_db())
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await?;
     rows.into_iter()
         .map(|(id, t, minor, cur, position)| {
