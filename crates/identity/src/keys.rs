@@ -21,12 +21,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The `aud` of every access token.
 pub const AUDIENCE: &str = "entrada";
 
 const RELOAD_INTERVAL_MS: i64 = 5_000;
+
+/// Verified access tokens remembered, at most (a few MB). Verifying an
+/// Ed25519 signature costs tens of microseconds and a client sends the
+/// same token with every request until it expires; a remembered token is
+/// still checked for expiry and for its key being trusted.
+const VERIFIED_TOKENS: usize = 16_384;
 
 /// The claims of an access token.
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,6 +79,15 @@ pub(crate) struct KeyRing {
     /// held across an await.
     set: RwLock<Arc<KeySet>>,
     last_reload_ms: AtomicI64,
+    /// Tokens whose signature and claims were verified, by their exact text.
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+/// What a verified token established.
+struct Verified {
+    kid: String,
+    exp: i64,
+    principal: Principal,
 }
 
 impl KeyRing {
@@ -96,6 +111,7 @@ impl KeyRing {
         let ring = Self {
             db,
             last_reload_ms: AtomicI64::new(clock.now_ms()),
+            verified: Mutex::new(HashMap::new()),
             clock,
             issuer,
             access_ttl,
@@ -138,9 +154,15 @@ impl KeyRing {
     }
 
     /// Verifies signature, algorithm, issuer and audience, then expiry
-    /// against the injected clock. Only then are the claims trusted.
+    /// against the injected clock. Only then are the claims trusted. A token
+    /// verified before is found by its exact text, and its expiry and key
+    /// are checked again.
     pub(crate) async fn verify(&self, token: &str) -> Result<Principal, &'static str> {
         const INVALID: &str = "invalid_token";
+        let now = self.clock.now().unix_timestamp();
+        if let Some(known) = self.remembered(token, now) {
+            return known;
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| INVALID)?;
         if header.alg != Algorithm::EdDSA {
             return Err(INVALID);
@@ -154,14 +176,35 @@ impl KeyRing {
         let key = set.verifiers.get(&kid).ok_or(INVALID)?;
         let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(|_| INVALID)?;
         let c = data.claims;
-        if self.clock.now().unix_timestamp() >= c.exp {
+        if now >= c.exp {
             return Err("token_expired");
         }
-        Ok(Principal {
+        let principal = Principal {
             user_id: c.sub.parse::<UserId>().map_err(|_| INVALID)?,
             role: PlatformRole::parse(&c.role).ok_or(INVALID)?,
             session_id: c.sid.parse::<SessionId>().map_err(|_| INVALID)?,
-        })
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_TOKENS {
+            verified.retain(|_, v| v.exp > now);
+            if verified.len() >= VERIFIED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_owned(), Verified { kid, exp: c.exp, principal });
+        Ok(principal)
+    }
+
+    /// The answer for a token verified before: `None` when it was not, or
+    /// when its key is no longer trusted (then it is verified afresh, and
+    /// fails).
+    fn remembered(&self, token: &str, now: i64) -> Option<Result<Principal, &'static str>> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let v = verified.get(token)?;
+        if now >= v.exp {
+            return Some(Err("token_expired"));
+        }
+        self.snapshot().verifiers.contains_key(&v.kid).then_some(Ok(v.principal))
     }
 
     /// The keys to publish in the JWKS, re-read from the database so that a

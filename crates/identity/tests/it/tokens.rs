@@ -115,7 +115,8 @@ async fn issuer_key(app: &App) -> EncodingKey {
 /// Tampered tokens are all `invalid_token`: a flipped signature byte, a
 /// payload promoted to admin, a token signed by another key under the same
 /// kid, `alg: none`, HS256 keyed with the public key, an unknown kid, and
-/// (signed with the real key) a wrong issuer or audience or a malformed subject.
+/// (signed with the real key) a wrong issuer or audience or a malformed
+/// subject; also once the genuine token has been verified and remembered.
 #[tokio::test]
 async fn tampered_tokens_are_rejected() {
     let app = spawn_app().await;
@@ -168,9 +169,15 @@ async fn tampered_tokens_are_rejected() {
     bad.push(String::new());
     bad.push("a.b.c".into());
 
-    for (i, token) in bad.iter().enumerate() {
-        assert_eq!(app.svc.verify_access(token).await, Err("invalid_token"), "case {i}");
+    // The genuine token, verified first, is remembered by its exact text:
+    // a variant of it is verified afresh and refused, every time.
+    let genuine = app.svc.verify_access(&ana.token).await.unwrap();
+    for round in 0..2 {
+        for (i, token) in bad.iter().enumerate() {
+            assert_eq!(app.svc.verify_access(token).await, Err("invalid_token"), "round {round}, case {i}");
+        }
     }
+    assert_eq!(app.svc.verify_access(&ana.token).await, Ok(genuine));
     app.get("/api/v1/me", Some(&bad[1])).await.expect_problem(401, "invalid_token");
     // The untouched token still verifies, and re-signing it faithfully works.
     assert!(app.svc.verify_access(&ana.token).await.is_ok());
