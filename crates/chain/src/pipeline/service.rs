@@ -12,7 +12,7 @@
 use alloy::primitives::{Address, B256, U256};
 use entrada_primitives::SharedClock;
 use entrada_storage::audit::{self, Actor};
-use entrada_storage::{Consumer, Db};
+use entrada_storage::{Consumer, Db, Run};
 use serde_json::json;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -209,7 +209,7 @@ impl Pipeline {
     async fn recover(&self, r: &mut StepReport) -> Result<(), PipelineError> {
         let now = self.now();
         let open = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::open_txs(&mut conn, &self.inner.instance, now, self.inner.cfg.single_process).await?
         };
         for (tx_id, kind, event_id) in open {
@@ -230,11 +230,10 @@ impl Pipeline {
     }
 
     async fn collection_address(&self, event_id: &str) -> Result<Option<Address>, PipelineError> {
-        let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT address FROM chain_collections WHERE event_id = $1")
-                .bind(event_id.to_owned())
-                .fetch_optional(self.inner.db.reader())
-                .await?;
+        let row: Option<(Option<String>,)> = sqlx::query("SELECT address FROM chain_collections WHERE event_id = $1")
+            .bind(event_id.to_owned())
+            .optional(&mut self.inner.db.read())
+            .await?;
         Ok(row.and_then(|(a,)| a).and_then(|a| parse_address(&a)))
     }
 
@@ -255,7 +254,7 @@ impl Pipeline {
         };
         let reverted = reverted.is_some();
         let rows = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::submitted_of_tx(&mut conn, tx_id).await?
         };
         let mut found = Vec::with_capacity(rows.len());
@@ -317,7 +316,7 @@ impl Pipeline {
     async fn collections(&self, r: &mut StepReport) -> Result<(), PipelineError> {
         let now = self.now();
         let due = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::due_collections(&mut conn, now).await?
         };
         if due.is_empty() {
@@ -347,7 +346,7 @@ impl Pipeline {
                 }
             }
             let facts = {
-                let mut conn = self.inner.db.reader().acquire().await?;
+                let mut conn = self.inner.db.read();
                 store::event_facts(&mut conn, &c.event_id).await?
             };
             let Some(facts) = facts else {
@@ -451,7 +450,7 @@ impl Pipeline {
     /// parked failure shows on a dashboard.
     pub async fn report_metrics(&self) -> Result<(), PipelineError> {
         let counts = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::state_counts(&mut conn).await?
         };
         publish_counts(&counts);
@@ -468,7 +467,7 @@ impl Pipeline {
     async fn policies(&self, r: &mut StepReport) -> Result<(), PipelineError> {
         let now = self.now();
         let due = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::policy_drift(&mut conn, now).await?
         };
         for d in due {
@@ -541,7 +540,7 @@ impl Pipeline {
     async fn mints(&self, flush: bool, r: &mut StepReport) -> Result<(), PipelineError> {
         let now = self.now();
         let events = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::pending_by_event(&mut conn, now).await?
         };
         let cfg = &self.inner.cfg;
@@ -554,7 +553,7 @@ impl Pipeline {
             let time_due = flush || now.saturating_sub(oldest) >= cfg.batch_window_ms;
             let limit = i64::try_from(cfg.batch_size.saturating_mul(10).min(5_000)).unwrap_or(1_000);
             let due = {
-                let mut conn = self.inner.db.reader().acquire().await?;
+                let mut conn = self.inner.db.read();
                 store::due_tokens(&mut conn, &event_id, now, limit).await?
             };
             let flagged: Vec<(PendingToken, bool)> = due
@@ -698,7 +697,7 @@ impl Pipeline {
     /// for the chain.
     async fn attended(&self, r: &mut StepReport) -> Result<(), PipelineError> {
         let rows = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::newly_admitted(&mut conn, 500).await?
         };
         if rows.is_empty() {
@@ -725,7 +724,7 @@ impl Pipeline {
     async fn ops(&self, r: &mut StepReport) -> Result<(), PipelineError> {
         let now = self.now();
         let due = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::due_ops(&mut conn, now, 200).await?
         };
         // `due` holds at most one operation per ticket, so attended marks may leave after the
@@ -922,7 +921,7 @@ impl Pipeline {
     /// not be read.
     async fn resolve_op(&self, tx_id: i64, reverted: bool) -> Result<Option<usize>, PipelineError> {
         let ops = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::ops_by_tx(&mut conn, tx_id).await?
         };
         if ops.is_empty() {
@@ -1017,7 +1016,7 @@ impl Pipeline {
         let chain = &self.inner.chain;
         if cursor.is_empty() {
             let cols = {
-                let mut conn = self.inner.db.reader().acquire().await?;
+                let mut conn = self.inner.db.read();
                 store::confirmed_collections(&mut conn).await?
             };
             for (event_id, key, _) in cols {
@@ -1051,7 +1050,7 @@ impl Pipeline {
             }
         }
         let page = {
-            let mut conn = self.inner.db.reader().acquire().await?;
+            let mut conn = self.inner.db.read();
             store::settled_tokens(&mut conn, &cursor, self.inner.cfg.reconcile_page).await?
         };
         let Some(last) = page.last().map(|t| t.ticket_id.clone()) else {

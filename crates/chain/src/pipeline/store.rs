@@ -8,7 +8,7 @@
 //! write nothing extra.
 
 use entrada_primitives::ids::TicketId;
-use entrada_storage::{Params, Script};
+use entrada_storage::{Fetch, Params, Run, Script};
 use sqlx::AnyConnection;
 use std::collections::HashMap;
 
@@ -164,13 +164,13 @@ pub struct CollectionRow {
     pub attempts: i64,
 }
 
-pub async fn due_collections(conn: &mut Conn, now: i64) -> Result<Vec<CollectionRow>> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+pub async fn due_collections(conn: &mut impl Fetch, now: i64) -> Result<Vec<CollectionRow>> {
+    let rows: Vec<(String, String, i64)> = sqlx::query(
         "SELECT event_id, event_key, attempts FROM chain_collections WHERE state = 'pending' AND available_at <= $1 \
          ORDER BY created_at LIMIT 50",
     )
     .bind(now)
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -178,21 +178,21 @@ pub async fn due_collections(conn: &mut Conn, now: i64) -> Result<Vec<Collection
         .collect())
 }
 
-pub async fn confirmed_collections(conn: &mut Conn) -> Result<Vec<(String, String, String)>> {
-    sqlx::query_as(
+pub async fn confirmed_collections(conn: &mut impl Fetch) -> Result<Vec<(String, String, String)>> {
+    sqlx::query(
         "SELECT event_id, event_key, address FROM chain_collections WHERE state = 'confirmed' AND address IS NOT NULL \
          ORDER BY event_id",
     )
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await
 }
 
-pub async fn event_facts(conn: &mut Conn, event_id: &str) -> Result<Option<EventFacts>> {
-    let row: Option<(String, i64, i64, i64)> = sqlx::query_as(
+pub async fn event_facts(conn: &mut impl Fetch, event_id: &str) -> Result<Option<EventFacts>> {
+    let row: Option<(String, i64, i64, i64)> = sqlx::query(
         "SELECT name, ends_at, resale_royalty_bps, CASE WHEN export_allowed THEN 1 ELSE 0 END FROM events WHERE id = $1",
     )
     .bind(event_id.to_owned())
-    .fetch_optional(&mut *conn)
+    .optional(conn)
     .await?;
     Ok(row.map(|(name, ends_at_ms, royalty_bps, export)| EventFacts {
         name,
@@ -272,9 +272,9 @@ pub struct PolicyDrift {
 
 /// Confirmed collections due whose recorded policy differs from their event's export setting,
 /// end or resale royalty (or is not recorded).
-pub async fn policy_drift(conn: &mut Conn, now: i64) -> Result<Vec<PolicyDrift>> {
+pub async fn policy_drift(conn: &mut impl Fetch, now: i64) -> Result<Vec<PolicyDrift>> {
     type Row = (String, String, i64, i64, i64, i64, i64, i64);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query(
         "SELECT c.event_id, c.address, CASE WHEN e.export_allowed THEN 0 ELSE 1 END, e.ends_at / 1000, \
          e.resale_royalty_bps, \
          CASE WHEN c.policy_locked IS NULL OR c.policy_end IS NULL OR c.policy_locked = e.export_allowed \
@@ -289,7 +289,7 @@ pub async fn policy_drift(conn: &mut Conn, now: i64) -> Result<Vec<PolicyDrift>>
          ORDER BY c.event_id LIMIT 50",
     )
     .bind(now)
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -348,14 +348,14 @@ pub async fn collection_lost(conn: &mut Conn, event_id: &str, now: i64) -> Resul
 // ---- mints ----
 
 /// Per event with a confirmed collection: pending tickets due now, and the oldest one's age.
-pub async fn pending_by_event(conn: &mut Conn, now: i64) -> Result<Vec<(String, String, i64, i64)>> {
-    sqlx::query_as(
+pub async fn pending_by_event(conn: &mut impl Fetch, now: i64) -> Result<Vec<(String, String, i64, i64)>> {
+    sqlx::query(
         "SELECT t.event_id, c.address, COUNT(*), MIN(t.created_at) FROM chain_tokens t \
          JOIN chain_collections c ON c.event_id = t.event_id AND c.state = 'confirmed' \
          WHERE t.state = 'pending' AND t.available_at <= $1 GROUP BY t.event_id, c.address ORDER BY MIN(t.created_at)",
     )
     .bind(now)
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await
 }
 
@@ -368,16 +368,16 @@ pub struct PendingToken {
     pub attempts: i64,
 }
 
-pub async fn due_tokens(conn: &mut Conn, event_id: &str, now: i64, limit: i64) -> Result<Vec<PendingToken>> {
+pub async fn due_tokens(conn: &mut impl Fetch, event_id: &str, now: i64, limit: i64) -> Result<Vec<PendingToken>> {
     type Row = (String, i64, Option<String>, Option<String>, i64);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query(
         "SELECT ticket_id, token_id, holder_id, external_address, attempts FROM chain_tokens \
          WHERE event_id = $1 AND state = 'pending' AND available_at <= $2 ORDER BY attempts, token_id LIMIT $3",
     )
     .bind(event_id.to_owned())
     .bind(now)
     .bind(limit)
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -501,13 +501,13 @@ pub async fn mint_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64,
 }
 
 /// The submitted tickets of a mint transaction: (ticket, token id, owner, attempts).
-pub async fn submitted_of_tx(conn: &mut Conn, tx_id: i64) -> Result<Vec<(String, i64, Option<String>, i64)>> {
-    sqlx::query_as(
+pub async fn submitted_of_tx(conn: &mut impl Fetch, tx_id: i64) -> Result<Vec<(String, i64, Option<String>, i64)>> {
+    sqlx::query(
         "SELECT ticket_id, token_id, owner_address, attempts FROM chain_tokens WHERE tx_id = $1 AND state = 'submitted' \
          ORDER BY token_id",
     )
     .bind(tx_id)
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await
 }
 
@@ -579,19 +579,19 @@ pub async fn burn_if_cancelled(conn: &mut Conn, ticket: &str, now: i64) -> Resul
 /// Sends left open: `unknown` ones, and `sending` ones whose lease ran out or whose process
 /// is gone (`foreign_dead`: any other instance, when only one process can use the chain).
 pub async fn open_txs(
-    conn: &mut Conn,
+    conn: &mut impl Fetch,
     instance: &str,
     now: i64,
     foreign_dead: bool,
 ) -> Result<Vec<(i64, String, String)>> {
-    sqlx::query_as(
+    sqlx::query(
         "SELECT id, kind, event_id FROM chain_transactions WHERE state = 'unknown' \
          OR (state = 'sending' AND (lease_until <= $1 OR ($2 = 1 AND instance <> $3))) ORDER BY id LIMIT 100",
     )
     .bind(now)
     .bind(i64::from(foreign_dead))
     .bind(instance.to_owned())
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await
 }
 
@@ -632,7 +632,7 @@ fn op_from(r: OpTuple) -> OpRow {
 }
 
 /// Operations due now whose token is minted and which are first in line for their ticket.
-pub async fn due_ops(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<OpRow>> {
+pub async fn due_ops(conn: &mut impl Fetch, now: i64, limit: i64) -> Result<Vec<OpRow>> {
     let sql = format!(
         "SELECT {OP_COLUMNS} FROM chain_ops o JOIN chain_tokens t ON t.ticket_id = o.ticket_id \
          JOIN chain_collections c ON c.event_id = o.event_id \
@@ -641,19 +641,18 @@ pub async fn due_ops(conn: &mut Conn, now: i64, limit: i64) -> Result<Vec<OpRow>
                          AND p.state IN ('pending', 'submitted')) \
          ORDER BY o.id LIMIT $2"
     );
-    let rows: Vec<OpTuple> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).fetch_all(&mut *conn).await?;
+    let rows: Vec<OpTuple> = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit).all(conn).await?;
     Ok(rows.into_iter().map(op_from).collect())
 }
 
 /// The operations still riding on a transaction: one transfer or burn, or a batch of attended marks.
-pub async fn ops_by_tx(conn: &mut Conn, tx_id: i64) -> Result<Vec<OpRow>> {
+pub async fn ops_by_tx(conn: &mut impl Fetch, tx_id: i64) -> Result<Vec<OpRow>> {
     let sql = format!(
         "SELECT {OP_COLUMNS} FROM chain_ops o JOIN chain_tokens t ON t.ticket_id = o.ticket_id \
          JOIN chain_collections c ON c.event_id = o.event_id WHERE o.tx_id = $1 AND o.state = 'submitted' \
          ORDER BY o.id"
     );
-    let rows: Vec<OpTuple> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(tx_id).fetch_all(&mut *conn).await?;
+    let rows: Vec<OpTuple> = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tx_id).all(conn).await?;
     Ok(rows.into_iter().map(op_from).collect())
 }
 
@@ -764,13 +763,13 @@ pub async fn set_owner_address(conn: &mut Conn, ticket: &str, owner: &str, now: 
 // ---- attended ----
 
 /// Minted tokens of admitted tickets that have no attended mark queued yet.
-pub async fn newly_admitted(conn: &mut Conn, limit: i64) -> Result<Vec<(String, String)>> {
-    sqlx::query_as(
+pub async fn newly_admitted(conn: &mut impl Fetch, limit: i64) -> Result<Vec<(String, String)>> {
+    sqlx::query(
         "SELECT t.ticket_id, t.event_id FROM chain_tokens t WHERE t.state = 'confirmed' AND t.attended = FALSE \
          AND EXISTS (SELECT 1 FROM admissions a WHERE a.ticket_id = t.ticket_id) ORDER BY t.ticket_id LIMIT $1",
     )
     .bind(limit)
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await
 }
 
@@ -800,9 +799,9 @@ pub struct SettledToken {
 }
 
 /// Confirmed and burned tokens after `after` (ticket id order), a page at a time.
-pub async fn settled_tokens(conn: &mut Conn, after: &str, limit: i64) -> Result<Vec<SettledToken>> {
+pub async fn settled_tokens(conn: &mut impl Fetch, after: &str, limit: i64) -> Result<Vec<SettledToken>> {
     type Row = (String, String, i64, String, Option<String>, Option<String>, Option<String>, String, i64);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query(
         "SELECT t.ticket_id, t.event_id, t.token_id, t.state, t.holder_id, t.external_address, t.owner_address, \
          c.address, (SELECT COUNT(*) FROM chain_ops o WHERE o.ticket_id = t.ticket_id \
                      AND o.state IN ('pending', 'submitted')) \
@@ -811,7 +810,7 @@ pub async fn settled_tokens(conn: &mut Conn, after: &str, limit: i64) -> Result<
     )
     .bind(after.to_owned())
     .bind(limit)
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -913,11 +912,11 @@ pub async fn requeue_failed(conn: &mut Conn, ticket_id: &str, now: i64) -> Resul
 }
 
 /// Rows per state: (`tokens` or `ops`, state, count), for the metrics.
-pub async fn state_counts(conn: &mut Conn) -> Result<Vec<(String, String, i64)>> {
-    sqlx::query_as(
+pub async fn state_counts(conn: &mut impl Fetch) -> Result<Vec<(String, String, i64)>> {
+    sqlx::query(
         "SELECT 'tokens', state, COUNT(*) FROM chain_tokens GROUP BY state \
          UNION ALL SELECT 'ops', state, COUNT(*) FROM chain_ops GROUP BY state",
     )
-    .fetch_all(&mut *conn)
+    .all(conn)
     .await
 }
