@@ -1,7 +1,7 @@
 //! The wallet's SQL, written once for SQLite and PostgreSQL.
 
 use crate::keys::{Rewrapped, Sealed};
-use entrada_storage::{Db, Tx};
+use entrada_storage::{Db, Run, Tx};
 
 type R<T> = Result<T, sqlx::Error>;
 
@@ -24,10 +24,8 @@ fn key_row((user_id, address, key_nonce, key_ciphertext, master_key_id, dek_nonc
 const KEY_COLUMNS: &str = "user_id, address, key_nonce, key_ciphertext, master_key_id, dek_nonce, dek_wrapped";
 
 pub async fn address_of(db: &Db, user: &str) -> R<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT address FROM wallet_keys WHERE user_id = $1")
-        .bind(user)
-        .fetch_optional(db.reader())
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query("SELECT address FROM wallet_keys WHERE user_id = $1").bind(user).optional(&mut db.read()).await?;
     Ok(row.map(|r| r.0))
 }
 
@@ -43,9 +41,9 @@ pub async fn address_of_fresh(db: &Db, user: &str) -> R<Option<String>> {
 
 pub async fn key_of(db: &Db, user: &str) -> R<Option<KeyRow>> {
     let row: Option<KeyTuple> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM wallet_keys WHERE user_id = $1")))
+        sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM wallet_keys WHERE user_id = $1")))
             .bind(user)
-            .fetch_optional(db.reader())
+            .optional(&mut db.read())
             .await?;
     Ok(row.map(key_row))
 }

@@ -12,7 +12,7 @@
 use alloy::primitives::{Address, B256, U256};
 use entrada_primitives::SharedClock;
 use entrada_storage::audit::{self, Actor};
-use entrada_storage::{Consumer, Db, Run};
+use entrada_storage::{Consumer, Db, Run, Script};
 use serde_json::json;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -625,12 +625,18 @@ impl Pipeline {
         let n = i64::try_from(resolved.len()).unwrap_or(i64::MAX);
         let mut tx = self.inner.db.begin().await?;
         let tx_id = store::open_tx(&mut tx, "mint_batch", event_id, &self.inner.instance, lease, n, now).await?;
-        let mut mints = Vec::with_capacity(resolved.len());
+        // Every claim in one round trip.
+        let mut claims = Script::on(&tx);
         for (t, a) in &resolved {
-            if store::claim_token(&mut tx, t, tx_id, &address_text(*a), now).await? {
-                mints.push(Mint { to: *a, token_id: u256(t.token_id) });
-            }
+            store::push_claim_token(&mut claims, t, tx_id, &address_text(*a), now);
         }
+        let claimed = claims.run(&mut tx).await?;
+        let mints: Vec<Mint> = resolved
+            .iter()
+            .zip(claimed)
+            .filter(|(_, n)| *n == 1)
+            .map(|((t, a), _)| Mint { to: *a, token_id: u256(t.token_id) })
+            .collect();
         if mints.is_empty() {
             tx.rollback().await?;
             return Ok(true);

@@ -425,24 +425,23 @@ pub async fn set_tx_items(conn: &mut Conn, tx_id: i64, items: i64) -> Result<()>
     Ok(())
 }
 
-/// pending → submitted, only if the ticket still waits and still goes to the owner that was
-/// resolved for it (a gift or export in between makes the claim fail; the next round mints
-/// to the new owner).
-pub async fn claim_token(conn: &mut Conn, t: &PendingToken, tx_id: i64, owner: &str, now: i64) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE chain_tokens SET state = 'submitted', tx_id = $1, owner_address = $2, updated_at = $3 \
-         WHERE ticket_id = $4 AND state = 'pending' AND COALESCE(holder_id, '') = $5 \
-         AND COALESCE(external_address, '') = $6",
+/// Adds the claim pending → submitted to `script`; it changes a row only if the ticket still
+/// waits and still goes to the owner that was resolved for it (a gift or export in between
+/// makes the claim fail; the next round mints to the new owner).
+pub fn push_claim_token(script: &mut Script, t: &PendingToken, tx_id: i64, owner: &str, now: i64) -> usize {
+    script.push(
+        sqlx::query(
+            "UPDATE chain_tokens SET state = 'submitted', tx_id = $1, owner_address = $2, updated_at = $3 \
+             WHERE ticket_id = $4 AND state = 'pending' AND COALESCE(holder_id, '') = $5 \
+             AND COALESCE(external_address, '') = $6",
+        )
+        .bind(tx_id)
+        .bind(owner.to_owned())
+        .bind(now)
+        .bind(t.ticket_id.clone())
+        .bind(t.holder_id.clone().unwrap_or_default())
+        .bind(t.external_address.clone().unwrap_or_default()),
     )
-    .bind(tx_id)
-    .bind(owner.to_owned())
-    .bind(now)
-    .bind(t.ticket_id.clone())
-    .bind(t.holder_id.clone().unwrap_or_default())
-    .bind(t.external_address.clone().unwrap_or_default())
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 pub async fn token_retry(conn: &mut Conn, ticket: &str, error: &str, available_at: i64, now: i64) -> Result<()> {
