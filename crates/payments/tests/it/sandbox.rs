@@ -206,6 +206,49 @@ async fn create_is_idempotent_by_reference() {
     assert_eq!(audits, 1);
 }
 
+/// Callers racing to create the payment of one reference all get the same
+/// payment and checkout (the losers continue with the winner's), and each
+/// caller's record of it is written exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_share_one_payment_and_record_each_caller_once() {
+    let app = spawn_sandbox(None).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (payments, req) = (app.payments.clone(), app.new_payment("order:race", 2500));
+        tasks.push(tokio::spawn(async move {
+            payments
+                .create_payment_recorded(
+                    req,
+                    move |c: &entrada_payments::Checkout, script: &mut entrada_storage::Script| {
+                        entrada_storage::audit::push(
+                            script,
+                            0,
+                            &entrada_storage::audit::Actor::System,
+                            "probe.recorded",
+                            "payment",
+                            &c.payment_id.to_db(),
+                            serde_json::json!({ "caller": i }),
+                        );
+                    },
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap());
+    }
+    assert!(seen.iter().all(|c| c.payment_id == seen[0].payment_id && c.checkout_url == seen[0].checkout_url));
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sandbox_charges").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM audit_log WHERE action = 'probe.recorded'").await, 8);
+    assert_eq!(app.status(seen[0].payment_id).await, "created");
+    let linked = "SELECT COUNT(*) FROM payments p JOIN sandbox_charges c ON c.id = p.provider_ref \
+                  AND c.id = p.capture_ref AND c.payment_id = p.id";
+    assert_eq!(app.count(linked).await, 1, "the payment names the charge that was opened for it");
+}
+
 /// With duplicates on, every webhook is delivered twice and newest first;
 /// the payment still succeeds exactly once: one event, one capture.
 #[tokio::test]
