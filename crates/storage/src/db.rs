@@ -50,6 +50,8 @@ pub struct Db {
     read: AnyPool,
     /// SQLite's readers for [`Db::read`], used on the caller's thread.
     readers: Option<Arc<crate::lite::Readers>>,
+    /// SQLite's WAL checkpoints, beside the writer rather than in its commits.
+    checkpoints: Option<Arc<crate::lite::Checkpoints>>,
 }
 
 #[derive(Clone, Debug)]
@@ -193,14 +195,21 @@ impl Db {
                 .connect_with(opts)
                 .await?;
             let readers = Some(Arc::new(crate::lite::Readers::new(Path::new(file))));
-            Ok(Self { backend: Backend::Sqlite, write, read, readers })
+            let checkpoints = Some(Arc::new(crate::lite::Checkpoints::spawn(Path::new(file))?));
+            Ok(Self { backend: Backend::Sqlite, write, read, readers, checkpoints })
         } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
             let pool = AnyPoolOptions::new()
                 .max_connections(cfg.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(30))
                 .connect(&cfg.url)
                 .await?;
-            Ok(Self { backend: Backend::Postgres, write: Writer::Pool(pool.clone()), read: pool, readers: None })
+            Ok(Self {
+                backend: Backend::Postgres,
+                write: Writer::Pool(pool.clone()),
+                read: pool,
+                readers: None,
+                checkpoints: None,
+            })
         } else {
             Err(sqlx::Error::Configuration("database url must start with sqlite: or postgres://".into()))
         }
@@ -292,6 +301,9 @@ impl Db {
         if let Some(r) = &self.readers {
             r.close();
         }
+        if let Some(c) = &self.checkpoints {
+            c.close();
+        }
         self.read.close().await;
     }
 }
@@ -338,9 +350,12 @@ impl Params {
 
 /// WAL lets readers run beside the writer; `synchronous = NORMAL` is durable
 /// across process crashes (not across power loss before a checkpoint), the
-/// usual trade for WAL; foreign keys are off by default in SQLite.
+/// usual trade for WAL; foreign keys are off by default in SQLite. The WAL is
+/// checkpointed beside the writer (`lite::Checkpoints`); a writing
+/// connection checkpoints in its own commit only past 20,000 pages (80 MB),
+/// as a bound on the WAL should that thread fall behind.
 pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 20000;";
 
 fn sqlite_pragmas(
     conn: &mut sqlx::AnyConnection,

@@ -407,6 +407,55 @@ impl Reader {
     }
 }
 
+/// Moves the WAL's committed pages into the database file on a thread and
+/// connection of its own, every [`CHECKPOINT_EVERY`].
+///
+/// Left to SQLite, the commit that grows the WAL past its threshold copies
+/// the pages itself, holding the writer lock for milliseconds while every
+/// other writer (a scan waiting for "ok") waits: the latency tail. A
+/// passive checkpoint here copies them beside the writer instead, never
+/// waiting for it. The writing connections keep a far higher threshold
+/// (`SQLITE_PRAGMAS`) only as a bound, should this thread fall behind.
+pub(crate) struct Checkpoints {
+    stop: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+}
+
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Checkpoints {
+    /// Starts the thread; it ends on [`Checkpoints::close`] or when this is dropped.
+    pub(crate) fn spawn(path: &Path) -> Result<Self, sqlx::Error> {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(db_error)?;
+        conn.execute_batch(crate::db::SQLITE_PRAGMAS).map_err(db_error)?;
+        let (stop, stopped) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoints".into())
+            .spawn(move || {
+                // Nothing is ever sent: the sender's drop is the signal to stop.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
+                    }
+                }
+            })
+            .map_err(sqlx::Error::Io)?;
+        Ok(Self { stop: std::sync::Mutex::new(Some(stop)) })
+    }
+
+    pub(crate) fn close(&self) {
+        self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints").finish_non_exhaustive()
+    }
+}
+
 fn group_failed(message: &str) -> WriteError {
     WriteError::Db(sqlx::Error::Protocol(format!("combined write rolled back: {message}")))
 }

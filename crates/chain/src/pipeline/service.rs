@@ -450,7 +450,7 @@ impl Pipeline {
     /// parked failure shows on a dashboard.
     pub async fn report_metrics(&self) -> Result<(), PipelineError> {
         let counts = {
-            let mut conn = self.inner.db.read();
+            let mut conn = self.inner.db.reader().acquire().await?;
             store::state_counts(&mut conn).await?
         };
         publish_counts(&counts);
@@ -540,7 +540,7 @@ impl Pipeline {
     async fn mints(&self, flush: bool, r: &mut StepReport) -> Result<(), PipelineError> {
         let now = self.now();
         let events = {
-            let mut conn = self.inner.db.read();
+            let mut conn = self.inner.db.reader().acquire().await?;
             store::pending_by_event(&mut conn, now).await?
         };
         let cfg = &self.inner.cfg;
@@ -703,23 +703,22 @@ impl Pipeline {
     /// for the chain.
     async fn attended(&self, r: &mut StepReport) -> Result<(), PipelineError> {
         let rows = {
-            let mut conn = self.inner.db.read();
+            // On the pool: under a busy gate this reads hundreds of rows.
+            let mut conn = self.inner.db.reader().acquire().await?;
             store::newly_admitted(&mut conn, 500).await?
         };
         if rows.is_empty() {
             return Ok(());
         }
-        // Small transactions: scans share the (single, on SQLite) writer and must not queue
-        // behind hundreds of these rows at the gates' busiest moment.
+        // Small scripts, each one round trip: scans share the (single, on SQLite) writer and
+        // must not queue behind hundreds of these rows at the gates' busiest moment.
         for chunk in rows.chunks(50) {
             let now = self.now();
-            let mut tx = self.inner.db.begin().await?;
+            let mut script = self.inner.db.script();
             for (ticket, event) in chunk {
-                let source = format!("attend:{ticket}");
-                store::insert_op(&mut tx, ticket, event, OpKind::Attend.as_str(), None, None, &source, now).await?;
-                store::set_attended_queued(&mut tx, ticket, now).await?;
+                store::push_attended(&mut script, ticket, event, now);
             }
-            tx.commit().await?;
+            self.inner.db.write(script).await.map_err(sqlx::Error::from)?;
         }
         r.progress += rows.len();
         Ok(())

@@ -129,8 +129,8 @@ pub async fn burn_unminted(conn: &mut Conn, ticket: &str, now: i64) -> Result<bo
 
 /// Queues an operation; a second insert with the same `source` changes nothing.
 #[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
-pub async fn insert_op(
-    conn: &mut Conn,
+#[allow(clippy::too_many_arguments)]
+fn op_insert<'q>(
     ticket: &str,
     event: &str,
     kind: &str,
@@ -138,8 +138,8 @@ pub async fn insert_op(
     to_address: Option<&str>,
     source: &str,
     now: i64,
-) -> Result<bool> {
-    let done = sqlx::query(
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
         "INSERT INTO chain_ops (ticket_id, event_id, kind, to_user, to_address, source, state, available_at, \
          created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $7, $7) ON CONFLICT (source) DO NOTHING",
     )
@@ -150,9 +150,33 @@ pub async fn insert_op(
     .bind(to_address.map(str::to_owned))
     .bind(source.to_owned())
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_op(
+    conn: &mut Conn,
+    ticket: &str,
+    event: &str,
+    kind: &str,
+    to_user: Option<&str>,
+    to_address: Option<&str>,
+    source: &str,
+    now: i64,
+) -> Result<bool> {
+    let done = op_insert(ticket, event, kind, to_user, to_address, source, now).execute(&mut *conn).await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Adds an attended mark for an admitted ticket's token to `script`: the
+/// operation (once per ticket) and the token's flag.
+pub fn push_attended(script: &mut Script, ticket: &str, event: &str, now: i64) {
+    let source = format!("attend:{ticket}");
+    script.push(op_insert(ticket, event, super::domain::OpKind::Attend.as_str(), None, None, &source, now));
+    script.push(
+        sqlx::query("UPDATE chain_tokens SET attended = TRUE, updated_at = $1 WHERE ticket_id = $2")
+            .bind(now)
+            .bind(ticket.to_owned()),
+    );
 }
 
 // ---- collections ----
@@ -770,15 +794,6 @@ pub async fn newly_admitted(conn: &mut impl Fetch, limit: i64) -> Result<Vec<(St
     .bind(limit)
     .all(conn)
     .await
-}
-
-pub async fn set_attended_queued(conn: &mut Conn, ticket: &str, now: i64) -> Result<()> {
-    sqlx::query("UPDATE chain_tokens SET attended = TRUE, updated_at = $1 WHERE ticket_id = $2")
-        .bind(now)
-        .bind(ticket.to_owned())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 // ---- reconciliation ----
