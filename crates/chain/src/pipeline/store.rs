@@ -127,9 +127,8 @@ pub async fn burn_unminted(conn: &mut Conn, ticket: &str, now: i64) -> Result<bo
     Ok(done.rows_affected() == 1)
 }
 
-/// Queues an operation; a second insert with the same `source` changes nothing.
+/// The insert of an operation; a second insert with the same `source` changes nothing.
 #[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
-#[allow(clippy::too_many_arguments)]
 fn op_insert<'q>(
     ticket: &str,
     event: &str,
@@ -152,7 +151,8 @@ fn op_insert<'q>(
     .bind(now)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Queues an operation; true when it was new.
+#[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
 pub async fn insert_op(
     conn: &mut Conn,
     ticket: &str,
