@@ -324,14 +324,14 @@ impl Readers {
     /// driver would have (`AnyRow`, typed by value: integer, real, text,
     /// blob or null), so that `FromRow` decodes them the same way.
     pub(crate) fn fetch(&self, sql: &str, values: &[AnyValueKind]) -> Result<Vec<AnyRow>, sqlx::Error> {
-        let mut reader = match self.idle.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        let idle = match self.idle.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             None => return Err(sqlx::Error::PoolClosed),
             Some(idle) => idle.pop(),
         };
-        if reader.is_none() {
-            reader = Some(self.open().map_err(db_error)?);
-        }
-        let Some(mut reader) = reader else { unreachable!("a reader was just opened") };
+        let mut reader = match idle {
+            Some(reader) => reader,
+            None => self.open().map_err(db_error)?,
+        };
         let rows = reader.fetch(sql, values);
         if let Some(idle) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
             && idle.len() < IDLE_READERS
@@ -380,6 +380,11 @@ impl Reader {
                     })
                     .collect();
                 let c = Arc::new(Columns { by_name: Arc::new(by_name), list });
+                // Statements built at run time (`IN` lists of any length)
+                // are many; the names are kept for as many as are prepared.
+                if self.columns.len() >= CACHED_STATEMENTS {
+                    self.columns.clear();
+                }
                 self.columns.insert(sql.to_owned(), c.clone());
                 c
             }
