@@ -166,9 +166,12 @@ pub struct Dispatcher {
 const BATCH: i64 = 64;
 
 /// A consumer's due events, oldest first: `$1` the consumer, `$2` now, `$3`
-/// how many.
+/// how many. The unary `+` keeps the planner
+/// off the `(consumer, available_at)` index: through it, every due row of a
+/// backlog was read, joined and sorted to return the first few; along the
+/// primary key `(consumer, event_id)` the scan stops after `$3` due rows.
 const CLAIM: &str = "SELECT o.id, o.created_at, o.payload FROM outbox_queue q JOIN outbox o ON o.id = q.event_id \
-                     WHERE q.consumer = $1 AND q.available_at <= $2 ORDER BY q.event_id LIMIT $3";
+                     WHERE q.consumer = $1 AND +q.available_at <= $2 ORDER BY q.event_id LIMIT $3";
 
 /// What became of a planning consumer's batch.
 enum Planned {
