@@ -182,6 +182,33 @@ async fn bad_cards_and_unknown_payments_are_refused() {
     assert_eq!(app.count("SELECT COUNT(*) FROM sandbox_webhooks").await, 0);
 }
 
+/// Buyers paying one checkout at once (a double click, two tabs): exactly
+/// one payment goes through and queues one webhook; the others are told
+/// 409 `payment_not_payable`, and paying again later is refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_payments_of_one_checkout_charge_once() {
+    let app = spawn_sandbox(None).await;
+    let c = app.payments.create_payment(app.new_payment("order:twice", 2500)).await.unwrap();
+    let attempts = futures::future::join_all((0..6).map(|_| app.pay_json(c.payment_id, "4242424242424242"))).await;
+    let mut outcomes = Vec::new();
+    for res in attempts {
+        let status = res.status().as_u16();
+        let code = if status == 200 { String::new() } else { App::problem_code(res).await.1 };
+        outcomes.push((status, code));
+    }
+    assert_eq!(outcomes.iter().filter(|(s, _)| *s == 200).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|(s, code)| *s == 200 || (*s == 409 && code == "payment_not_payable")), "{outcomes:?}");
+    assert_eq!(app.count("SELECT COUNT(*) FROM sandbox_webhooks").await, 1);
+    let again = app.pay_json(c.payment_id, "4000000000000002").await;
+    assert_eq!(App::problem_code(again).await, (409, "payment_not_payable".to_owned()));
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM sandbox_charges WHERE payment_id = $1")
+        .bind(c.payment_id.to_db())
+        .fetch_one(app.tdb.db.reader())
+        .await
+        .unwrap();
+    assert_eq!(status, "succeeded");
+}
+
 /// Asking twice for the same reference returns the first payment and opens
 /// no second checkout; bad input is a 422 naming the field.
 #[tokio::test]
