@@ -36,6 +36,13 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend `conn` talks to.
+    pub fn of(conn: &AnyConnection) -> Self {
+        if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DbConfig {
     pub url: String,
@@ -262,8 +269,8 @@ impl Db {
         &self.read
     }
 
-    /// Short reads outside a transaction (`read::all`, `read::optional`,
-    /// `read::one` on `&mut db.read()`). On SQLite they run on the calling
+    /// Short reads outside a transaction (`Run::optional`, `all`, `one` or
+    /// `rows` on `&mut db.read()`). On SQLite they run on the calling
     /// thread with no hand-off to a driver thread, so they are for indexed
     /// lookups of a few rows; a long scan belongs on [`Db::reader`].
     pub fn read(&self) -> crate::read::Read<'_> {
@@ -329,7 +336,7 @@ impl Params {
 
     /// For a statement run on `conn` (a transaction or a pooled connection).
     pub fn on(conn: &sqlx::AnyConnection) -> Self {
-        Self::new(if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite })
+        Self::new(Backend::of(conn))
     }
 
     /// The next placeholder.

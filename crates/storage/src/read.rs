@@ -3,7 +3,7 @@
 //!
 //! A store function that reads takes `&mut impl Fetch`, so the same code
 //! serves a request (`&mut db.read()`) and a write transaction that must
-//! see its own changes (`&mut **tx`). On SQLite, `Db::read` runs the
+//! see its own changes (`&mut tx`). On SQLite, `Db::read` runs the
 //! statement on the caller's thread (`lite::Readers`) instead of handing
 //! it to sqlx's worker thread; on PostgreSQL it is the pool.
 //!
@@ -50,7 +50,7 @@ impl Fetch for Read<'_> {
 
 impl Fetch for AnyConnection {
     fn backend(&self) -> Backend {
-        if self.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite }
+        Backend::of(self)
     }
 
     fn rows<'a>(&'a mut self, query: Query<'a>) -> BoxFuture<'a, Result<Vec<AnyRow>, sqlx::Error>> {

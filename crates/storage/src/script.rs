@@ -39,7 +39,7 @@ impl Script {
 
     /// For a script run on `conn` (a transaction or a write connection).
     pub fn on(conn: &AnyConnection) -> Self {
-        Self::new(if conn.backend_name() == "PostgreSQL" { Backend::Postgres } else { Backend::Sqlite })
+        Self::new(Backend::of(conn))
     }
 
     /// Adds a statement; returns its index in [`Script::run`]'s answer.
