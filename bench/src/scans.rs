@@ -572,13 +572,16 @@ pub async fn scans(args: ScanArgs) {
     let s = b + args.single_tickets;
     let items = plan(&args, &all, &keys, 0..b, 0x5eed_0001).await;
     let full_verify = ceiling_credentials(&http, &base, &event, &items, args.ceiling_seconds).await;
+    eprintln!("batch phase: starting");
     let batch = batch_phase(&args, &http, &base, &gates, &all, &keys, items).await;
     eprintln!("batch phase: {:.0} scans/s", batch.rate());
     let items = plan(&args, &all, &keys, b..s, 0x5eed_0002).await;
+    eprintln!("single phase: starting");
     let single = single_phase(&args, &http, &base, &gates, &all, &keys, items, None).await;
     eprintln!("single phase: {:.0} scans/s", single.rate());
     let half_rate = args.half_rate.unwrap_or(single.rate() / 2.0);
     let items = plan(&args, &all, &keys, s..total, 0x5eed_0003).await;
+    eprintln!("half-load phase: starting");
     let half = single_phase(&args, &http, &base, &gates, &all, &keys, items, Some(half_rate)).await;
     eprintln!("half-load phase: {:.0} scans/s offered, {:.0} achieved", half_rate, half.rate());
 

@@ -14,7 +14,7 @@ use entrada_identity::membership::{OrgRole, role_of};
 use entrada_primitives::ids::{EventId, TicketId, UserId};
 use entrada_primitives::token::{digest, random_bytes, random_token};
 use entrada_primitives::{PlatformRole, Principal, SharedClock};
-use entrada_storage::Db;
+use entrada_storage::{Db, WriteError};
 use entrada_storage::audit::{self, Actor};
 use serde_json::json;
 use std::collections::HashMap;
@@ -170,6 +170,169 @@ struct EventCtx {
     event_bytes: [u8; 16],
     ring: KeyRing,
     gates: HashMap<String, Gate>,
+}
+
+/// What a fresh scan comes to before the ticket's admission is consulted.
+enum Step {
+    Done(Verdict),
+    Enter(Display),
+    Leave(Display),
+}
+
+/// One upload being decided: the scans, the device that sent each, and
+/// what verification made of the fresh ones.
+struct Batch<'a> {
+    devices: &'a [&'a Device],
+    scans: &'a [ScanRequest],
+    ctx: &'a EventCtx,
+    device_event: String,
+    now: i64,
+    /// The scans to decide: the first of their (device, nonce), not recorded before.
+    fresh: Vec<usize>,
+    verified: HashMap<usize, std::result::Result<Verified, Rejection>>,
+}
+
+impl Batch<'_> {
+    /// When scan `i` happened: the device's time offline, the server's online.
+    fn at(&self, i: usize) -> i64 {
+        let s = &self.scans[i];
+        if s.offline { s.scanned_at_ms.unwrap_or(self.now) } else { self.now }
+    }
+
+    /// The ticket a verified credential names.
+    fn ticket_of(&self, i: usize) -> Option<String> {
+        match self.verified.get(&i) {
+            Some(Ok(v)) => Some(uuid::Uuid::from_bytes(v.claims.ticket_id).to_string()),
+            _ => None,
+        }
+    }
+
+    /// The gate of scan `i`, when it is one of its device's gates.
+    fn gate_of(&self, i: usize) -> Option<&Gate> {
+        let s = &self.scans[i];
+        if self.devices[i].gate_ids.iter().any(|g| g == &s.gate_id) { self.ctx.gates.get(&s.gate_id) } else { None }
+    }
+
+    /// The tickets of the verified fresh scans, sorted, once each.
+    fn ticket_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.fresh.iter().filter_map(|i| self.ticket_of(*i)).collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The checks that need no admission state: what is left is an entry or
+    /// an exit to apply.
+    fn steps(&self, facts: &HashMap<String, TicketFacts>) -> HashMap<usize, Step> {
+        let mut steps = HashMap::with_capacity(self.fresh.len());
+        for i in self.fresh.iter().copied() {
+            let s = &self.scans[i];
+            let step = match (self.gate_of(i), self.verified.get(&i)) {
+                (None, _) => Step::Done(Verdict::new(Reason::GateNotAssigned)),
+                (_, Some(Err(r))) => Step::Done(Verdict::new(Reason::Credential(*r))),
+                (_, None) => Step::Done(Verdict::new(Reason::Credential(Rejection::Malformed))),
+                (Some(gate), Some(Ok(v))) => match facts.get(&self.ticket_of(i).unwrap_or_default()) {
+                    None => Step::Done(Verdict::new(Reason::UnknownTicket)),
+                    Some(f) => {
+                        let display = Display {
+                            ticket_type: f.type_name.clone(),
+                            holder_display_name: f.holder_display_name.clone(),
+                            seat: None,
+                        };
+                        let check = ticket_check(
+                            f,
+                            &self.device_event,
+                            v.claims.generation,
+                            &gate.zone_name,
+                            s.direction,
+                            self.at(i),
+                            self.ctx.event.doors(),
+                        );
+                        let done = |r| {
+                            let mut v = Verdict::new(r);
+                            v.display = Some(display.clone());
+                            Step::Done(v)
+                        };
+                        match check {
+                            Some(r) => done(r),
+                            // The device turned the person away; nothing entered.
+                            None if s.offline && s.admitted == Some(false) => done(Reason::AlreadyUsed),
+                            None if s.direction == Direction::In => Step::Enter(display),
+                            None => Step::Leave(display),
+                        }
+                    }
+                },
+            };
+            steps.insert(i, step);
+        }
+        steps
+    }
+
+    /// The verdict of an entry refused because the ticket entered before:
+    /// when and where it entered first. An offline scan that the device
+    /// admitted anyway is a conflict, noted in `conflicts`.
+    fn already_used(
+        &self,
+        i: usize,
+        first_used_at: i64,
+        first_gate_id: String,
+        entries: i64,
+        conflicts: &mut HashMap<usize, (i64, String)>,
+    ) -> Verdict {
+        let s = &self.scans[i];
+        let mut v = Verdict::new(Reason::AlreadyUsed);
+        v.first_used_at_ms = Some(first_used_at);
+        v.first_gate = self.ctx.gates.get(&first_gate_id).map(|g| g.name.clone());
+        v.first_gate_id = Some(first_gate_id.clone());
+        v.entries = Some(entries);
+        if s.offline && s.admitted != Some(false) {
+            v.conflict = true;
+            conflicts.insert(i, (first_used_at, first_gate_id));
+        }
+        v
+    }
+
+    /// Every fresh scan's final verdict, naming its ticket, with the JSON
+    /// text stored for replays (in `fresh` order).
+    fn decided(&self, mut steps: HashMap<usize, Step>) -> Result<(HashMap<usize, Verdict>, Vec<String>)> {
+        let mut decided = HashMap::with_capacity(self.fresh.len());
+        let mut texts = Vec::with_capacity(self.fresh.len());
+        for i in self.fresh.iter().copied() {
+            let Some(Step::Done(mut verdict)) = steps.remove(&i) else {
+                return Err(CheckinError::Internal("a scan without a verdict".into()));
+            };
+            verdict.ticket_id = self.ticket_of(i);
+            texts.push(serde_json::to_string(&verdict).map_err(|e| CheckinError::Internal(e.to_string()))?);
+            decided.insert(i, verdict);
+        }
+        Ok((decided, texts))
+    }
+
+    /// The scan rows to record, in `fresh` order.
+    fn rows<'a>(&'a self, decided: &'a HashMap<usize, Verdict>, texts: &'a [String]) -> Vec<NewScan<'a>> {
+        self.fresh
+            .iter()
+            .zip(texts)
+            .filter_map(|(i, text)| {
+                let (s, v) = (&self.scans[*i], decided.get(i)?);
+                Some(NewScan {
+                    device_id: &self.devices[*i].id,
+                    nonce: &s.nonce,
+                    event_id: &self.device_event,
+                    gate_id: &s.gate_id,
+                    zone_id: self.gate_of(*i).map(|g| g.zone_id.as_str()),
+                    ticket_id: v.ticket_id.as_deref(),
+                    direction: s.direction.as_str(),
+                    ok: v.ok,
+                    reason: &v.reason,
+                    offline: s.offline,
+                    scanned_at: self.at(*i),
+                    recorded_at: self.now,
+                    verdict: text,
+                })
+            })
+            .collect()
+    }
 }
 
 /// A queued single scan's answer channel.
@@ -1121,10 +1284,41 @@ impl Checkin {
         let is_stored = |i: usize| stored.contains_key(&(devices[i].id.clone(), scans[i].nonce.clone()));
         let fresh: Vec<usize> =
             (0..scans.len()).filter(|i| first_of.get(&key(*i)) == Some(i) && !is_stored(*i)).collect();
+        let verified = self.verify_fresh(ctx, scans, &fresh, now).await?;
+        let batch = Batch { devices, scans, ctx, device_event: event.to_db(), now, fresh, verified };
 
-        // Verify: online scans in one batch at the server's time, offline
-        // scans each at the device's time of the scan.
-        let mut verified: HashMap<usize, std::result::Result<Verified, Rejection>> = HashMap::new();
+        let planned = match db.backend() {
+            entrada_storage::Backend::Sqlite => self.planned(&batch).await?,
+            entrada_storage::Backend::Postgres => None,
+        };
+        let decided = match planned {
+            Some(decided) => decided,
+            None => match self.in_transaction(&batch).await? {
+                Some(decided) => decided,
+                None => return Ok(None),
+            },
+        };
+
+        let mut out = Vec::with_capacity(scans.len());
+        for (i, s) in scans.iter().enumerate() {
+            let first = first_of.get(&key(i)).copied().unwrap_or(0);
+            let v =
+                decided.get(&first).cloned().or_else(|| stored.get(&(devices[i].id.clone(), s.nonce.clone())).cloned());
+            out.push(v.ok_or_else(|| CheckinError::Internal("a scan without a verdict".into()))?);
+        }
+        Ok(Some(out))
+    }
+
+    /// Verifies the fresh scans: online ones in one batch at the server's
+    /// time, offline ones each at the device's time of the scan.
+    async fn verify_fresh(
+        &self,
+        ctx: &Arc<EventCtx>,
+        scans: &[ScanRequest],
+        fresh: &[usize],
+        now: i64,
+    ) -> Result<HashMap<usize, std::result::Result<Verified, Rejection>>> {
+        let mut verified = HashMap::with_capacity(fresh.len());
         let online: Vec<usize> = fresh.iter().copied().filter(|i| !scans[*i].offline).collect();
         let now_s = now.div_euclid(1000);
         if !online.is_empty() {
@@ -1161,100 +1355,113 @@ impl Checkin {
                 verified.insert(i, Err(r));
             }
         }
+        Ok(verified)
+    }
 
-        let ticket_of = |i: usize| -> Option<String> {
-            match verified.get(&i) {
-                Some(Ok(v)) => Some(uuid::Uuid::from_bytes(v.claims.ticket_id).to_string()),
-                _ => None,
-            }
-        };
-        let mut ids: Vec<String> = fresh.iter().filter_map(|i| ticket_of(*i)).collect();
-        ids.sort();
-        ids.dedup();
-
-        let mut tx = db.begin().await?;
-        let facts: HashMap<String, TicketFacts> = store::ticket_facts(&mut tx, &ids).await?.into_iter().collect();
-        let device_event = event.to_db();
-
-        // First the checks that need no admission state; what is left is an
-        // entry or an exit to apply.
-        enum Step {
-            Done(Verdict),
-            Enter(Display),
-            Leave(Display),
-        }
-        let mut steps: HashMap<usize, Step> = HashMap::new();
-        let gate_of = |i: usize| {
-            let s = &scans[i];
-            if devices[i].gate_ids.iter().any(|g| g == &s.gate_id) { ctx.gates.get(&s.gate_id) } else { None }
-        };
-        for i in fresh.iter().copied() {
-            let s = &scans[i];
-            let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
-            let step = match (gate_of(i), verified.get(&i)) {
-                (None, _) => Step::Done(Verdict::new(Reason::GateNotAssigned)),
-                (_, Some(Err(r))) => Step::Done(Verdict::new(Reason::Credential(*r))),
-                (_, None) => Step::Done(Verdict::new(Reason::Credential(Rejection::Malformed))),
-                (Some(gate), Some(Ok(v))) => match facts.get(&ticket_of(i).unwrap_or_default()) {
-                    None => Step::Done(Verdict::new(Reason::UnknownTicket)),
-                    Some(f) => {
-                        let display = Display {
-                            ticket_type: f.type_name.clone(),
-                            holder_display_name: f.holder_display_name.clone(),
-                            seat: None,
-                        };
-                        let check = ticket_check(
-                            f,
-                            &device_event,
-                            v.claims.generation,
-                            &gate.zone_name,
-                            s.direction,
-                            at,
-                            ctx.event.doors(),
-                        );
-                        let done = |r| {
-                            let mut v = Verdict::new(r);
-                            v.display = Some(display.clone());
-                            Step::Done(v)
-                        };
-                        match check {
-                            Some(r) => done(r),
-                            // The device turned the person away; nothing entered.
-                            None if s.offline && s.admitted == Some(false) => done(Reason::AlreadyUsed),
-                            None if s.direction == Direction::In => Step::Enter(display),
-                            None => Step::Leave(display),
-                        }
+    /// The common upload on SQLite, decided from reads and written as one
+    /// guarded script on the writer thread, which commits it together with
+    /// whatever other scripts are waiting: every ticket at most once, entries
+    /// under a single-entry policy, no offline conflict. Each first admission
+    /// is guarded by the facts it was decided on (the ticket still valid, of
+    /// a paid order, at the same generation, and not admitted yet). If a
+    /// concurrent write changed any of them, or recorded one of the nonces,
+    /// nothing is written and `None` sends the upload to the transaction.
+    async fn planned(&self, b: &Batch<'_>) -> Result<Option<HashMap<usize, Verdict>>> {
+        let db = &self.inner.db;
+        let facts: HashMap<String, TicketFacts> =
+            store::ticket_facts(&mut db.read(), &b.ticket_ids()).await?.into_iter().collect();
+        let mut steps = b.steps(&facts);
+        let mut entering: Vec<(String, usize)> = Vec::new();
+        for i in b.fresh.iter().copied() {
+            match steps.get(&i) {
+                Some(Step::Done(_)) => {}
+                Some(Step::Enter(_)) => {
+                    let t = b.ticket_of(i).unwrap_or_default();
+                    if facts.get(&t).is_none_or(|f| f.policy.max_entries() > 1) {
+                        return Ok(None);
                     }
-                },
-            };
-            steps.insert(i, step);
+                    entering.push((t, i));
+                }
+                Some(Step::Leave(_)) | None => return Ok(None),
+            }
         }
+        let mut tickets: Vec<&str> = entering.iter().map(|(t, _)| t.as_str()).collect();
+        tickets.sort_unstable();
+        let entries = tickets.len();
+        tickets.dedup();
+        if tickets.len() != entries {
+            return Ok(None);
+        }
+        let firsts = store::admissions_of(&mut db.read(), &tickets).await?;
+        let mut script = db.script();
+        for (t, i) in &entering {
+            let Some(Step::Enter(display)) = steps.remove(i) else { continue };
+            let mut v = match firsts.get(t) {
+                Some((first_used_at, first_gate_id, entries)) => {
+                    let mut conflicts = HashMap::new();
+                    let v = b.already_used(*i, *first_used_at, first_gate_id.clone(), *entries, &mut conflicts);
+                    if !conflicts.is_empty() {
+                        return Ok(None);
+                    }
+                    v
+                }
+                None => {
+                    let generation = facts.get(t).map(|f| f.generation).unwrap_or_default();
+                    let gate = &b.scans[*i].gate_id;
+                    store::push_first_entry(&mut script, t, &b.device_event, gate, b.at(*i), generation);
+                    let mut v = Verdict::new(Reason::Ok);
+                    v.entries = Some(1);
+                    v
+                }
+            };
+            v.display = Some(display);
+            steps.insert(*i, Step::Done(v));
+        }
+        let (decided, texts) = b.decided(steps)?;
+        for row in b.rows(&decided, &texts) {
+            store::push_scan(&mut script, &row);
+        }
+        match db.write(script).await {
+            Ok(_) => Ok(Some(decided)),
+            Err(WriteError::Guard(_)) => Ok(None),
+            Err(WriteError::Db(e)) if entrada_storage::is_unique_violation(&e) => Ok(None),
+            Err(WriteError::Db(e)) => Err(e.into()),
+        }
+    }
+
+    /// Any upload, decided and recorded inside one transaction holding the
+    /// writer (re-entries, exits, repeats of a ticket, offline conflicts).
+    /// `None` when a concurrent upload recorded some of its nonces.
+    async fn in_transaction(&self, b: &Batch<'_>) -> Result<Option<HashMap<usize, Verdict>>> {
+        let mut tx = self.inner.db.begin().await?;
+        let facts: HashMap<String, TicketFacts> =
+            store::ticket_facts(&mut tx, &b.ticket_ids()).await?.into_iter().collect();
+        let mut steps = b.steps(&facts);
 
         // A ticket entering once in this batch (the usual case) first tries
         // one multi-row insert of first admissions; whatever that does not
         // admit, and tickets seen more than once, go one by one below.
         let mut touches: HashMap<String, usize> = HashMap::new();
-        for i in fresh.iter().copied() {
+        for i in b.fresh.iter().copied() {
             if matches!(steps.get(&i), Some(Step::Enter(_) | Step::Leave(_))) {
-                *touches.entry(ticket_of(i).unwrap_or_default()).or_insert(0) += 1;
+                *touches.entry(b.ticket_of(i).unwrap_or_default()).or_insert(0) += 1;
             }
         }
-        let mut bulk: Vec<(String, String, i64, usize)> = fresh
+        let mut bulk: Vec<(String, String, i64, usize)> = b
+            .fresh
             .iter()
             .copied()
             .filter(|i| matches!(steps.get(i), Some(Step::Enter(_))))
             .filter_map(|i| {
-                let t = ticket_of(i)?;
-                let s = &scans[i];
-                let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
-                (touches.get(&t) == Some(&1)).then(|| (t, s.gate_id.clone(), at, i))
+                let t = b.ticket_of(i)?;
+                (touches.get(&t) == Some(&1)).then(|| (t, b.scans[i].gate_id.clone(), b.at(i), i))
             })
             .collect();
         // Ticket order: two batches sharing tickets on PostgreSQL then wait
         // for each other instead of deadlocking.
         bulk.sort();
         let rows: Vec<(&str, &str, i64)> = bulk.iter().map(|(t, g, at, _)| (t.as_str(), g.as_str(), *at)).collect();
-        let admitted = store::enter_first(&mut tx, &device_event, &rows).await?;
+        let admitted = store::enter_first(&mut tx, &b.device_event, &rows).await?;
         for (t, _, _, i) in &bulk {
             if admitted.contains(t)
                 && let Some(Step::Enter(display)) = steps.remove(i)
@@ -1266,29 +1473,10 @@ impl Checkin {
             }
         }
 
-        // An already used ticket: when and where it entered first. An offline
-        // scan that the device admitted is a conflict to report.
-        let mut conflicts: HashMap<usize, (i64, String)> = HashMap::new();
-        let already_used = |i: usize,
-                            first_used_at: i64,
-                            first_gate_id: String,
-                            entries: i64,
-                            conflicts: &mut HashMap<usize, (i64, String)>| {
-            let s = &scans[i];
-            let mut v = Verdict::new(Reason::AlreadyUsed);
-            v.first_used_at_ms = Some(first_used_at);
-            v.first_gate = ctx.gates.get(&first_gate_id).map(|g| g.name.clone());
-            v.first_gate_id = Some(first_gate_id.clone());
-            v.entries = Some(entries);
-            if s.offline && s.admitted != Some(false) {
-                v.conflict = true;
-                conflicts.insert(i, (first_used_at, first_gate_id));
-            }
-            v
-        };
-
         // A ticket that may enter only once and was not admitted above has
-        // entered before: one read answers for all of them.
+        // entered before: one read answers for all of them. An offline scan
+        // that the device admitted is a conflict to report.
+        let mut conflicts: HashMap<usize, (i64, String)> = HashMap::new();
         let used: Vec<&str> = bulk
             .iter()
             .filter(|(t, ..)| !admitted.contains(t) && facts.get(t).is_some_and(|f| f.policy.max_entries() <= 1))
@@ -1299,7 +1487,7 @@ impl Checkin {
             if let Some((first_used_at, first_gate_id, entries)) = firsts.get(t)
                 && let Some(Step::Enter(display)) = steps.remove(i)
             {
-                let mut v = already_used(*i, *first_used_at, first_gate_id.clone(), *entries, &mut conflicts);
+                let mut v = b.already_used(*i, *first_used_at, first_gate_id.clone(), *entries, &mut conflicts);
                 v.display = Some(display);
                 steps.insert(*i, Step::Done(v));
             }
@@ -1308,26 +1496,25 @@ impl Checkin {
         // The rest, in ticket-id order (stable, so repeats of one ticket
         // keep their batch order).
         let mut order: Vec<usize> =
-            fresh.iter().copied().filter(|i| !matches!(steps.get(i), Some(Step::Done(_)))).collect();
-        order.sort_by_key(|i| ticket_of(*i));
+            b.fresh.iter().copied().filter(|i| !matches!(steps.get(i), Some(Step::Done(_)))).collect();
+        order.sort_by_key(|i| b.ticket_of(*i));
         for i in order {
-            let s = &scans[i];
-            let at = if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now };
-            let tid = ticket_of(i).unwrap_or_default();
-            let Some(gate) = gate_of(i) else { continue };
+            let at = b.at(i);
+            let tid = b.ticket_of(i).unwrap_or_default();
+            let Some(gate) = b.gate_of(i) else { continue };
             let Some(step) = steps.remove(&i) else { continue };
             let (mut verdict, display) = match step {
                 Step::Done(v) => (v, None),
                 Step::Enter(display) => {
                     let max = facts.get(&tid).map(|f| f.policy.max_entries()).unwrap_or(1);
-                    let v = match store::enter(&mut tx, &tid, &device_event, &gate.id, at, max).await? {
+                    let v = match store::enter(&mut tx, &tid, &b.device_event, &gate.id, at, max).await? {
                         Entry::Admitted { entries } => {
                             let mut v = Verdict::new(Reason::Ok);
                             v.entries = Some(entries);
                             v
                         }
                         Entry::Refused { first_used_at, first_gate_id, entries } => {
-                            already_used(i, first_used_at, first_gate_id, entries, &mut conflicts)
+                            b.already_used(i, first_used_at, first_gate_id, entries, &mut conflicts)
                         }
                     };
                     (v, Some(display))
@@ -1348,78 +1535,36 @@ impl Checkin {
         }
 
         // Every scan recorded, in one multi-row insert.
-        let mut decided: HashMap<usize, Verdict> = HashMap::new();
-        let mut texts: Vec<String> = Vec::with_capacity(fresh.len());
-        for i in fresh.iter().copied() {
-            let Some(Step::Done(mut verdict)) = steps.remove(&i) else {
-                return Err(CheckinError::Internal("a scan without a verdict".into()));
-            };
-            verdict.ticket_id = ticket_of(i);
-            texts.push(serde_json::to_string(&verdict).map_err(|e| CheckinError::Internal(e.to_string()))?);
-            decided.insert(i, verdict);
-        }
-        let ticket_ids: Vec<Option<String>> = fresh.iter().map(|i| ticket_of(*i)).collect();
-        let rows: Vec<NewScan<'_>> = fresh
-            .iter()
-            .zip(&texts)
-            .zip(&ticket_ids)
-            .map(|((i, text), ticket)| {
-                let s = &scans[*i];
-                let v = &decided[i];
-                NewScan {
-                    device_id: &devices[*i].id,
-                    nonce: &s.nonce,
-                    event_id: &device_event,
-                    gate_id: &s.gate_id,
-                    zone_id: gate_of(*i).map(|g| g.zone_id.as_str()),
-                    ticket_id: ticket.as_deref(),
-                    direction: s.direction.as_str(),
-                    ok: v.ok,
-                    reason: &v.reason,
-                    offline: s.offline,
-                    scanned_at: if s.offline { s.scanned_at_ms.unwrap_or(now) } else { now },
-                    recorded_at: now,
-                    verdict: text,
-                }
-            })
-            .collect();
-        let Some(scan_ids) = store::insert_scans(&mut tx, &rows).await? else {
+        let (decided, texts) = b.decided(steps)?;
+        let Some(scan_ids) = store::insert_scans(&mut tx, &b.rows(&decided, &texts)).await? else {
             // A concurrent upload recorded some of these nonces: replay.
             tx.rollback().await?;
             return Ok(None);
         };
-        for (k, i) in fresh.iter().enumerate() {
+        for i in b.fresh.iter().copied() {
+            let (devices, scans) = (b.devices, b.scans);
             if let (Some((first_used_at, first_gate_id)), Some(tid), Some(scan_id)) = (
-                conflicts.remove(i),
-                ticket_ids[k].clone(),
-                scan_ids.get(&(devices[*i].id.clone(), scans[*i].nonce.clone())),
+                conflicts.remove(&i),
+                b.ticket_of(i),
+                scan_ids.get(&(devices[i].id.clone(), scans[i].nonce.clone())),
             ) {
-                let s = &scans[*i];
                 let c = ConflictRow {
                     id: 0,
                     ticket_id: tid,
                     scan_id: *scan_id,
-                    device_id: devices[*i].id.clone(),
-                    gate_id: s.gate_id.clone(),
-                    scanned_at: s.scanned_at_ms.unwrap_or(now),
+                    device_id: devices[i].id.clone(),
+                    gate_id: scans[i].gate_id.clone(),
+                    scanned_at: scans[i].scanned_at_ms.unwrap_or(b.now),
                     first_used_at,
                     first_gate_id,
-                    detected_at: now,
+                    detected_at: b.now,
                 };
-                store::insert_conflict(&mut tx, &device_event, &c).await?;
+                store::insert_conflict(&mut tx, &b.device_event, &c).await?;
             }
         }
         // The admission is durable before any scanner hears "ok".
         tx.commit().await?;
-
-        let mut out = Vec::with_capacity(scans.len());
-        for (i, s) in scans.iter().enumerate() {
-            let first = first_of.get(&key(i)).copied().unwrap_or(0);
-            let v =
-                decided.get(&first).cloned().or_else(|| stored.get(&(devices[i].id.clone(), s.nonce.clone())).cloned());
-            out.push(v.ok_or_else(|| CheckinError::Internal("a scan without a verdict".into()))?);
-        }
-        Ok(Some(out))
+        Ok(Some(decided))
     }
 
     // ------------------------------------------------------------------ offline bundle

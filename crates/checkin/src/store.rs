@@ -2,7 +2,7 @@
 
 use crate::domain::{Doors, EntryPolicy, TicketFacts, parse_zones};
 use entrada_primitives::ids::{EventId, OrganizationId, TicketId, UserId};
-use entrada_storage::{Db, Params, Run, Tx};
+use entrada_storage::{Db, Fetch, Params, Run, Script, Tx};
 use sqlx::Row;
 
 type R<T> = Result<T, sqlx::Error>;
@@ -363,10 +363,11 @@ pub async fn set_holder_key(tx: &mut Tx, ticket: TicketId, generation: i64, key:
 
 // ------------------------------------------------------------------ scans
 
-/// Loads the facts of up to a few hundred tickets in one statement, inside
-/// the scan transaction so a cancellation or generation bump committed
-/// before it is seen.
-pub async fn ticket_facts(tx: &mut Tx, ids: &[String]) -> R<Vec<(String, TicketFacts)>> {
+/// Loads the facts of up to a few hundred tickets in one statement: inside
+/// the scan transaction, so a cancellation or generation bump committed
+/// before it is seen, or on a reader for a plan whose writes are guarded
+/// by the facts they were decided on ([`push_first_entry`]).
+pub async fn ticket_facts(on: &mut impl Fetch, ids: &[String]) -> R<Vec<(String, TicketFacts)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -376,13 +377,13 @@ pub async fn ticket_facts(tx: &mut Tx, ids: &[String]) -> R<Vec<(String, TicketF
          FROM tickets t JOIN orders o ON o.id = t.order_id JOIN ticket_types tt ON tt.id = t.ticket_type_id \
          JOIN users u ON u.id = t.holder_id LEFT JOIN entry_policies p ON p.ticket_type_id = t.ticket_type_id \
          WHERE t.id IN ({})",
-        Params::on(tx).list(ids.len())
+        Params::new(on.backend()).list(ids.len())
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for id in ids {
         q = q.bind(id);
     }
-    let rows = q.fetch_all(&mut **tx).await?;
+    let rows = q.rows(on).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let reentry: i64 = r.try_get(8)?;
@@ -515,23 +516,46 @@ pub async fn enter_first(tx: &mut Tx, event: &str, rows: &[(&str, &str, i64)]) -
 }
 
 /// The admission rows of `tickets`: first use (time, gate) and entries, by ticket.
-pub async fn admissions_of(tx: &mut Tx, tickets: &[&str]) -> R<std::collections::HashMap<String, (i64, String, i64)>> {
+pub async fn admissions_of(
+    on: &mut impl Fetch,
+    tickets: &[&str],
+) -> R<std::collections::HashMap<String, (i64, String, i64)>> {
     let mut out = std::collections::HashMap::with_capacity(tickets.len());
     if tickets.is_empty() {
         return Ok(out);
     }
     let sql = format!(
         "SELECT ticket_id, first_used_at, first_gate_id, entries FROM admissions WHERE ticket_id IN ({})",
-        Params::on(tx).list(tickets.len())
+        Params::new(on.backend()).list(tickets.len())
     );
-    let mut q = sqlx::query_as::<_, (String, i64, String, i64)>(sqlx::AssertSqlSafe(sql));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for t in tickets {
         q = q.bind(*t);
     }
-    for (ticket, at, gate, entries) in q.fetch_all(&mut **tx).await? {
+    let rows: Vec<(String, i64, String, i64)> = q.all(on).await?;
+    for (ticket, at, gate, entries) in rows {
         out.insert(ticket, (at, gate, entries));
     }
     Ok(out)
+}
+
+/// A ticket's first admission, as a guard of `script`: it changes a row only
+/// while the ticket is still valid, of a paid order, at `generation`, and
+/// not admitted yet, the facts an entry was decided on outside the writer.
+pub fn push_first_entry(script: &mut Script, ticket: &str, event: &str, gate: &str, at: i64, generation: i64) {
+    script.push_guard(
+        sqlx::query(
+            "INSERT INTO admissions (ticket_id, event_id, entries, inside, first_used_at, first_gate_id, last_at, \
+             last_gate_id) SELECT t.id, $2, 1, TRUE, $3, $4, $3, $4 FROM tickets t JOIN orders o ON o.id = t.order_id \
+             WHERE t.id = $1 AND t.status = 'valid' AND t.generation = $5 AND o.status = 'paid' \
+             ON CONFLICT (ticket_id) DO NOTHING",
+        )
+        .bind(ticket)
+        .bind(event)
+        .bind(at)
+        .bind(gate)
+        .bind(generation),
+    );
 }
 
 /// An exit scan; false when the ticket is not inside.
@@ -610,6 +634,30 @@ pub async fn insert_scans(
         ids.extend(rows.into_iter().map(|(d, n, id)| ((d, n), id)));
     }
     Ok(Some(ids))
+}
+
+/// One scan row, as a statement of `script`. A (device, nonce) recorded
+/// meanwhile by a concurrent upload fails the script with a unique violation.
+pub fn push_scan(script: &mut Script, s: &NewScan<'_>) {
+    script.push(
+        sqlx::query(
+            "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
+             offline, scanned_at, recorded_at, verdict) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(s.device_id)
+        .bind(s.nonce)
+        .bind(s.event_id)
+        .bind(s.gate_id)
+        .bind(s.zone_id)
+        .bind(s.ticket_id)
+        .bind(s.direction)
+        .bind(s.ok)
+        .bind(s.reason)
+        .bind(s.offline)
+        .bind(s.scanned_at)
+        .bind(s.recorded_at)
+        .bind(s.verdict),
+    );
 }
 
 /// A recorded conflict.

@@ -990,3 +990,66 @@ async fn holder_credentials_and_the_printed_qr() {
     assert_eq!(v["reason"], "unknown_key", "{v}");
     assert_eq!(app.scan(&token, &app.qr(&key, &cred), &f.north, "new-key").await["ok"], true);
 }
+
+/// A first admission decided from a read, outside the writer, is written only while the facts it was decided on
+/// still hold: a ticket cancelled, refunded, re-issued or admitted meanwhile stops the whole script (the scan row
+/// with it), so the scan is decided again inside a transaction.
+#[tokio::test]
+async fn a_stale_admission_plan_writes_nothing() {
+    use entrada_checkin::store::{NewScan, push_first_entry, push_scan};
+    use entrada_storage::WriteError;
+    let app = spawn().await;
+    let f = app.fixture().await;
+    let db = &app.tdb.db;
+    let attempt = |ticket: String, generation: i64, nonce: &'static str| {
+        let (event, gate) = (f.event.clone(), f.north.clone());
+        async move {
+            let mut script = db.script();
+            push_first_entry(&mut script, &ticket, &event, &gate, 1_000, generation);
+            push_scan(
+                &mut script,
+                &NewScan {
+                    device_id: "device-1",
+                    nonce,
+                    event_id: &event,
+                    gate_id: &gate,
+                    zone_id: None,
+                    ticket_id: Some(&ticket),
+                    direction: "in",
+                    ok: true,
+                    reason: "ok",
+                    offline: false,
+                    scanned_at: 1_000,
+                    recorded_at: 1_000,
+                    verdict: "{}",
+                },
+            );
+            db.write(script).await
+        }
+    };
+    let scans = |nonce: &'static str| app.count("SELECT COUNT(*) FROM scans WHERE nonce = $1", nonce);
+    let app = &app;
+    let admitted = |t: String| async move { app.count("SELECT COUNT(*) FROM admissions WHERE ticket_id = $1", &t).await };
+
+    // Re-issued since the read (the plan saw generation 1).
+    let t = app.ticket(&f, &f.event, &f.ga, f.fan).await;
+    app.exec("UPDATE tickets SET generation = 2 WHERE id = $1", &[&t]).await;
+    assert!(matches!(attempt(t.clone(), 1, "n1").await, Err(WriteError::Guard(0))));
+    assert_eq!((admitted(t.clone()).await, scans("n1").await), (0, 0));
+
+    // Cancelled, and of a refunded order.
+    let c = app.ticket(&f, &f.event, &f.ga, f.fan).await;
+    app.exec("UPDATE tickets SET status = 'cancelled' WHERE id = $1", &[&c]).await;
+    assert!(matches!(attempt(c.clone(), 1, "n2").await, Err(WriteError::Guard(0))));
+    let r = app.ticket(&f, &f.event, &f.ga, f.fan).await;
+    app.exec("UPDATE orders SET status = 'refunded' WHERE id = (SELECT order_id FROM tickets WHERE id = $1)", &[&r])
+        .await;
+    assert!(matches!(attempt(r.clone(), 1, "n3").await, Err(WriteError::Guard(0))));
+    assert_eq!((admitted(c).await, admitted(r).await, scans("n2").await, scans("n3").await), (0, 0, 0, 0));
+
+    // Still as read: admitted once; a second plan of the same ticket finds it admitted.
+    let v = app.ticket(&f, &f.event, &f.ga, f.fan).await;
+    assert_eq!(attempt(v.clone(), 1, "n4").await.unwrap(), vec![1, 1]);
+    assert!(matches!(attempt(v.clone(), 1, "n5").await, Err(WriteError::Guard(0))));
+    assert_eq!((admitted(v).await, scans("n4").await, scans("n5").await), (1, 1, 0));
+}
