@@ -1285,19 +1285,20 @@ impl Checkin {
         let fresh: Vec<usize> =
             (0..scans.len()).filter(|i| first_of.get(&key(*i)) == Some(i) && !is_stored(*i)).collect();
         let verified = self.verify_fresh(ctx, scans, &fresh, now).await?;
-        let batch = Batch { devices, scans, ctx, device_event: event.to_db(), now, fresh, verified };
+        let mut batch = Batch { devices, scans, ctx, device_event: event.to_db(), now, fresh, verified };
 
-        let planned = match db.backend() {
-            entrada_storage::Backend::Sqlite => self.planned(&batch).await?,
-            entrada_storage::Backend::Postgres => None,
-        };
-        let decided = match planned {
-            Some(decided) => decided,
-            None => match self.in_transaction(&batch).await? {
-                Some(decided) => decided,
+        let mut decided = HashMap::with_capacity(batch.fresh.len());
+        if db.backend() == entrada_storage::Backend::Sqlite {
+            let (written, rest) = self.planned(&batch).await?;
+            decided = written;
+            batch.fresh = rest;
+        }
+        if !batch.fresh.is_empty() {
+            match self.in_transaction(&batch).await? {
+                Some(d) => decided.extend(d),
                 None => return Ok(None),
-            },
-        };
+            }
+        }
 
         let mut out = Vec::with_capacity(scans.len());
         for (i, s) in scans.iter().enumerate() {
@@ -1359,15 +1360,18 @@ impl Checkin {
     }
 
     /// The common upload on SQLite, decided from reads and written as one
-    /// guarded script on the writer thread, which commits it together with
-    /// whatever other scripts are waiting: every ticket at most once, entries
-    /// under a single-entry policy, no offline conflict. Each first admission
-    /// is guarded by the facts it was decided on (the ticket still valid, of
-    /// a paid order, at the same generation, and not admitted yet). If a
-    /// concurrent write changed any of them, or recorded one of the nonces,
-    /// nothing is written and `None` sends the upload to the transaction.
-    async fn planned(&self, b: &Batch<'_>) -> Result<Option<HashMap<usize, Verdict>>> {
+    /// script on the writer thread, which commits it together with whatever
+    /// other scripts are waiting. Each first admission is a conditional part
+    /// of the script with its scan row: written only while the facts it was
+    /// decided on hold (the ticket still valid, of a paid order, at the same
+    /// generation, and not admitted yet). Returns the verdicts written and
+    /// the scans left to decide in a transaction: those whose part a
+    /// concurrent change skipped, or every scan when the upload is not the
+    /// common kind (each ticket once, single-entry policy, no offline
+    /// conflict) or a concurrent upload recorded one of its nonces.
+    async fn planned(&self, b: &Batch<'_>) -> Result<(HashMap<usize, Verdict>, Vec<usize>)> {
         let db = &self.inner.db;
+        let everything = || Ok((HashMap::new(), b.fresh.clone()));
         let facts: HashMap<String, TicketFacts> =
             store::ticket_facts(&mut db.read(), &b.ticket_ids()).await?.into_iter().collect();
         let mut steps = b.steps(&facts);
@@ -1378,11 +1382,11 @@ impl Checkin {
                 Some(Step::Enter(_)) => {
                     let t = b.ticket_of(i).unwrap_or_default();
                     if facts.get(&t).is_none_or(|f| f.policy.max_entries() > 1) {
-                        return Ok(None);
+                        return everything();
                     }
                     entering.push((t, i));
                 }
-                Some(Step::Leave(_)) | None => return Ok(None),
+                Some(Step::Leave(_)) | None => return everything(),
             }
         }
         let mut tickets: Vec<&str> = entering.iter().map(|(t, _)| t.as_str()).collect();
@@ -1390,10 +1394,11 @@ impl Checkin {
         let entries = tickets.len();
         tickets.dedup();
         if tickets.len() != entries {
-            return Ok(None);
+            return everything();
         }
         let firsts = store::admissions_of(&mut db.read(), &tickets).await?;
-        let mut script = db.script();
+        // Scan index → the generation its first admission was decided on.
+        let mut first_entries: HashMap<usize, i64> = HashMap::new();
         for (t, i) in &entering {
             let Some(Step::Enter(display)) = steps.remove(i) else { continue };
             let mut v = match firsts.get(t) {
@@ -1401,14 +1406,12 @@ impl Checkin {
                     let mut conflicts = HashMap::new();
                     let v = b.already_used(*i, *first_used_at, first_gate_id.clone(), *entries, &mut conflicts);
                     if !conflicts.is_empty() {
-                        return Ok(None);
+                        return everything();
                     }
                     v
                 }
                 None => {
-                    let generation = facts.get(t).map(|f| f.generation).unwrap_or_default();
-                    let gate = &b.scans[*i].gate_id;
-                    store::push_first_entry(&mut script, t, &b.device_event, gate, b.at(*i), generation);
+                    first_entries.insert(*i, facts.get(t).map(|f| f.generation).unwrap_or_default());
                     let mut v = Verdict::new(Reason::Ok);
                     v.entries = Some(1);
                     v
@@ -1417,15 +1420,27 @@ impl Checkin {
             v.display = Some(display);
             steps.insert(*i, Step::Done(v));
         }
-        let (decided, texts) = b.decided(steps)?;
-        for row in b.rows(&decided, &texts) {
+        let (mut decided, texts) = b.decided(steps)?;
+        let mut script = db.script();
+        let mut parts: Vec<(usize, usize)> = Vec::with_capacity(first_entries.len());
+        for (i, row) in b.fresh.iter().zip(b.rows(&decided, &texts)) {
+            if let (Some(generation), Some(ticket)) = (first_entries.get(i), row.ticket_id) {
+                let at = store::push_first_entry(&mut script, ticket, row.event_id, row.gate_id, row.scanned_at, *generation);
+                parts.push((*i, at));
+            }
             store::push_scan(&mut script, &row);
         }
         match db.write(script).await {
-            Ok(_) => Ok(Some(decided)),
-            Err(WriteError::Guard(_)) => Ok(None),
-            Err(WriteError::Db(e)) if entrada_storage::is_unique_violation(&e) => Ok(None),
-            Err(WriteError::Db(e)) => Err(e.into()),
+            Ok(changed) => {
+                let rest: Vec<usize> =
+                    parts.iter().filter(|(_, at)| changed.get(*at) == Some(&0)).map(|(i, _)| *i).collect();
+                for i in &rest {
+                    decided.remove(i);
+                }
+                Ok((decided, rest))
+            }
+            Err(WriteError::Db(e)) if entrada_storage::is_unique_violation(&e) => everything(),
+            Err(e) => Err(sqlx::Error::from(e).into()),
         }
     }
 

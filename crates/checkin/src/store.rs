@@ -539,11 +539,13 @@ pub async fn admissions_of(
     Ok(out)
 }
 
-/// A ticket's first admission, as a guard of `script`: it changes a row only
-/// while the ticket is still valid, of a paid order, at `generation`, and
-/// not admitted yet, the facts an entry was decided on outside the writer.
-pub fn push_first_entry(script: &mut Script, ticket: &str, event: &str, gate: &str, at: i64, generation: i64) {
-    script.push_guard(
+/// A ticket's first admission, starting a conditional part of `script` that
+/// holds its scan row ([`push_scan`], pushed next): written only while the
+/// ticket is still valid, of a paid order, at `generation`, and not admitted
+/// yet, the facts the entry was decided on outside the writer. Returns the
+/// statement's index; it changed no row when the part was skipped.
+pub fn push_first_entry(script: &mut Script, ticket: &str, event: &str, gate: &str, at: i64, generation: i64) -> usize {
+    script.push_when(
         sqlx::query(
             "INSERT INTO admissions (ticket_id, event_id, entries, inside, first_used_at, first_gate_id, last_at, \
              last_gate_id) SELECT t.id, $2, 1, TRUE, $3, $4, $3, $4 FROM tickets t JOIN orders o ON o.id = t.order_id \
@@ -555,7 +557,8 @@ pub fn push_first_entry(script: &mut Script, ticket: &str, event: &str, gate: &s
         .bind(at)
         .bind(gate)
         .bind(generation),
-    );
+        1,
+    )
 }
 
 /// An exit scan; false when the ticket is not inside.

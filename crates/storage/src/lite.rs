@@ -13,6 +13,7 @@
 //! lock (an open `Tx`) must not wait for `Db::write`: the thread would wait
 //! for the lock.
 
+use crate::script::Then;
 use crate::write::{Answer, Job, Msg, Waiting, WriteError};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
@@ -189,15 +190,26 @@ fn run_job(conn: &Connection, job: &Job, careful: bool) -> Result<Outcome, rusql
     if careful {
         frame(conn, "SAVEPOINT script")?;
     }
-    let mut changed = Vec::with_capacity(job.statements.len());
+    let n = job.statements.len();
+    let mut changed = Vec::with_capacity(n);
     let mut failure = None;
-    for (i, (sql, args)) in job.statements.iter().enumerate() {
+    let mut i = 0;
+    while let Some((sql, args)) = job.statements.get(i) {
         match execute(conn, sql, &args.values.0) {
-            Ok(0) if job.guards.contains(&i) => {
-                failure = Some(WriteError::Guard(i));
-                break;
+            Ok(rows) => {
+                changed.push(rows);
+                match job.checks.after(i, rows) {
+                    Then::Next => i += 1,
+                    Then::Stop(at) => {
+                        failure = Some(WriteError::Guard(at));
+                        break;
+                    }
+                    Then::Skip(to) => {
+                        changed.resize(to.min(n), 0);
+                        i = to;
+                    }
+                }
             }
-            Ok(n) => changed.push(n),
             Err(e) => {
                 failure = Some(WriteError::Db(db_error(e)));
                 break;

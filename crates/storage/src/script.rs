@@ -25,16 +25,53 @@ pub struct Script {
     statements: Vec<(String, AnyArguments)>,
     /// Statements that must change a row for the script to be kept ([`crate::Db::write`]).
     guards: Vec<usize>,
+    /// Parts that are skipped when their first statement changes no row:
+    /// (first, last) statement indexes ([`Script::push_when`]).
+    parts: Vec<(usize, usize)>,
     /// The first error met while taking a statement's arguments; reported by `run`.
     broken: Option<sqlx::Error>,
 }
 
-/// A script taken apart: its statements, its guards, and an error met while building it.
-pub(crate) type Parts = (Vec<(String, AnyArguments)>, Vec<usize>, Option<sqlx::Error>);
+/// A script taken apart: its statements, its guards and parts, and an error met while building it.
+pub(crate) type Parts = (Vec<(String, AnyArguments)>, Checks, Option<sqlx::Error>);
+
+/// What a script's guards and parts make of the rows a statement changed.
+#[derive(Debug, Default)]
+pub(crate) struct Checks {
+    pub(crate) guards: Vec<usize>,
+    pub(crate) parts: Vec<(usize, usize)>,
+}
+
+/// Where a script goes after a statement.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// On to the next statement.
+    Next,
+    /// The guard at this index changed no row: the script is abandoned.
+    Stop(usize),
+    /// A part's first statement changed no row: on at this index, with the
+    /// part's other statements not run.
+    Skip(usize),
+}
+
+impl Checks {
+    pub(crate) fn after(&self, i: usize, changed: u64) -> Then {
+        if changed > 0 {
+            return Then::Next;
+        }
+        if self.guards.contains(&i) {
+            return Then::Stop(i);
+        }
+        match self.parts.iter().find(|(first, _)| *first == i) {
+            Some((_, last)) => Then::Skip(last + 1),
+            None => Then::Next,
+        }
+    }
+}
 
 impl Script {
     pub fn new(backend: Backend) -> Self {
-        Self { backend, statements: Vec::new(), guards: Vec::new(), broken: None }
+        Self { backend, statements: Vec::new(), guards: Vec::new(), parts: Vec::new(), broken: None }
     }
 
     /// For a script run on `conn` (a transaction or a write connection).
@@ -64,6 +101,19 @@ impl Script {
         at
     }
 
+    /// Starts a part of the script that is written only when `query`
+    /// changes a row: under [`crate::Db::write`], when it changes none, it
+    /// and the `then` statements pushed right after it are skipped (each
+    /// reports 0 rows changed) and the script goes on. A plan of many
+    /// independent changes (the scans of an upload) keeps every change
+    /// whose condition still holds, and the caller decides again only the
+    /// ones whose part was skipped. [`Script::run`] refuses a script with parts.
+    pub fn push_when<'q>(&mut self, query: sqlx::query::Query<'q, Any, AnyArguments>, then: usize) -> usize {
+        let at = self.push(query);
+        self.parts.push((at, at + then));
+        at
+    }
+
     /// Makes statement `at` (an index [`Script::push`] returned) a guard.
     pub fn guard(&mut self, at: usize) {
         if !self.guards.contains(&at) {
@@ -77,7 +127,11 @@ impl Script {
     }
 
     pub(crate) fn into_parts(self) -> Parts {
-        (self.statements, self.guards, self.broken)
+        let mut broken = self.broken;
+        if self.parts.iter().any(|(_, last)| *last >= self.statements.len()) {
+            broken.get_or_insert(sqlx::Error::Protocol("a part of the script ends after its last statement".into()));
+        }
+        (self.statements, Checks { guards: self.guards, parts: self.parts }, broken)
     }
 
     pub fn backend(&self) -> Backend {
@@ -98,6 +152,9 @@ impl Script {
     pub async fn run(self, conn: &mut AnyConnection) -> Result<Vec<u64>, sqlx::Error> {
         if let Some(e) = self.broken {
             return Err(e);
+        }
+        if !self.parts.is_empty() {
+            return Err(sqlx::Error::Protocol("a script with conditional parts runs only through Db::write".into()));
         }
         match self.backend {
             Backend::Postgres => {
@@ -273,5 +330,49 @@ mod tests {
         let keys: Vec<(i64,)> =
             sqlx::query_as("SELECT k FROM frame_probe ORDER BY k").fetch_all(db.reader()).await.unwrap();
         assert_eq!(keys, vec![(1,), (2,), (6,)], "a dropped transaction is rolled back before the next one starts");
+    }
+
+    /// A part whose first statement changes no row is skipped and the rest
+    /// of the script is written; a part ending past the script, or a script
+    /// with parts run inside a transaction, is refused.
+    #[tokio::test]
+    async fn a_part_is_skipped_when_its_first_statement_changes_nothing() {
+        let t = crate::testing::fresh().await;
+        let db = &t.db;
+        sqlx::query("CREATE TABLE part_probe (k BIGINT PRIMARY KEY, v TEXT NOT NULL)")
+            .execute(&mut *db.writer().await.unwrap())
+            .await
+            .unwrap();
+        let claim =
+            |k: i64| sqlx::query("INSERT INTO part_probe (k, v) VALUES ($1, 'claimed') ON CONFLICT (k) DO NOTHING").bind(k);
+        let mark = |k: i64, v: &'static str| sqlx::query("UPDATE part_probe SET v = $2 WHERE k = $1").bind(k).bind(v);
+        let mut s = db.script();
+        s.push(claim(1));
+        db.write(s).await.unwrap();
+
+        let mut s = db.script();
+        assert_eq!(s.push_when(claim(1), 2), 0);
+        s.push(mark(1, "taken twice"));
+        s.push(mark(1, "taken thrice"));
+        s.push_when(claim(2), 1);
+        s.push(mark(2, "second"));
+        s.push_when(claim(1), 0);
+        s.push(mark(3, "none"));
+        s.push(claim(4));
+        assert_eq!(db.write(s).await.unwrap(), vec![0, 0, 0, 1, 1, 0, 0, 1]);
+        let rows: Vec<(i64, String)> =
+            sqlx::query_as("SELECT k, v FROM part_probe ORDER BY k").fetch_all(db.reader()).await.unwrap();
+        assert_eq!(rows, vec![(1, "claimed".into()), (2, "second".into()), (4, "claimed".into())]);
+
+        let mut s = db.script();
+        s.push_when(claim(5), 1);
+        assert!(db.write(s).await.is_err(), "a part past the end");
+        let mut tx = db.begin().await.unwrap();
+        let mut s = Script::on(&tx);
+        s.push_when(claim(6), 0);
+        assert!(s.run(&mut tx).await.is_err(), "parts need Db::write");
+        tx.rollback().await.unwrap();
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM part_probe").fetch_one(db.reader()).await.unwrap();
+        assert_eq!(n, 3);
     }
 }

@@ -20,7 +20,7 @@
 //! them wait for each other.
 
 use crate::db::{Db, Writer};
-use crate::script::Script;
+use crate::script::{Checks, Script, Then};
 use sqlx::any::AnyArguments;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,7 +53,7 @@ pub(crate) type Answer = Result<Vec<u64>, WriteError>;
 /// A script waiting for the writer.
 pub(crate) struct Job {
     pub(crate) statements: Vec<(String, AnyArguments)>,
-    pub(crate) guards: Vec<usize>,
+    pub(crate) checks: Checks,
     pub(crate) reply: oneshot::Sender<Answer>,
 }
 
@@ -109,30 +109,42 @@ impl Db {
     /// kept. Returns the rows each statement changed. On SQLite, scripts
     /// that wait for the writer together are committed together.
     pub async fn write(&self, script: Script) -> Result<Vec<u64>, WriteError> {
-        let (statements, guards, broken) = script.into_parts();
+        let (statements, checks, broken) = script.into_parts();
         if let Some(e) = broken {
             return Err(e.into());
         }
         let Writer::Sqlite(_, waiting) = &self.write else {
-            return self.write_alone(statements, &guards).await;
+            return self.write_alone(statements, &checks).await;
         };
         let (reply, answer) = oneshot::channel();
         if waiting.closed.load(Ordering::SeqCst) {
             return Err(WriteError::Db(sqlx::Error::PoolClosed));
         }
-        waiting.queue.send(Msg::Job(Job { statements, guards, reply })).map_err(|_| waiting.closed())?;
+        waiting.queue.send(Msg::Job(Job { statements, checks, reply })).map_err(|_| waiting.closed())?;
         answer.await.map_err(|_| waiting.closed())?
     }
 
-    async fn write_alone(&self, statements: Vec<(String, AnyArguments)>, guards: &[usize]) -> Answer {
+    async fn write_alone(&self, statements: Vec<(String, AnyArguments)>, checks: &Checks) -> Answer {
         let mut tx = self.begin().await?;
-        let mut changed = Vec::with_capacity(statements.len());
-        for (sql, args) in statements {
-            changed.push(sqlx::query_with(sqlx::AssertSqlSafe(sql), args).execute(&mut *tx).await?.rows_affected());
-        }
-        if let Some(g) = guards.iter().find(|g| changed.get(**g) == Some(&0)) {
-            tx.rollback().await?;
-            return Err(WriteError::Guard(*g));
+        let n = statements.len();
+        let mut changed = Vec::with_capacity(n);
+        let mut statements = statements.into_iter().enumerate();
+        while let Some((i, (sql, args))) = statements.next() {
+            let rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), args).execute(&mut *tx).await?.rows_affected();
+            changed.push(rows);
+            match checks.after(i, rows) {
+                Then::Next => {}
+                Then::Stop(at) => {
+                    tx.rollback().await?;
+                    return Err(WriteError::Guard(at));
+                }
+                Then::Skip(to) => {
+                    changed.resize(to.min(n), 0);
+                    for _ in i + 1..to {
+                        statements.next();
+                    }
+                }
+            }
         }
         tx.commit().await?;
         Ok(changed)
