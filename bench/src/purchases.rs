@@ -77,6 +77,7 @@ pub async fn purchases(args: PurchaseArgs) {
     }
 
     // The sale.
+    eprintln!("sale: starting");
     let attempts = args.tickets + args.extra;
     let next = Arc::new(AtomicU64::new(0));
     let sold = Arc::new(AtomicU64::new(0));
