@@ -262,10 +262,11 @@ impl Payments {
         actor: &Actor,
         now: i64,
     ) -> Result<Option<usize>, PaymentsError> {
-        if let Some(c) = capture_ref {
-            store::push_capture_ref(script, p.id, c);
-        }
         let Some(next) = p.status.apply(outcome) else {
+            // The move below records the capture object itself; without one it needs a statement of its own.
+            if let Some(c) = capture_ref {
+                store::push_capture_ref(script, p.id, c);
+            }
             tracing::debug!(payment = %p.id, from = p.status.as_str(), outcome = outcome.name(), "outcome changes nothing");
             return Ok(None);
         };
