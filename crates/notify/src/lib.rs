@@ -59,6 +59,20 @@ impl Consumer for MailConsumer {
         Ok(())
     }
 
+    fn plans(&self) -> bool {
+        true
+    }
+
+    /// Records a batch of sent mails in the delivery log, as a script the
+    /// dispatcher writes with the batch's queue rows' deletion (on SQLite).
+    async fn plan_batch(&self, db: &Db, events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
+        let mut script = db.script();
+        for env in events {
+            self.push_log(&mut script, env);
+        }
+        Ok(Some(script))
+    }
+
     /// Records a sent mail in the delivery log.
     async fn handle(&self, tx: &mut Tx, env: &Envelope) -> Result<(), anyhow_lite::Error> {
         let mut script = Script::on(tx);

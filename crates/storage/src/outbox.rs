@@ -69,7 +69,9 @@ pub trait Consumer: Send + Sync + 'static {
     /// since the reads: nothing is written and the batch goes through
     /// [`Consumer::handle_batch`] instead, as it does when this returns
     /// `None`. Used on SQLite, where this process alone works the queue;
-    /// on PostgreSQL, nodes share it and claim rows under row locks.
+    /// on PostgreSQL, nodes share it and claim rows under row locks. For a
+    /// consumer that [delivers](Consumer::delivers), the plan is the record
+    /// of a batch already delivered, written in place of `handle_batch`.
     async fn plan_batch(&self, _db: &Db, _events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
         Ok(None)
     }
@@ -225,6 +227,14 @@ impl Dispatcher {
                 Planned::InTransaction => {}
             }
         }
+        if self.db.backend() == Backend::Sqlite && c.delivers() {
+            return self.deliver_planned(c, now).await;
+        }
+        self.claim_in_transaction(c, now).await
+    }
+
+    /// Claims a batch in a transaction, then handles or delivers it.
+    async fn claim_in_transaction(&self, c: &Arc<dyn Consumer>, now: i64) -> Result<usize, sqlx::Error> {
         // Look on a reader first: an idle consumer must not take the
         // (single, on SQLite) writer every tick just to find nothing.
         let due: Option<(i64,)> =
@@ -284,6 +294,88 @@ impl Dispatcher {
                 Ok(Planned::InTransaction)
             }
         }
+    }
+
+    /// A delivering consumer's batch on SQLite, where this process alone
+    /// works the queue, without holding the writer for a transaction: the
+    /// due rows read on a reader and leased in one script (each lease
+    /// guarded by the row being still due), the deliveries made with
+    /// nothing held, then their record (the consumer's plan, when it plans)
+    /// written with the rows' deletion in one script. What does not go as
+    /// planned goes through the transactions of the general path.
+    async fn deliver_planned(&self, c: &Arc<dyn Consumer>, now: i64) -> Result<usize, sqlx::Error> {
+        let found: Vec<(i64, i64, String)> =
+            sqlx::query(CLAIM).bind(c.name()).bind(now).bind(BATCH).all(&mut self.db.read()).await?;
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let mut rows = Vec::with_capacity(found.len());
+        for (id, at, payload) in found {
+            // An unreadable event is parked by the transaction's claim.
+            let Ok(event) = serde_json::from_str(&payload) else { return self.claim_in_transaction(c, now).await };
+            rows.push(Envelope { id, occurred_at_ms: at, event });
+        }
+        let mut lease = self.db.script();
+        for env in &rows {
+            lease.push_guard(
+                sqlx::query(
+                    "UPDATE outbox_queue SET available_at = $1 WHERE consumer = $2 AND event_id = $3 \
+                     AND available_at <= $4",
+                )
+                .bind(now + LEASE_MS)
+                .bind(c.name())
+                .bind(env.id)
+                .bind(now),
+            );
+        }
+        if let Err(e) = self.db.write(lease).await {
+            tracing::debug!(consumer = c.name(), error = %e, "lease not written; claiming in a transaction");
+            return self.claim_in_transaction(c, now).await;
+        }
+        let delivered = self.deliver_each(c, rows, now).await?;
+        if delivered.is_empty() {
+            return Ok(0);
+        }
+        if c.plans()
+            && let Ok(Some(mut script)) = c.plan_batch(&self.db, &delivered).await
+        {
+            for env in &delivered {
+                script.push_guard(
+                    sqlx::query("DELETE FROM outbox_queue WHERE consumer = $1 AND event_id = $2")
+                        .bind(c.name())
+                        .bind(env.id),
+                );
+            }
+            match self.db.write(script).await {
+                Ok(_) => return Ok(delivered.len()),
+                Err(e) => {
+                    tracing::debug!(consumer = c.name(), error = %e, "delivery record not written; recording in a transaction");
+                }
+            }
+        }
+        let tx = self.db.begin().await?;
+        self.handle_rows(c, tx, &delivered, now).await
+    }
+
+    /// Makes each event's outside effect, with no transaction open; the
+    /// failed ones wait for their backoff. Returns the delivered ones.
+    async fn deliver_each(
+        &self,
+        c: &Arc<dyn Consumer>,
+        rows: Vec<Envelope>,
+        now: i64,
+    ) -> Result<Vec<Envelope>, sqlx::Error> {
+        let mut delivered = Vec::with_capacity(rows.len());
+        for env in rows {
+            match c.deliver(&self.db, &env).await {
+                Ok(()) => delivered.push(env),
+                Err(e) => {
+                    tracing::warn!(consumer = c.name(), event_id = env.id, error = %e, "delivery failed; will retry");
+                    self.retry_later(c.name(), env.id, now, &e.to_string()).await?;
+                }
+            }
+        }
+        Ok(delivered)
     }
 
     /// Handles `rows` in `tx` and drops their queue rows. If the batch
@@ -348,16 +440,7 @@ impl Dispatcher {
         q.execute(&mut *tx).await?;
         tx.commit().await?;
 
-        let mut delivered = Vec::with_capacity(rows.len());
-        for env in rows {
-            match c.deliver(&self.db, &env).await {
-                Ok(()) => delivered.push(env),
-                Err(e) => {
-                    tracing::warn!(consumer = c.name(), event_id = env.id, error = %e, "delivery failed; will retry");
-                    self.retry_later(c.name(), env.id, now, &e.to_string()).await?;
-                }
-            }
-        }
+        let delivered = self.deliver_each(c, rows, now).await?;
         if delivered.is_empty() {
             return Ok(0);
         }

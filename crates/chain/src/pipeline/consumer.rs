@@ -9,7 +9,7 @@ use alloy::primitives::Address;
 use entrada_primitives::ids::{EventId, TicketId, UserId};
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
-use entrada_storage::{Script, Tx};
+use entrada_storage::{Db, Fetch, Script, Tx};
 use std::collections::HashSet;
 use std::str::FromStr;
 
@@ -30,12 +30,21 @@ impl TokensConsumer {
     /// Token rows for the tickets of one or more issue events (`(occurred at, tickets)`), in
     /// one read and one round trip of writes.
     async fn issued(&self, tx: &mut Tx, issues: &[(i64, &[TicketId])]) -> Result<(), sqlx::Error> {
-        // The ticket rows, not the event, say who holds the ticket now and whether it is
-        // still valid: an issue handled after a gift or a refund mints to the right holder,
-        // or not at all.
+        let script = self.plan_issued(tx, issues).await?;
+        script.run(tx).await?;
+        Ok(())
+    }
+
+    /// The writes of [`Self::issued`], from a read on `on`.
+    ///
+    /// The ticket rows, not the event, say who holds the ticket now and whether it is still
+    /// valid: an issue handled after a gift or a refund mints to the right holder, or not at
+    /// all. Read outside the writer (a planned batch), a gift or refund committed after the
+    /// read is still seen in order: its own event follows the issue in this consumer's queue.
+    async fn plan_issued(&self, on: &mut impl Fetch, issues: &[(i64, &[TicketId])]) -> Result<Script, sqlx::Error> {
         let ids: Vec<TicketId> = issues.iter().flat_map(|(_, t)| t.iter().copied()).collect();
-        let found = store::issued_tickets(tx, &ids).await?;
-        let mut script = Script::on(tx);
+        let found = store::issued_tickets(on, &ids).await?;
+        let mut script = Script::new(on.backend());
         let mut collections = HashSet::new();
         for (now, tickets) in issues {
             for id in *tickets {
@@ -47,8 +56,18 @@ impl TokensConsumer {
                 store::push_token(&mut script, t, *now);
             }
         }
-        script.run(tx).await?;
-        Ok(())
+        Ok(script)
+    }
+
+    /// The issue events of a batch made only of them (the usual batch during a sale).
+    fn issues(events: &[Envelope]) -> Option<Vec<(i64, &[TicketId])>> {
+        events
+            .iter()
+            .map(|env| match &env.event {
+                DomainEvent::TicketsIssued { tickets, .. } => Some((env.occurred_at_ms, tickets.as_slice())),
+                _ => None,
+            })
+            .collect()
     }
 
     async fn cancelled(
@@ -124,16 +143,21 @@ impl Consumer for TokensConsumer {
         consumers::CHAIN_TOKENS
     }
 
+    fn plans(&self) -> bool {
+        true
+    }
+
+    /// A batch of issues alone is planned from a read on a reader: its token rows insert
+    /// nothing twice (keyed by ticket), so they need no guard. Other batches go through
+    /// `handle_batch`.
+    async fn plan_batch(&self, db: &Db, events: &[Envelope]) -> Result<Option<Script>, anyhow_lite::Error> {
+        let Some(issues) = Self::issues(events) else { return Ok(None) };
+        Ok(Some(self.plan_issued(&mut db.read(), &issues).await?))
+    }
+
     /// A batch of issues alone (the usual batch during a sale) is recorded in two round trips.
     async fn handle_batch(&self, tx: &mut Tx, events: &[Envelope]) -> Result<(), anyhow_lite::Error> {
-        let issues: Option<Vec<(i64, &[TicketId])>> = events
-            .iter()
-            .map(|env| match &env.event {
-                DomainEvent::TicketsIssued { tickets, .. } => Some((env.occurred_at_ms, tickets.as_slice())),
-                _ => None,
-            })
-            .collect();
-        if let Some(issues) = issues {
+        if let Some(issues) = Self::issues(events) {
             self.issued(tx, &issues).await?;
             return Ok(());
         }

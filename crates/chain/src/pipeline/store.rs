@@ -28,20 +28,21 @@ pub struct IssuedTicket {
 }
 
 /// The tickets among `ids` that exist, in one read, keyed by ticket id.
-pub async fn issued_tickets(conn: &mut Conn, ids: &[TicketId]) -> Result<HashMap<String, IssuedTicket>> {
+pub async fn issued_tickets(conn: &mut impl Fetch, ids: &[TicketId]) -> Result<HashMap<String, IssuedTicket>> {
     let mut out = HashMap::with_capacity(ids.len());
     // A batch of events names a few hundred tickets at most; chunks keep each `IN` list short.
     for chunk in ids.chunks(500) {
-        let mut p = Params::on(conn);
+        let mut p = Params::new(conn.backend());
         let sql = format!(
             "SELECT id, event_id, serial, holder_id, status FROM tickets WHERE id IN ({})",
             p.list(chunk.len())
         );
-        let mut q = sqlx::query_as::<_, (String, String, i64, String, String)>(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             q = q.bind(id.to_db());
         }
-        for (ticket_id, event_id, serial, holder_id, status) in q.fetch_all(&mut *conn).await? {
+        let rows: Vec<(String, String, i64, String, String)> = q.all(&mut *conn).await?;
+        for (ticket_id, event_id, serial, holder_id, status) in rows {
             let t =
                 IssuedTicket { ticket_id: ticket_id.clone(), event_id, serial, holder_id, valid: status == "valid" };
             out.insert(ticket_id, t);
@@ -484,6 +485,22 @@ pub async fn token_retry(conn: &mut Conn, ticket: &str, error: &str, available_a
 
 /// A transaction landed: record it and move what it carried forward.
 pub async fn tx_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64, gas: i64, now: i64) -> Result<()> {
+    tx_confirmed_query(tx_id, hash, block, gas, now).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Adds [`tx_confirmed`] to `script`.
+pub fn push_tx_confirmed(script: &mut Script, tx_id: i64, hash: &str, block: i64, gas: i64, now: i64) {
+    script.push(tx_confirmed_query(tx_id, hash, block, gas, now));
+}
+
+fn tx_confirmed_query<'q>(
+    tx_id: i64,
+    hash: &str,
+    block: i64,
+    gas: i64,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(
         "UPDATE chain_transactions SET state = 'confirmed', tx_hash = $1, block_number = $2, gas_used = $3, \
          updated_at = $4 WHERE id = $5",
@@ -493,9 +510,6 @@ pub async fn tx_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64, g
     .bind(gas)
     .bind(now)
     .bind(tx_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 pub async fn tx_closed(conn: &mut Conn, tx_id: i64, state: &str, error: Option<&str>, now: i64) -> Result<()> {
@@ -510,7 +524,23 @@ pub async fn tx_closed(conn: &mut Conn, tx_id: i64, state: &str, error: Option<&
 }
 
 pub async fn mint_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64, now: i64) -> Result<u64> {
-    let done = sqlx::query(
+    let done = mint_confirmed_query(tx_id, hash, block, now).execute(&mut *conn).await?;
+    Ok(done.rows_affected())
+}
+
+/// Adds [`mint_confirmed`] to `script`; returns its index (the rows it changed are the
+/// tokens confirmed).
+pub fn push_mint_confirmed(script: &mut Script, tx_id: i64, hash: &str, block: i64, now: i64) -> usize {
+    script.push(mint_confirmed_query(tx_id, hash, block, now))
+}
+
+fn mint_confirmed_query<'q>(
+    tx_id: i64,
+    hash: &str,
+    block: i64,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
         "UPDATE chain_tokens SET state = 'confirmed', tx_hash = $1, block_number = $2, last_error = NULL, \
          updated_at = $3 WHERE tx_id = $4 AND state = 'submitted'",
     )
@@ -518,9 +548,6 @@ pub async fn mint_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64,
     .bind(block)
     .bind(now)
     .bind(tx_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
 }
 
 /// The submitted tickets of a mint transaction: (ticket, token id, owner, attempts).
@@ -700,16 +727,23 @@ pub async fn claim_ops(conn: &mut Conn, ops: &[i64], tx_id: i64, now: i64) -> Re
 
 /// Every operation a confirmed transaction carried is done (attended marks: no token change).
 pub async fn ops_done_by_tx(conn: &mut Conn, tx_id: i64, tx_hash: &str, now: i64) -> Result<u64> {
-    let done = sqlx::query(
+    let done = ops_done_query(tx_id, tx_hash, now).execute(&mut *conn).await?;
+    Ok(done.rows_affected())
+}
+
+/// Adds [`ops_done_by_tx`] to `script`.
+pub fn push_ops_done_by_tx(script: &mut Script, tx_id: i64, tx_hash: &str, now: i64) {
+    script.push(ops_done_query(tx_id, tx_hash, now));
+}
+
+fn ops_done_query<'q>(tx_id: i64, tx_hash: &str, now: i64) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
         "UPDATE chain_ops SET state = 'done', tx_hash = $1, last_error = NULL, updated_at = $2 \
          WHERE tx_id = $3 AND state = 'submitted'",
     )
     .bind(tx_hash.to_owned())
     .bind(now)
     .bind(tx_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
 }
 
 pub async fn claim_op(conn: &mut Conn, op: i64, tx_id: i64, now: i64) -> Result<bool> {
