@@ -600,9 +600,9 @@ pub async fn insert_scans(
     scans: &[NewScan<'_>],
 ) -> R<Option<std::collections::HashMap<(String, String), i64>>> {
     let mut ids = std::collections::HashMap::with_capacity(scans.len());
-    let Some(first) = scans.first() else {
+    if scans.is_empty() {
         return Ok(Some(ids));
-    };
+    }
     // Up to 256 rows a statement, every value bound through `Params` (13 a row).
     for chunk in scans.chunks(256) {
         let mut p = Params::on(tx);
@@ -613,24 +613,11 @@ pub async fn insert_scans(
              RETURNING device_id, nonce, id",
             values.join(", ")
         );
-        let mut q = sqlx::query_as::<_, (String, String, i64)>(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for s in chunk {
-            q = q
-                .bind(s.device_id)
-                .bind(s.nonce)
-                .bind(first.event_id)
-                .bind(s.gate_id)
-                .bind(s.zone_id)
-                .bind(s.ticket_id)
-                .bind(s.direction)
-                .bind(s.ok)
-                .bind(s.reason)
-                .bind(s.offline)
-                .bind(s.scanned_at)
-                .bind(first.recorded_at)
-                .bind(s.verdict);
+            q = bind_scan(q, s);
         }
-        let rows = q.fetch_all(&mut **tx).await?;
+        let rows: Vec<(String, String, i64)> = q.all(&mut **tx).await?;
         if rows.len() != chunk.len() {
             return Ok(None);
         }
@@ -643,11 +630,23 @@ pub async fn insert_scans(
 /// meanwhile by a concurrent upload fails the script with a unique violation.
 pub fn push_scan(script: &mut Script, s: &NewScan<'_>) {
     script.push(
-        sqlx::query(
-            "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
-             offline, scanned_at, recorded_at, verdict) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(s.device_id)
+        bind_scan(
+            sqlx::query(
+                "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
+                 offline, scanned_at, recorded_at, verdict) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                 $13)",
+            ),
+            s,
+        ),
+    );
+}
+
+/// Binds a scan row's 13 values, in the column order of the inserts above.
+fn bind_scan<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    s: &NewScan<'q>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    q.bind(s.device_id)
         .bind(s.nonce)
         .bind(s.event_id)
         .bind(s.gate_id)
@@ -659,8 +658,7 @@ pub fn push_scan(script: &mut Script, s: &NewScan<'_>) {
         .bind(s.offline)
         .bind(s.scanned_at)
         .bind(s.recorded_at)
-        .bind(s.verdict),
-    );
+        .bind(s.verdict)
 }
 
 /// A recorded conflict.
