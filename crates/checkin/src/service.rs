@@ -14,8 +14,8 @@ use entrada_identity::membership::{OrgRole, role_of};
 use entrada_primitives::ids::{EventId, TicketId, UserId};
 use entrada_primitives::token::{digest, random_bytes, random_token};
 use entrada_primitives::{PlatformRole, Principal, SharedClock};
-use entrada_storage::{Db, WriteError};
 use entrada_storage::audit::{self, Actor};
+use entrada_storage::{Db, WriteError};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -1425,7 +1425,14 @@ impl Checkin {
         let mut parts: Vec<(usize, usize)> = Vec::with_capacity(first_entries.len());
         for (i, row) in b.fresh.iter().zip(b.rows(&decided, &texts)) {
             if let (Some(generation), Some(ticket)) = (first_entries.get(i), row.ticket_id) {
-                let at = store::push_first_entry(&mut script, ticket, row.event_id, row.gate_id, row.scanned_at, *generation);
+                let at = store::push_first_entry(
+                    &mut script,
+                    ticket,
+                    row.event_id,
+                    row.gate_id,
+                    row.scanned_at,
+                    *generation,
+                );
                 parts.push((*i, at));
             }
             store::push_scan(&mut script, &row);
@@ -1558,11 +1565,9 @@ impl Checkin {
         };
         for i in b.fresh.iter().copied() {
             let (devices, scans) = (b.devices, b.scans);
-            if let (Some((first_used_at, first_gate_id)), Some(tid), Some(scan_id)) = (
-                conflicts.remove(&i),
-                b.ticket_of(i),
-                scan_ids.get(&(devices[i].id.clone(), scans[i].nonce.clone())),
-            ) {
+            if let (Some((first_used_at, first_gate_id)), Some(tid), Some(scan_id)) =
+                (conflicts.remove(&i), b.ticket_of(i), scan_ids.get(&(devices[i].id.clone(), scans[i].nonce.clone())))
+            {
                 let c = ConflictRow {
                     id: 0,
                     ticket_id: tid,

@@ -629,16 +629,14 @@ pub async fn insert_scans(
 /// One scan row, as a statement of `script`. A (device, nonce) recorded
 /// meanwhile by a concurrent upload fails the script with a unique violation.
 pub fn push_scan(script: &mut Script, s: &NewScan<'_>) {
-    script.push(
-        bind_scan(
-            sqlx::query(
-                "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
+    script.push(bind_scan(
+        sqlx::query(
+            "INSERT INTO scans (device_id, nonce, event_id, gate_id, zone_id, ticket_id, direction, ok, reason, \
                  offline, scanned_at, recorded_at, verdict) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
                  $13)",
-            ),
-            s,
         ),
-    );
+        s,
+    ));
 }
 
 /// Binds a scan row's 13 values, in the column order of the inserts above.

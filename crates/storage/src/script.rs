@@ -343,8 +343,9 @@ mod tests {
             .execute(&mut *db.writer().await.unwrap())
             .await
             .unwrap();
-        let claim =
-            |k: i64| sqlx::query("INSERT INTO part_probe (k, v) VALUES ($1, 'claimed') ON CONFLICT (k) DO NOTHING").bind(k);
+        let claim = |k: i64| {
+            sqlx::query("INSERT INTO part_probe (k, v) VALUES ($1, 'claimed') ON CONFLICT (k) DO NOTHING").bind(k)
+        };
         let mark = |k: i64, v: &'static str| sqlx::query("UPDATE part_probe SET v = $2 WHERE k = $1").bind(k).bind(v);
         let mut s = db.script();
         s.push(claim(1));

@@ -736,7 +736,11 @@ pub fn push_ops_done_by_tx(script: &mut Script, tx_id: i64, tx_hash: &str, now: 
     script.push(ops_done_query(tx_id, tx_hash, now));
 }
 
-fn ops_done_query<'q>(tx_id: i64, tx_hash: &str, now: i64) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+fn ops_done_query<'q>(
+    tx_id: i64,
+    tx_hash: &str,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(
         "UPDATE chain_ops SET state = 'done', tx_hash = $1, last_error = NULL, updated_at = $2 \
          WHERE tx_id = $3 AND state = 'submitted'",

@@ -1010,8 +1010,11 @@ async fn a_stale_admission_plan_skips_only_its_own_scan() {
     let [reissued, cancelled, refunded, admitted, fine] = &tickets;
     app.exec("UPDATE tickets SET generation = 2 WHERE id = $1", &[reissued]).await;
     app.exec("UPDATE tickets SET status = 'cancelled' WHERE id = $1", &[cancelled]).await;
-    app.exec("UPDATE orders SET status = 'refunded' WHERE id = (SELECT order_id FROM tickets WHERE id = $1)", &[refunded])
-        .await;
+    app.exec(
+        "UPDATE orders SET status = 'refunded' WHERE id = (SELECT order_id FROM tickets WHERE id = $1)",
+        &[refunded],
+    )
+    .await;
     app.exec(
         "INSERT INTO admissions (ticket_id, event_id, entries, inside, first_used_at, first_gate_id, last_at, \
          last_gate_id) VALUES ($1, $2, 1, TRUE, 500, $3, 500, $3)",
@@ -1051,8 +1054,7 @@ async fn a_stale_admission_plan_skips_only_its_own_scan() {
         let recorded = app.count("SELECT COUNT(*) FROM scans WHERE nonce = $1", nonce).await;
         assert_eq!(recorded, i64::from(ticket == fine), "{nonce}");
     }
-    let first_used =
-        app.count("SELECT first_used_at FROM admissions WHERE ticket_id = $1", admitted).await;
+    let first_used = app.count("SELECT first_used_at FROM admissions WHERE ticket_id = $1", admitted).await;
     assert_eq!(first_used, 500, "the earlier admission stands");
     assert_eq!(app.count("SELECT COUNT(*) FROM admissions WHERE event_id = $1", &f.event).await, 2);
 }
