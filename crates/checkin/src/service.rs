@@ -1371,6 +1371,10 @@ impl Checkin {
     /// conflict) or a concurrent upload recorded one of its nonces.
     async fn planned(&self, b: &Batch<'_>) -> Result<(HashMap<usize, Verdict>, Vec<usize>)> {
         let db = &self.inner.db;
+        if b.fresh.is_empty() {
+            // A re-upload: every verdict is replayed, nothing to write.
+            return Ok((HashMap::new(), Vec::new()));
+        }
         let everything = || Ok((HashMap::new(), b.fresh.clone()));
         let facts: HashMap<String, TicketFacts> =
             store::ticket_facts(&mut db.read(), &b.ticket_ids()).await?.into_iter().collect();
