@@ -244,7 +244,7 @@ impl App {
                 SmtpMailer::new(smtp, config.mail.from.clone())
                     .map_err(|e| BuildError::Config(format!("mail: {e}")))?,
             ),
-            _ => Arc::new(MailboxMailer::new(config.data_dir.join("mailbox"), config.mail.from.clone())),
+            _ => Arc::new(MailboxMailer::new(config.data_dir.join("mailbox"), config.mail.from.clone(), clock.clone())),
         };
         let dispatcher = Dispatcher::new(
             db.clone(),

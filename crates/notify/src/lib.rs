@@ -14,7 +14,7 @@ use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
 use entrada_storage::{Db, Run, Script, Tx};
 use std::sync::Arc;
 
-pub use mailer::{MailTransport, MailboxMailer, Mailer, OutgoingMail, SmtpConfig, SmtpMailer, SmtpTls};
+pub use mailer::{MailTransport, MailboxMailer, Mailer, OutgoingMail, SmtpConfig, SmtpMailer, SmtpTls, read_mailbox};
 
 /// The mail consumer.
 pub struct MailConsumer {

@@ -286,19 +286,9 @@ impl TestApp {
         self.get(&format!("/api/v1/orders/{}", order["id"].as_str().unwrap()), Some(&fan.token)).await.expect(200)
     }
 
-    /// The mails in the mailbox folder, as (file name, full text).
+    /// The mails in the mailbox folder, oldest first, as (template, full text).
     pub fn mailbox(&self) -> Vec<(String, String)> {
-        let dir = self.data_dir.path().join("mailbox");
-        let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
-                    .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
+        entrada_notify::read_mailbox(&self.data_dir.path().join("mailbox")).unwrap()
     }
 }
 
