@@ -83,7 +83,7 @@ pub struct PaymentsSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailSettings {
-    /// `mailbox` (files in `<data_dir>/mailbox`) or `smtp`.
+    /// `mailbox` (one mbox file a day in `<data_dir>/mailbox`) or `smtp`.
     pub transport: String,
     pub from: String,
     pub smtp: Option<SmtpConfig>,

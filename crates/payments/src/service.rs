@@ -53,16 +53,9 @@ const REFUND_BATCH: i64 = 50;
 impl Payments {
     /// Builds the service with the configured provider, chosen once here.
     pub fn new(db: Db, clock: SharedClock, cfg: PaymentsConfig) -> Payments {
-        Self::with_sandbox_db(db.clone(), db, clock, cfg)
-    }
-
-    /// Like [`Payments::new`], with the sandbox's own bookkeeping (charges,
-    /// queued webhooks) in `sandbox_db`: it stands in for an outside
-    /// provider, whose writes never queue behind ours.
-    pub fn with_sandbox_db(db: Db, sandbox_db: Db, clock: SharedClock, cfg: PaymentsConfig) -> Payments {
         let (provider, sandbox): (Arc<dyn PaymentProvider>, _) = match cfg.provider {
             ProviderConfig::Sandbox(c) => {
-                let s = Arc::new(Sandbox::new(sandbox_db, clock.clone(), c));
+                let s = Arc::new(Sandbox::new(db.clone(), clock.clone(), c));
                 (s.clone(), Some(s))
             }
             ProviderConfig::Stripe(c) => (Arc::new(Stripe::new(c)), None),

@@ -779,16 +779,7 @@ async fn pipeline_state(db_url: &str) -> String {
     else {
         return "database unreachable".into();
     };
-    // On SQLite the payment sandbox keeps its webhooks in its own file beside the database.
-    let sandbox = match db_url.strip_prefix("sqlite://").and_then(|f| std::path::Path::new(f).parent()) {
-        Some(dir) => {
-            let url = format!("sqlite://{}/sandbox.db", dir.display());
-            entrada_storage::Db::connect(&entrada_storage::DbConfig { url, max_connections: 1 }).await.ok()
-        }
-        None => Some(db.clone()),
-    };
     let db = db.reader();
-    let sandbox = sandbox.as_ref().map_or(db, |s| s.reader());
     let counts = |sql: &'static str| async move {
         sqlx::query_as::<_, (String, i64)>(sql).fetch_all(db).await.map_or_else(|e| e.to_string(), |r| format!("{r:?}"))
     };
@@ -808,7 +799,7 @@ async fn pipeline_state(db_url: &str) -> String {
                 "SELECT event_id, CAST(attempts AS BIGINT), COALESCE(last_error, '') FROM sandbox_webhooks \
                  WHERE delivered_at IS NULL ORDER BY id LIMIT 5",
             )
-            .fetch_all(sandbox)
+            .fetch_all(db)
             .await
             .map_or_else(|e| e.to_string(), |r| format!("{r:?}")),
         ),
