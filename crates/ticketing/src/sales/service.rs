@@ -16,7 +16,7 @@ use entrada_primitives::{Principal, Problem, SharedClock};
 use entrada_storage::audit::{self, Actor};
 use entrada_storage::events::DomainEvent;
 use entrada_storage::outbox::{self, Consumer};
-use entrada_storage::{Db, Script, Tx, WriteError};
+use entrada_storage::{Backend, Db, Script, Tx, WriteError};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -148,10 +148,16 @@ impl Sales {
             created_at_ms: now,
             items: lines,
         };
-        // One round trip opens the transaction and runs the guards, then
-        // the rows; a second commits, or rolls back when a guard failed.
+        // The quota guards and the hold's rows in one write; a failed guard
+        // keeps nothing. On SQLite (one writer) the guards go first: a
+        // script stopped by its first statement changed nothing, so its
+        // group needs no undo. On PostgreSQL they go last: a guard locks the
+        // quota row, which every hold of the event updates, until the
+        // commit, and each statement after it would keep every other buyer
+        // waiting one more round trip.
+        let guards_last = self.inner.db.backend() == Backend::Postgres;
         let mut script = self.inner.db.script();
-        let guards = store::push_acquire(&mut script, &needs);
+        let mut guards = if guards_last { Vec::new() } else { store::push_acquire(&mut script, &needs) };
         store::push_insert_hold(&mut script, &hold);
         audit::push(
             &mut script,
@@ -162,6 +168,9 @@ impl Sales {
             &hold.id.to_db(),
             json!({ "event_id": hold.event_id, "items": items_json(&hold.items) }),
         );
+        if guards_last {
+            guards = store::push_acquire(&mut script, &needs);
+        }
         match self.inner.db.write(script).await {
             Ok(_) => Ok(hold),
             Err(WriteError::Guard(at)) => match guards.iter().find(|(g, _)| *g == at) {
