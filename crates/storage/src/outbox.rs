@@ -167,6 +167,17 @@ pub struct Dispatcher {
 
 const BATCH: i64 = 64;
 
+/// Adds to a planned script the deletion of `consumer`'s queue rows for
+/// `rows`, each a guard: a row gone meanwhile (another path handled it)
+/// keeps nothing of the script.
+fn push_dequeue(script: &mut Script, consumer: &str, rows: &[Envelope]) {
+    for env in rows {
+        script.push_guard(
+            sqlx::query("DELETE FROM outbox_queue WHERE consumer = $1 AND event_id = $2").bind(consumer).bind(env.id),
+        );
+    }
+}
+
 /// A consumer's due events, oldest first: `$1` the consumer, `$2` now, `$3`
 /// how many. The unary `+` keeps the planner
 /// off the `(consumer, available_at)` index: through it, every due row of a
@@ -280,13 +291,7 @@ impl Dispatcher {
                 return Ok(Planned::InTransaction);
             }
         };
-        for env in &rows {
-            script.push_guard(
-                sqlx::query("DELETE FROM outbox_queue WHERE consumer = $1 AND event_id = $2")
-                    .bind(c.name())
-                    .bind(env.id),
-            );
-        }
+        push_dequeue(&mut script, c.name(), &rows);
         match self.db.write(script).await {
             Ok(_) => Ok(Planned::Written(rows.len())),
             Err(e) => {
@@ -339,13 +344,7 @@ impl Dispatcher {
         if c.plans()
             && let Ok(Some(mut script)) = c.plan_batch(&self.db, &delivered).await
         {
-            for env in &delivered {
-                script.push_guard(
-                    sqlx::query("DELETE FROM outbox_queue WHERE consumer = $1 AND event_id = $2")
-                        .bind(c.name())
-                        .bind(env.id),
-                );
-            }
+            push_dequeue(&mut script, c.name(), &delivered);
             match self.db.write(script).await {
                 Ok(_) => return Ok(delivered.len()),
                 Err(e) => {
