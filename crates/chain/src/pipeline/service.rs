@@ -655,7 +655,7 @@ impl Pipeline {
                 // commit instead of holding the writer for a transaction of its own.
                 let mut script = self.inner.db.script();
                 store::push_tx_confirmed(&mut script, tx_id, &hash, block, gas, now);
-                store::push_mint_confirmed(&mut script, tx_id, &hash, block, now);
+                let confirmed = store::push_mint_confirmed(&mut script, tx_id, &hash, block, now);
                 audit::push(
                     &mut script,
                     now,
@@ -665,8 +665,8 @@ impl Pipeline {
                     &tx_id.to_string(),
                     json!({ "event_id": event_id, "tokens": mints.len(), "tx_hash": hash, "block": block, "gas_used": gas }),
                 );
-                self.inner.db.write(script).await.map_err(sqlx::Error::from)?;
-                r.progress += mints.len();
+                let changed = self.inner.db.write(script).await.map_err(sqlx::Error::from)?;
+                r.progress += changed.get(confirmed).map_or(0, |n| usize::try_from(*n).unwrap_or(0));
                 Ok(true)
             }
             Err(e) => match outcome(e) {

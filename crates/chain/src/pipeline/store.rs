@@ -523,31 +523,19 @@ pub async fn tx_closed(conn: &mut Conn, tx_id: i64, state: &str, error: Option<&
     Ok(())
 }
 
-pub async fn mint_confirmed(conn: &mut Conn, tx_id: i64, hash: &str, block: i64, now: i64) -> Result<u64> {
-    let done = mint_confirmed_query(tx_id, hash, block, now).execute(&mut *conn).await?;
-    Ok(done.rows_affected())
-}
-
-/// Adds [`mint_confirmed`] to `script`; returns its index (the rows it changed are the
-/// tokens confirmed).
+/// Adds to `script` the confirmation of a mint transaction's submitted tokens; returns the
+/// statement's index (the rows it changed are the tokens confirmed).
 pub fn push_mint_confirmed(script: &mut Script, tx_id: i64, hash: &str, block: i64, now: i64) -> usize {
-    script.push(mint_confirmed_query(tx_id, hash, block, now))
-}
-
-fn mint_confirmed_query<'q>(
-    tx_id: i64,
-    hash: &str,
-    block: i64,
-    now: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    sqlx::query(
-        "UPDATE chain_tokens SET state = 'confirmed', tx_hash = $1, block_number = $2, last_error = NULL, \
-         updated_at = $3 WHERE tx_id = $4 AND state = 'submitted'",
+    script.push(
+        sqlx::query(
+            "UPDATE chain_tokens SET state = 'confirmed', tx_hash = $1, block_number = $2, last_error = NULL, \
+             updated_at = $3 WHERE tx_id = $4 AND state = 'submitted'",
+        )
+        .bind(hash.to_owned())
+        .bind(block)
+        .bind(now)
+        .bind(tx_id),
     )
-    .bind(hash.to_owned())
-    .bind(block)
-    .bind(now)
-    .bind(tx_id)
 }
 
 /// The submitted tickets of a mint transaction: (ticket, token id, owner, attempts).
@@ -725,29 +713,18 @@ pub async fn claim_ops(conn: &mut Conn, ops: &[i64], tx_id: i64, now: i64) -> Re
     Ok(q.fetch_all(&mut *conn).await?.into_iter().map(|(id,)| id).collect())
 }
 
-/// Every operation a confirmed transaction carried is done (attended marks: no token change).
-pub async fn ops_done_by_tx(conn: &mut Conn, tx_id: i64, tx_hash: &str, now: i64) -> Result<u64> {
-    let done = ops_done_query(tx_id, tx_hash, now).execute(&mut *conn).await?;
-    Ok(done.rows_affected())
-}
-
-/// Adds [`ops_done_by_tx`] to `script`.
+/// Adds to `script`: every operation a confirmed transaction carried is done (attended
+/// marks: no token change).
 pub fn push_ops_done_by_tx(script: &mut Script, tx_id: i64, tx_hash: &str, now: i64) {
-    script.push(ops_done_query(tx_id, tx_hash, now));
-}
-
-fn ops_done_query<'q>(
-    tx_id: i64,
-    tx_hash: &str,
-    now: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    sqlx::query(
-        "UPDATE chain_ops SET state = 'done', tx_hash = $1, last_error = NULL, updated_at = $2 \
-         WHERE tx_id = $3 AND state = 'submitted'",
-    )
-    .bind(tx_hash.to_owned())
-    .bind(now)
-    .bind(tx_id)
+    script.push(
+        sqlx::query(
+            "UPDATE chain_ops SET state = 'done', tx_hash = $1, last_error = NULL, updated_at = $2 \
+             WHERE tx_id = $3 AND state = 'submitted'",
+        )
+        .bind(tx_hash.to_owned())
+        .bind(now)
+        .bind(tx_id),
+    );
 }
 
 pub async fn claim_op(conn: &mut Conn, op: i64, tx_id: i64, now: i64) -> Result<bool> {
