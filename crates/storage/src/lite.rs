@@ -40,6 +40,19 @@ const GROUP: usize = 64;
 /// that everyone behind it waits for. A larger script runs alone.
 const GROUP_VALUES: usize = 16_000;
 
+/// Sets up a connection of ours: the pragmas every connection shares, a
+/// statement cache, and the query planner's stability guarantee. Without
+/// it SQLite plans some statements for their bound values (a `LIMIT $n`,
+/// a range with statistics) and then prepares them again on every run
+/// with new values, defeating the cache; every statement of ours is
+/// written to be planned once.
+fn prepare(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(crate::db::SQLITE_PRAGMAS)?;
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+    Ok(())
+}
+
 /// Opens the script connection on the database file at `path` and starts
 /// its thread, which runs scripts while holding `writer`'s lock (shared
 /// with `Db::begin` and `Db::writer`). The thread ends on `Msg::Close` or
@@ -50,8 +63,7 @@ pub(crate) fn spawn(path: &Path, writer: Arc<Mutex<Option<AnyConnection>>>) -> R
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(db_error)?;
-    conn.execute_batch(crate::db::SQLITE_PRAGMAS).map_err(db_error)?;
-    conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+    prepare(&conn).map_err(db_error)?;
     let (tx, rx) = mpsc::channel::<Msg>();
     std::thread::Builder::new()
         .name("sqlite-scripts".into())
@@ -358,9 +370,8 @@ impl Readers {
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.execute_batch(crate::db::SQLITE_PRAGMAS)?;
+        prepare(&conn)?;
         conn.execute_batch("PRAGMA query_only = ON")?;
-        conn.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
         Ok(Reader { conn, columns: HashMap::new() })
     }
 
@@ -453,7 +464,7 @@ impl Checkpoints {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(db_error)?;
-        conn.execute_batch(crate::db::SQLITE_PRAGMAS).map_err(db_error)?;
+        prepare(&conn).map_err(db_error)?;
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("sqlite-checkpoints".into())
@@ -542,5 +553,25 @@ impl sqlx::error::DatabaseError for LiteError {
             ffi::SQLITE_CONSTRAINT_CHECK => sqlx::error::ErrorKind::CheckViolation,
             _ => sqlx::error::ErrorKind::Other,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The build's SQLite is the one `.cargo/config.toml` asks for: a page
+    /// cache per connection, no allocation statistics, and connections that
+    /// plan each statement once.
+    #[test]
+    fn sqlite_is_built_and_set_up_for_many_connections() {
+        let conn = Connection::open_in_memory().unwrap();
+        prepare(&conn).unwrap();
+        let mut st = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(conn.db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG).unwrap());
     }
 }
