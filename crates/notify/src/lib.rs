@@ -11,7 +11,8 @@ pub mod templates;
 use entrada_primitives::SharedClock;
 use entrada_storage::events::{DomainEvent, consumers};
 use entrada_storage::outbox::{Consumer, Envelope, anyhow_lite};
-use entrada_storage::{Db, Run, Script, Tx};
+use entrada_storage::{Db, Params, Run, Script, Tx};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 pub use mailer::{MailTransport, MailboxMailer, Mailer, OutgoingMail, SmtpConfig, SmtpMailer, SmtpTls, read_mailbox};
@@ -43,20 +44,42 @@ impl Consumer for MailConsumer {
     /// Sends the mail, outside any transaction, unless the delivery log says
     /// it went out already (a redelivery after a committed send).
     async fn deliver(&self, db: &Db, env: &Envelope) -> Result<(), anyhow_lite::Error> {
-        let Some(mail) = templates::render(&env.event, &self.public_url) else {
-            return Ok(());
+        self.deliver_batch(db, std::slice::from_ref(env)).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Sends a batch's mails together: one read of the delivery log for
+    /// the batch, then the mails not yet sent in one [`Mailer::send_all`].
+    async fn deliver_batch(&self, db: &Db, events: &[Envelope]) -> Vec<Result<(), anyhow_lite::Error>> {
+        let rendered: Vec<_> = events.iter().map(|env| templates::render(&env.event, &self.public_url)).collect();
+        let sent = match self.already_sent(db, events, &rendered).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                let e = e.to_string();
+                return events.iter().map(|_| Err(e.clone().into())).collect();
+            }
         };
-        let sent: Option<(i64,)> = sqlx::query("SELECT 1 FROM mail_deliveries WHERE event_id = $1 AND template = $2")
-            .bind(env.id)
-            .bind(mail.template)
-            .optional(&mut db.read())
-            .await?;
-        if sent.is_some() {
-            return Ok(());
+        let mut out: Vec<Result<(), anyhow_lite::Error>> = Vec::with_capacity(events.len());
+        let mut to_send = Vec::new();
+        let mut at = Vec::new();
+        for (i, (env, mail)) in events.iter().zip(&rendered).enumerate() {
+            out.push(Ok(()));
+            if let Some(mail) = mail
+                && !sent.contains(&(env.id, mail.template.to_owned()))
+            {
+                to_send.push(mail);
+                at.push(i);
+            }
         }
-        self.mailer.send(&mail).await?;
-        tracing::info!(template = mail.template, event_id = env.id, "mail sent");
-        Ok(())
+        for (i, result) in at.into_iter().zip(self.mailer.send_all(&to_send).await) {
+            match result {
+                Ok(()) => {
+                    let template = rendered[i].as_ref().map_or("", |m| m.template);
+                    tracing::info!(template, event_id = events[i].id, "mail sent");
+                }
+                Err(e) => out[i] = Err(e),
+            }
+        }
+        out
     }
 
     fn plans(&self) -> bool {
@@ -93,6 +116,27 @@ impl Consumer for MailConsumer {
 }
 
 impl MailConsumer {
+    /// The (event, template) pairs of `events` the delivery log has.
+    async fn already_sent(
+        &self,
+        db: &Db,
+        events: &[Envelope],
+        rendered: &[Option<OutgoingMail>],
+    ) -> Result<HashSet<(i64, String)>, sqlx::Error> {
+        let ids: Vec<i64> = events.iter().zip(rendered).filter(|(_, m)| m.is_some()).map(|(e, _)| e.id).collect();
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut p = Params::new(db.backend());
+        let sql = format!("SELECT event_id, template FROM mail_deliveries WHERE event_id IN ({})", p.list(ids.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id);
+        }
+        let rows: Vec<(i64, String)> = q.all(&mut db.read()).await?;
+        Ok(rows.into_iter().collect())
+    }
+
     fn push_log(&self, script: &mut Script, env: &Envelope) {
         let Some(mail) = templates::render(&env.event, &self.public_url) else { return };
         script.push(

@@ -42,6 +42,16 @@ pub type MailError = Box<dyn std::error::Error + Send + Sync>;
 pub trait Mailer: Send + Sync + 'static {
     fn transport(&self) -> MailTransport;
     async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError>;
+
+    /// Sends several mails, one result per mail in order; by default one
+    /// [`Mailer::send`] after another.
+    async fn send_all(&self, mails: &[&OutgoingMail]) -> Vec<Result<(), MailError>> {
+        let mut out = Vec::with_capacity(mails.len());
+        for mail in mails {
+            out.push(self.send(mail).await);
+        }
+        out
+    }
 }
 
 /// The header naming a mail's template (`order_confirmation`, …), so a
@@ -130,20 +140,44 @@ impl Mailer for MailboxMailer {
     }
 
     async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
-        let msg = build_message(&self.from, mail)?;
+        self.send_all(&[mail]).await.pop().unwrap_or(Ok(()))
+    }
+
+    /// Appends the mails that build to the day's file in one write, made
+    /// in one trip to the blocking pool.
+    async fn send_all(&self, mails: &[&OutgoingMail]) -> Vec<Result<(), MailError>> {
         let now = self.clock.now().to_offset(time::UtcOffset::UTC);
-        let entry = mbox_entry(&self.sender, now, &msg.formatted());
+        let mut out: Vec<Result<(), MailError>> = Vec::with_capacity(mails.len());
+        let mut entries = Vec::new();
+        for mail in mails {
+            match build_message(&self.from, mail) {
+                Ok(msg) => {
+                    entries.extend_from_slice(&mbox_entry(&self.sender, now, &msg.formatted()));
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        if entries.is_empty() {
+            return out;
+        }
         let file = self.dir.join(format!("{}.mbox", now.date()));
         let (dir, append) = (self.dir.clone(), self.append.clone());
-        // One trip to the blocking pool for the whole message.
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let _one_at_a_time = append.lock().unwrap_or_else(|p| p.into_inner());
             std::fs::create_dir_all(&dir)?;
-            std::fs::OpenOptions::new().create(true).append(true).open(&file)?.write_all(&entry)
+            std::fs::OpenOptions::new().create(true).append(true).open(&file)?.write_all(&entries)
         })
         .await
-        .map_err(std::io::Error::other)??;
-        Ok(())
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        if let Err(e) = written {
+            let e = e.to_string();
+            for r in out.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e.clone().into());
+            }
+        }
+        out
     }
 }
 
@@ -316,6 +350,32 @@ mod tests {
         let mails = read_mailbox(&dir.path().join("mailbox")).unwrap();
         assert_eq!(mails.len(), 1);
         assert!(mails[0].1.contains("\nFrom the box office: doors at 8.\n>From a quote\n"), "{}", mails[0].1);
+    }
+
+    /// A batch is appended in order; a mail that cannot be built (a bad
+    /// address) fails alone and the others are written.
+    #[tokio::test]
+    async fn a_batch_is_appended_and_a_bad_mail_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = mailer(dir.path());
+        let mail = |to: &str, template| OutgoingMail { template, to: to.into(), subject: "s".into(), body: "b\n".into() };
+        let (a, bad, c) = (mail("ana@example.com", "first"), mail("not an address", "bad"), mail("cy@example.com", "third"));
+        let results = m.send_all(&[&a, &bad, &c]).await;
+        assert_eq!(results.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false, true]);
+        let mails = read_mailbox(&dir.path().join("mailbox")).unwrap();
+        let templates: Vec<_> = mails.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(templates, ["first", "third"]);
+    }
+
+    /// A batch whose file cannot be written fails as a whole.
+    #[tokio::test]
+    async fn a_batch_that_cannot_be_written_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mailbox"), "a file where the folder should be").unwrap();
+        let m = mailer(dir.path());
+        let a = OutgoingMail { template: "t", to: "ana@example.com".into(), subject: "s".into(), body: "b\n".into() };
+        let results = m.send_all(&[&a, &a]).await;
+        assert!(results.iter().all(Result::is_err), "{results:?}");
     }
 
     /// An empty or missing mailbox folder reads as no mail.

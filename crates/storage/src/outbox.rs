@@ -91,6 +91,18 @@ pub trait Consumer: Send + Sync + 'static {
     async fn deliver(&self, _db: &Db, _event: &Envelope) -> Result<(), anyhow_lite::Error> {
         Ok(())
     }
+
+    /// The outside effects of a claimed batch, one result per event in
+    /// order; by default [`Consumer::deliver`] for each. A consumer whose
+    /// effects are cheaper together (one read of its delivery log, one
+    /// write to a mailbox file) makes them together.
+    async fn deliver_batch(&self, db: &Db, events: &[Envelope]) -> Vec<Result<(), anyhow_lite::Error>> {
+        let mut out = Vec::with_capacity(events.len());
+        for env in events {
+            out.push(self.deliver(db, env).await);
+        }
+        out
+    }
 }
 
 /// How long a claimed delivery is withheld from other dispatchers: longer
@@ -356,7 +368,7 @@ impl Dispatcher {
         self.handle_rows(c, tx, &delivered, now).await
     }
 
-    /// Makes each event's outside effect, with no transaction open; the
+    /// Makes the batch's outside effects, with no transaction open; the
     /// failed ones wait for their backoff. Returns the delivered ones.
     async fn deliver_each(
         &self,
@@ -365,8 +377,10 @@ impl Dispatcher {
         now: i64,
     ) -> Result<Vec<Envelope>, sqlx::Error> {
         let mut delivered = Vec::with_capacity(rows.len());
+        let mut results = c.deliver_batch(&self.db, &rows).await.into_iter();
         for env in rows {
-            match c.deliver(&self.db, &env).await {
+            let result = results.next().unwrap_or_else(|| Err("no delivery result for the event".into()));
+            match result {
                 Ok(()) => delivered.push(env),
                 Err(e) => {
                     tracing::warn!(consumer = c.name(), event_id = env.id, error = %e, "delivery failed; will retry");
