@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod h1;
 mod mints;
 mod pipeline;
 mod purchases;
@@ -172,16 +173,22 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0)
 }
 
-/// Ceiling: a trivial endpoint's requests per second, same server, same client.
-async fn ceiling_healthz(http: &reqwest::Client, base: &str, clients: usize, seconds: u64) -> f64 {
+/// Ceiling: a trivial endpoint's requests per second, same server, one
+/// kept-alive connection per client on the generators' lean client.
+async fn ceiling_healthz(base: &str, clients: usize, seconds: u64) -> f64 {
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
     let n = Arc::new(AtomicU64::new(0));
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(h1::Conn::open(addr).await.unwrap());
+    }
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (http, url, n) = (http.clone(), format!("{base}/healthz"), n.clone());
+    for mut conn in conns {
+        let n = n.clone();
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
-                http.get(&url).send().await.unwrap().bytes().await.unwrap();
+                assert_eq!(conn.get("/healthz").await.unwrap().status, 200);
                 n.fetch_add(1, Ordering::Relaxed);
             }
         }));

@@ -1,7 +1,9 @@
 //! `entrada-bench purchases`: completed purchases per second for one event
 //! (hold → order → sandbox payment → signed webhook → tickets issued).
 
+use crate::h1::Conn;
 use crate::{PurchaseArgs, ceiling_commits, ceiling_healthz, pct, post, start};
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +15,7 @@ pub async fn purchases(args: PurchaseArgs) {
     let base = server.base.clone();
     println!("# purchases benchmark — backend {:?}, {} tickets, {} clients", args.backend, args.tickets, args.clients);
 
-    let rps = ceiling_healthz(&http, &base, args.clients, args.ceiling_seconds).await;
+    let rps = ceiling_healthz(&base, args.clients, args.ceiling_seconds).await;
     let commits = ceiling_commits(&server.app.db, args.clients.min(16), args.ceiling_seconds).await;
 
     // Setup: an organizer, an on-sale event of `tickets` seats, the buyers.
@@ -83,34 +85,37 @@ pub async fn purchases(args: PurchaseArgs) {
     let sold = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(std::sync::Mutex::new(Vec::<f64>::new()));
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let mut conns = Vec::with_capacity(tokens.len());
+    for _ in &tokens {
+        conns.push(Conn::open(addr).await.unwrap());
+    }
+    let hold_body = serde_json::to_vec(&json!({"event_id": event, "items": [{"ticket_type_id": tt, "quantity": 1}]})).unwrap();
+    let hold_body: Arc<[u8]> = hold_body.into();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for token in tokens {
-        let (http, base, event, tt) = (http.clone(), base.clone(), event.clone(), tt.clone());
+    for (token, mut conn) in tokens.into_iter().zip(conns) {
+        let (base, hold_body) = (base.clone(), hold_body.clone());
         let (next, sold, refused, latencies) = (next.clone(), sold.clone(), refused.clone(), latencies.clone());
+        let bearer = format!("Bearer {token}");
         tasks.push(tokio::spawn(async move {
             let mut local = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < attempts {
                 let t = Instant::now();
-                let (s, hold) = post(
-                    &http,
-                    &format!("{base}/api/v1/holds"),
-                    Some(&token),
-                    json!({"event_id": event, "items": [{"ticket_type_id": tt, "quantity": 1}]}),
-                )
-                .await;
-                if s == 409 {
+                let a = conn.post("/api/v1/holds", Some(&bearer), &hold_body).await.unwrap();
+                if a.status == 409 {
                     refused.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                assert_eq!(s, 201, "{hold}");
-                let (s, order) =
-                    post(&http, &format!("{base}/api/v1/orders"), Some(&token), json!({"hold_id": hold["id"]})).await;
-                assert_eq!(s, 201, "{order}");
-                let (s, paid) =
-                    post(&http, order["checkout_url"].as_str().unwrap(), None, json!({"card": "4242424242424242"}))
-                        .await;
-                assert_eq!(s, 200, "{paid}");
+                assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+                let hold: Created = serde_json::from_slice(&a.body).unwrap();
+                let body = format!(r#"{{"hold_id":"{}"}}"#, hold.id);
+                let a = conn.post("/api/v1/orders", Some(&bearer), body.as_bytes()).await.unwrap();
+                assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+                let order: Placed = serde_json::from_slice(&a.body).unwrap();
+                let checkout = order.checkout_url.strip_prefix(&base).expect("a checkout on this server");
+                let a = conn.post(checkout, None, br#"{"card":"4242424242424242"}"#).await.unwrap();
+                assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
                 sold.fetch_add(1, Ordering::Relaxed);
                 local.push(t.elapsed().as_secs_f64() * 1000.0);
             }
@@ -163,4 +168,14 @@ pub async fn purchases(args: PurchaseArgs) {
     assert_eq!(issued as u64, sold, "every accepted purchase has its ticket");
 
     server.stop().await;
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct Placed {
+    checkout_url: String,
 }

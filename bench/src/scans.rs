@@ -565,7 +565,7 @@ pub async fn scans(args: ScanArgs) {
 
     // Ceilings, measured on the idle server before the load.
     let (verify_one, verify_batch) = ceiling_ed25519(args.ceiling_seconds);
-    let rps = ceiling_healthz(&http, &base, args.clients, args.ceiling_seconds).await;
+    let rps = ceiling_healthz(&base, args.clients, args.ceiling_seconds).await;
     let commits = ceiling_commits(&server.app.db, 16, args.ceiling_seconds).await;
 
     let b = args.batch_tickets;
