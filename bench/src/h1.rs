@@ -105,6 +105,36 @@ impl Conn {
     }
 }
 
+/// Kept-alive connections shared by tasks that come and go (an open-loop
+/// generator spawns one per request): a request takes an idle connection,
+/// or opens one, and gives it back after the answer.
+pub struct Pool {
+    addr: SocketAddr,
+    idle: std::sync::Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    /// A pool with `warm` connections already open.
+    pub async fn new(addr: SocketAddr, warm: usize) -> std::io::Result<Pool> {
+        let mut idle = Vec::with_capacity(warm);
+        for _ in 0..warm {
+            idle.push(Conn::open(addr).await?);
+        }
+        Ok(Pool { addr, idle: std::sync::Mutex::new(idle) })
+    }
+
+    pub async fn post(&self, path: &str, authorization: Option<&str>, json: &[u8]) -> std::io::Result<Answer> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match idle {
+            Some(c) => c,
+            None => Conn::open(self.addr).await?,
+        };
+        let answer = conn.post(path, authorization, json).await?;
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        Ok(answer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! proof as the phone app would. It ends by checking that every valid ticket
 //! was admitted exactly once.
 
+use crate::h1::Pool;
 use crate::{Backend, Server, ceiling_commits, ceiling_healthz, pct, post, start};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -262,8 +263,7 @@ static NONCE: AtomicU64 = AtomicU64::new(1);
 /// Every gate uploads its scans in batches, all gates at once.
 async fn batch_phase(
     args: &ScanArgs,
-    http: &reqwest::Client,
-    base: &str,
+    pool: &Arc<Pool>,
     gates: &Arc<Vec<Gate>>,
     all: &Arc<Vec<Ticket>>,
     keys: &Arc<Vec<SigningKey>>,
@@ -294,7 +294,7 @@ async fn batch_phase(
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for (d, mine) in bodies.into_iter().enumerate() {
-        let (http, url, token) = (http.clone(), format!("{base}/api/v1/scanner/scans"), gates[d].token.clone());
+        let (pool, token) = (pool.clone(), format!("Device {}", gates[d].token));
         let (reasons, latencies, errors) = (reasons.clone(), latencies.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut local = Vec::new();
@@ -303,16 +303,9 @@ async fn batch_phase(
                     break;
                 }
                 let t = Instant::now();
-                let res = http
-                    .post(&url)
-                    .header("authorization", format!("Device {token}"))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                let ok = res.status().is_success();
-                let v: Value = res.json().await.unwrap_or(Value::Null);
+                let res = pool.post("/api/v1/scanner/scans", Some(&token), &body).await.unwrap();
+                let ok = (200..300).contains(&res.status);
+                let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
                 local.push(t.elapsed().as_secs_f64() * 1000.0);
                 if !ok {
                     eprintln!("batch refused: {v}");
@@ -341,8 +334,7 @@ async fn batch_phase(
 #[allow(clippy::too_many_arguments)]
 async fn single_phase(
     args: &ScanArgs,
-    http: &reqwest::Client,
-    base: &str,
+    pool: &Arc<Pool>,
     gates: &Arc<Vec<Gate>>,
     all: &Arc<Vec<Ticket>>,
     keys: &Arc<Vec<SigningKey>>,
@@ -364,26 +356,18 @@ async fn single_phase(
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(scans)));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.phase_deadline);
-    let url = format!("{base}/api/v1/scanner/scan");
     let tokens: Arc<Vec<String>> = Arc::new(gates.iter().map(|g| format!("Device {}", g.token)).collect());
     let send = {
-        let (http, url, tokens, bodies) = (http.clone(), url.clone(), tokens.clone(), bodies.clone());
+        let (pool, tokens, bodies) = (pool.clone(), tokens.clone(), bodies.clone());
         let (reasons, errors) = (reasons.clone(), errors.clone());
         move |k: usize| {
-            let (http, url, tokens, bodies) = (http.clone(), url.clone(), tokens.clone(), bodies.clone());
+            let (pool, tokens, bodies) = (pool.clone(), tokens.clone(), bodies.clone());
             let (reasons, errors) = (reasons.clone(), errors.clone());
             async move {
                 let (device, body) = &bodies[k];
-                let res = http
-                    .post(&url)
-                    .header("authorization", &tokens[*device])
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                let ok = res.status().is_success();
-                let v: Value = res.json().await.unwrap_or(Value::Null);
+                let res = pool.post("/api/v1/scanner/scan", Some(&tokens[*device]), body).await.unwrap();
+                let ok = (200..300).contains(&res.status);
+                let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
                 if ok {
                     tally(&reasons, std::slice::from_ref(&v));
                 } else {
@@ -572,17 +556,19 @@ pub async fn scans(args: ScanArgs) {
     let s = b + args.single_tickets;
     let items = plan(&args, &all, &keys, 0..b, 0x5eed_0001).await;
     let full_verify = ceiling_credentials(&http, &base, &event, &items, args.ceiling_seconds).await;
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let pool = Arc::new(Pool::new(addr, args.clients.max(args.gates)).await.unwrap());
     eprintln!("batch phase: starting");
-    let batch = batch_phase(&args, &http, &base, &gates, &all, &keys, items).await;
+    let batch = batch_phase(&args, &pool, &gates, &all, &keys, items).await;
     eprintln!("batch phase: {:.0} scans/s", batch.rate());
     let items = plan(&args, &all, &keys, b..s, 0x5eed_0002).await;
     eprintln!("single phase: starting");
-    let single = single_phase(&args, &http, &base, &gates, &all, &keys, items, None).await;
+    let single = single_phase(&args, &pool, &gates, &all, &keys, items, None).await;
     eprintln!("single phase: {:.0} scans/s", single.rate());
     let half_rate = args.half_rate.unwrap_or(single.rate() / 2.0);
     let items = plan(&args, &all, &keys, s..total, 0x5eed_0003).await;
     eprintln!("half-load phase: starting");
-    let half = single_phase(&args, &http, &base, &gates, &all, &keys, items, Some(half_rate)).await;
+    let half = single_phase(&args, &pool, &gates, &all, &keys, items, Some(half_rate)).await;
     eprintln!("half-load phase: {:.0} scans/s offered, {:.0} achieved", half_rate, half.rate());
 
     // Every valid ticket admitted exactly once, every scan recorded.
