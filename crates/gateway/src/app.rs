@@ -304,10 +304,10 @@ impl App {
             .route("/metrics", get(move || std::future::ready(metrics_handle.render())))
             .fallback(crate::web::serve)
             .method_not_allowed_fallback(middleware::method_not_allowed)
-            .layer(axum::middleware::from_fn(middleware::problem_for_plain_errors))
-            .layer(axum::middleware::from_fn_with_state(verifier, middleware::authenticate))
-            .layer(axum::middleware::from_fn(middleware::record_metrics))
-            .layer(axum::middleware::from_fn_with_state(limits.clone(), middleware::rate_limit))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(middleware::Edge { limits: limits.clone(), verifier }),
+                middleware::edge,
+            ))
             .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
             .layer(CatchPanicLayer::custom(middleware::panic_to_problem))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -3,7 +3,7 @@
 //! otherwise answer in plain text (unknown route, wrong method, panic).
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use entrada_primitives::Problem;
@@ -20,11 +20,45 @@ pub trait TokenVerifier: Send + Sync + 'static {
     async fn verify(&self, token: &str) -> Result<Principal, &'static str>;
 }
 
-/// Reads `Authorization: Bearer …` and leaves an [`AuthState`] for the
-/// `AuthUser` / `MaybeAuthUser` extractors. A missing header is anonymous;
-/// a bad token is remembered so that even optional-auth routes refuse it.
-pub async fn authenticate(State(verifier): State<Arc<dyn TokenVerifier>>, mut req: Request, next: Next) -> Response {
-    let state = match req.headers().get(header::AUTHORIZATION).map(|v| v.to_str()) {
+/// The gateway's per-request work, in one layer, outermost first:
+///
+/// 1. per-IP rate limits ([`RateLimits`]), answering 429 before anything
+///    else is done;
+/// 2. request metrics by route template ([`record_metrics`]): every answer
+///    from here on is counted, with its latency;
+/// 3. authentication ([`auth_state`]): reads `Authorization: Bearer …` and
+///    leaves an [`AuthState`] for the `AuthUser` / `MaybeAuthUser`
+///    extractors;
+/// 4. problem+json for what a framework extractor answered in plain text
+///    ([`problem_for_plain_errors`]).
+///
+/// One layer instead of four: each `from_fn` layer clones the service
+/// inside it and boxes its future for every request.
+pub struct Edge {
+    pub limits: Arc<RateLimits>,
+    pub verifier: Arc<dyn TokenVerifier>,
+}
+
+pub async fn edge(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -> Response {
+    if let Some(refused) = edge.limits.refuse(&req) {
+        return refused;
+    }
+    let route =
+        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let state = auth_state(edge.verifier.as_ref(), req.headers()).await;
+    req.extensions_mut().insert(state);
+    let res = problem_for_plain_errors(next.run(req).await);
+    record_metrics(method, route, res.status(), start);
+    res
+}
+
+/// What the request's `Authorization` header makes of its caller. A
+/// missing header is anonymous; a bad token is remembered so that even
+/// optional-auth routes refuse it.
+pub async fn auth_state(verifier: &dyn TokenVerifier, headers: &HeaderMap) -> AuthState {
+    match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => AuthState::Anonymous,
         Some(Ok(v)) => match v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
             Some(token) => match verifier.verify(token.trim()).await {
@@ -34,9 +68,7 @@ pub async fn authenticate(State(verifier): State<Arc<dyn TokenVerifier>>, mut re
             None => AuthState::Rejected("invalid_token"),
         },
         Some(Err(_)) => AuthState::Rejected("invalid_token"),
-    };
-    req.extensions_mut().insert(state);
-    next.run(req).await
+    }
 }
 
 /// Per-client-IP limits: one for the whole API, a stricter one for the
@@ -71,49 +103,47 @@ impl RateLimits {
     }
 }
 
-pub async fn rate_limit(State(limits): State<Arc<RateLimits>>, req: Request, next: Next) -> Response {
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let path = req.uri().path();
-    if path.starts_with("/api/") {
-        if let Some(l) = &limits.api
+impl RateLimits {
+    /// The 429 for a request over its client's limit, if it is.
+    fn refuse(&self, req: &Request) -> Option<Response> {
+        let path = req.uri().path();
+        if !path.starts_with("/api/") {
+            return None;
+        }
+        let ip =
+            req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Some(l) = &self.api
             && l.check_key(&ip).is_err()
         {
             metrics::counter!("http_rate_limited_total", "scope" => "api").increment(1);
-            return Problem::too_many_requests(1).into_response();
+            return Some(Problem::too_many_requests(1).into_response());
         }
         if path.starts_with("/api/v1/auth/")
-            && let Some(l) = &limits.auth
+            && let Some(l) = &self.auth
             && l.check_key(&ip).is_err()
         {
             metrics::counter!("http_rate_limited_total", "scope" => "auth").increment(1);
-            return Problem::too_many_requests(60).into_response();
+            return Some(Problem::too_many_requests(60).into_response());
         }
+        None
     }
-    next.run(req).await
 }
 
-/// Counts requests and their latency by route template (never by raw path,
+/// Counts an answer and its latency by route template (never by raw path,
 /// which would make a time series per ticket id).
-pub async fn record_metrics(req: Request, next: Next) -> Response {
-    let route =
-        req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
-    let start = Instant::now();
-    let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
+fn record_metrics(method: String, route: String, status: StatusCode, start: Instant) {
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(),
+        "status" => status.as_u16().to_string())
+    .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
-    res
 }
 
 /// The last line of the problem+json guarantee: an error that a framework
 /// extractor answered in plain text (a raw `Bytes` body over the size limit,
 /// say) is rewritten as a problem whose code follows from its status, so no
 /// route can leak axum's wording or content type.
-pub async fn problem_for_plain_errors(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+fn problem_for_plain_errors(res: Response) -> Response {
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
