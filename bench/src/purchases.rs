@@ -90,7 +90,8 @@ pub async fn purchases(args: PurchaseArgs) {
     for _ in &tokens {
         conns.push(Conn::open(addr).await.unwrap());
     }
-    let hold_body = serde_json::to_vec(&json!({"event_id": event, "items": [{"ticket_type_id": tt, "quantity": 1}]})).unwrap();
+    let hold_body =
+        serde_json::to_vec(&json!({"event_id": event, "items": [{"ticket_type_id": tt, "quantity": 1}]})).unwrap();
     let hold_body: Arc<[u8]> = hold_body.into();
     let t0 = Instant::now();
     let mut tasks = Vec::new();

@@ -358,8 +358,10 @@ mod tests {
     async fn a_batch_is_appended_and_a_bad_mail_fails_alone() {
         let dir = tempfile::tempdir().unwrap();
         let m = mailer(dir.path());
-        let mail = |to: &str, template| OutgoingMail { template, to: to.into(), subject: "s".into(), body: "b\n".into() };
-        let (a, bad, c) = (mail("ana@example.com", "first"), mail("not an address", "bad"), mail("cy@example.com", "third"));
+        let mail =
+            |to: &str, template| OutgoingMail { template, to: to.into(), subject: "s".into(), body: "b\n".into() };
+        let (a, bad, c) =
+            (mail("ana@example.com", "first"), mail("not an address", "bad"), mail("cy@example.com", "third"));
         let results = m.send_all(&[&a, &bad, &c]).await;
         assert_eq!(results.iter().map(Result::is_ok).collect::<Vec<_>>(), [true, false, true]);
         let mails = read_mailbox(&dir.path().join("mailbox")).unwrap();
