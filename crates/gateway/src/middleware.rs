@@ -24,13 +24,13 @@ pub trait TokenVerifier: Send + Sync + 'static {
 ///
 /// 1. per-IP rate limits ([`RateLimits`]), answering 429 before anything
 ///    else is done;
-/// 2. request metrics by route template ([`record_metrics`]): every answer
+/// 2. request metrics by route template (`record_metrics`): every answer
 ///    from here on is counted, with its latency;
-/// 3. authentication ([`auth_state`]): reads `Authorization: Bearer …` and
+/// 3. authentication (`auth_state`): reads `Authorization: Bearer …` and
 ///    leaves an [`AuthState`] for the `AuthUser` / `MaybeAuthUser`
 ///    extractors;
 /// 4. problem+json for what a framework extractor answered in plain text
-///    ([`problem_for_plain_errors`]).
+///    (`problem_for_plain_errors`).
 ///
 /// One layer instead of four: each `from_fn` layer clones the service
 /// inside it and boxes its future for every request.
@@ -57,7 +57,7 @@ pub async fn edge(State(edge): State<Arc<Edge>>, mut req: Request, next: Next) -
 /// What the request's `Authorization` header makes of its caller. A
 /// missing header is anonymous; a bad token is remembered so that even
 /// optional-auth routes refuse it.
-pub async fn auth_state(verifier: &dyn TokenVerifier, headers: &HeaderMap) -> AuthState {
+async fn auth_state(verifier: &dyn TokenVerifier, headers: &HeaderMap) -> AuthState {
     match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
         None => AuthState::Anonymous,
         Some(Ok(v)) => match v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
