@@ -159,3 +159,65 @@ impl MailConsumer {
 pub fn handles(event: &DomainEvent) -> bool {
     templates::render(event, "").is_some()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use entrada_primitives::ids::{EventId, OrderId, UserId};
+    use mailer::MailError;
+    use std::sync::Mutex;
+
+    /// Records what it is asked to send.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    #[async_trait::async_trait]
+    impl Mailer for Recorder {
+        fn transport(&self) -> MailTransport {
+            MailTransport::Mailbox
+        }
+        async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
+            self.0.lock().unwrap().push(mail.to.clone());
+            Ok(())
+        }
+    }
+
+    fn paid(id: i64, to: &str) -> Envelope {
+        let event = DomainEvent::OrderPaid {
+            order_id: OrderId::new(),
+            event_id: EventId::new(),
+            buyer: UserId::new(),
+            buyer_email: to.into(),
+            event_name: "Noche".into(),
+            total_minor: 4500,
+            currency: "EUR".into(),
+            tickets: vec![],
+        };
+        Envelope { id, occurred_at_ms: 0, event }
+    }
+
+    /// A batch redelivered after a crash between sending and recording
+    /// sends only what the delivery log does not have; events without a
+    /// mail are delivered as nothing.
+    #[tokio::test]
+    async fn a_redelivered_batch_sends_only_what_the_log_lacks() {
+        let t = entrada_storage::testing::fresh().await;
+        let recorder = Arc::new(Recorder::default());
+        let clock: SharedClock = Arc::new(entrada_primitives::SystemClock);
+        let consumer = MailConsumer::new(recorder.clone(), clock, "http://x".into());
+        let sent_before = paid(1, "ana@example.com");
+        let mut script = t.db.script();
+        consumer.push_log(&mut script, &sent_before);
+        t.db.write(script).await.unwrap();
+
+        let batch = [
+            sent_before,
+            Envelope { id: 2, occurred_at_ms: 0, event: DomainEvent::OrderExpired { order_id: OrderId::new() } },
+            paid(3, "bea@example.com"),
+        ];
+        let results = consumer.deliver_batch(&t.db, &batch).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(*recorder.0.lock().unwrap(), ["bea@example.com"]);
+    }
+}

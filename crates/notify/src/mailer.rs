@@ -92,7 +92,8 @@ fn eight_bit(text: &str) -> Result<Body, MailError> {
 /// more than the rest of the mail's delivery; and on ext4 each inode freed
 /// in the last minutes (a test run's deleted mailbox) makes the next one
 /// slower to allocate. Appends are serialized within the process and each
-/// message is one `write` on a file opened for appending.
+/// batch of messages ([`Mailer::send_all`]) is one `write` on a file opened
+/// for appending.
 pub struct MailboxMailer {
     dir: PathBuf,
     from: String,
