@@ -12,7 +12,7 @@
 use alloy::primitives::{Address, B256, U256};
 use entrada_primitives::SharedClock;
 use entrada_storage::audit::{self, Actor};
-use entrada_storage::{Consumer, Db, Run, Script};
+use entrada_storage::{Consumer, Db, Run, WriteError};
 use serde_json::json;
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -622,27 +622,34 @@ impl Pipeline {
         }
         let now = self.now();
         let lease = now + self.inner.cfg.send_lease_ms;
-        let n = i64::try_from(resolved.len()).unwrap_or(i64::MAX);
-        let mut tx = self.inner.db.begin().await?;
-        let tx_id = store::open_tx(&mut tx, "mint_batch", event_id, &self.inner.instance, lease, n, now).await?;
-        // Every claim in one round trip.
-        let mut claims = Script::on(&tx);
-        for (t, a) in &resolved {
-            store::push_claim_token(&mut claims, t, tx_id, &address_text(*a), now);
-        }
-        let claimed = claims.run(&mut tx).await?;
+        // The transaction's row and every claim in one script, committed before the send: on
+        // SQLite it joins the sale's writes in a grouped commit instead of holding the writer
+        // through a transaction of its own.
+        let tx_id = store::next_tx_id(&mut self.inner.db.read()).await?;
+        let mut script = self.inner.db.script();
+        store::push_open_tx(&mut script, tx_id, "mint_batch", event_id, &self.inner.instance, lease, now);
+        let claims: Vec<usize> = resolved
+            .iter()
+            .map(|(t, a)| store::push_claim_token(&mut script, t, tx_id, &address_text(*a), now))
+            .collect();
+        store::push_close_claims(&mut script, tx_id);
+        let changed = match self.inner.db.write(script).await {
+            Ok(changed) => changed,
+            Err(WriteError::Guard(_)) => {
+                tracing::debug!(tx_id, "chain transaction id taken meanwhile; the tokens wait for the next round");
+                return Ok(true);
+            }
+            Err(WriteError::Db(e)) => return Err(e.into()),
+        };
         let mints: Vec<Mint> = resolved
             .iter()
-            .zip(claimed)
-            .filter(|(_, n)| *n == 1)
+            .zip(claims)
+            .filter(|(_, at)| changed.get(*at) == Some(&1))
             .map(|((t, a), _)| Mint { to: *a, token_id: u256(t.token_id) })
             .collect();
         if mints.is_empty() {
-            tx.rollback().await?;
             return Ok(true);
         }
-        store::set_tx_items(&mut tx, tx_id, i64::try_from(mints.len()).unwrap_or(i64::MAX)).await?;
-        tx.commit().await?;
 
         r.transactions += 1;
         match self.inner.chain.mint_batch(collection, &mints).await {

@@ -8,7 +8,7 @@
 //! write nothing extra.
 
 use entrada_primitives::ids::TicketId;
-use entrada_storage::{Fetch, Params, Run, Script};
+use entrada_storage::{Backend, Fetch, Params, Run, Script};
 use sqlx::AnyConnection;
 use std::collections::HashMap;
 
@@ -441,13 +441,57 @@ pub async fn open_tx(
     Ok(id)
 }
 
-pub async fn set_tx_items(conn: &mut Conn, tx_id: i64, items: i64) -> Result<()> {
-    sqlx::query("UPDATE chain_transactions SET items = $1 WHERE id = $2")
-        .bind(items)
-        .bind(tx_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// The id the next chain transaction row takes, drawn before its insert so that the insert and
+/// the rows that refer to it go in one script: PostgreSQL's sequence; on SQLite the
+/// AUTOINCREMENT counter's next value (this process is SQLite's only writer, and the insert in
+/// [`push_open_tx`] is a guard, so an id taken meanwhile stops the script instead of sharing it).
+pub async fn next_tx_id(conn: &mut impl Fetch) -> Result<i64> {
+    let sql = match conn.backend() {
+        Backend::Sqlite => {
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'chain_transactions'), 0) + 1"
+        }
+        Backend::Postgres => "SELECT nextval(pg_get_serial_sequence('chain_transactions', 'id'))",
+    };
+    let (id,): (i64,) = sqlx::query(sql).one(conn).await?;
+    Ok(id)
+}
+
+/// Adds the opening of chain transaction `id` (drawn by [`next_tx_id`], state `sending`) to
+/// `script` as a guard: an id already taken writes nothing of the script.
+pub fn push_open_tx(
+    script: &mut Script,
+    id: i64,
+    kind: &str,
+    event_id: &str,
+    instance: &str,
+    lease_until: i64,
+    now: i64,
+) -> usize {
+    script.push_guard(
+        sqlx::query(
+            "INSERT INTO chain_transactions (id, kind, event_id, state, instance, lease_until, items, created_at, \
+             updated_at) VALUES ($1, $2, $3, 'sending', $4, $5, 0, $6, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(kind.to_owned())
+        .bind(event_id.to_owned())
+        .bind(instance.to_owned())
+        .bind(lease_until)
+        .bind(now),
+    )
+}
+
+/// Adds to `script`, after the claims of mint transaction `id`: its count of tokens, and the
+/// row's removal when no claim held (every token moved since it was read).
+pub fn push_close_claims(script: &mut Script, id: i64) {
+    script.push(
+        sqlx::query(
+            "UPDATE chain_transactions SET items = \
+             (SELECT COUNT(*) FROM chain_tokens WHERE tx_id = $1 AND state = 'submitted') WHERE id = $1",
+        )
+        .bind(id),
+    );
+    script.push(sqlx::query("DELETE FROM chain_transactions WHERE id = $1 AND items = 0").bind(id));
 }
 
 /// Adds the claim pending → submitted to `script`; it changes a row only if the ticket still
@@ -956,4 +1000,102 @@ pub async fn state_counts(conn: &mut impl Fetch) -> Result<Vec<(String, String, 
     )
     .all(conn)
     .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use entrada_storage::WriteError;
+
+    async fn pending(db: &entrada_storage::Db, ticket: &str, token: i64, holder: &str) -> PendingToken {
+        sqlx::query(
+            "INSERT INTO chain_tokens (ticket_id, event_id, token_id, holder_id, state, available_at, created_at, \
+             updated_at) VALUES ($1, 'evt', $2, $3, 'pending', 0, 0, 0)",
+        )
+        .bind(ticket.to_owned())
+        .bind(token)
+        .bind(holder.to_owned())
+        .execute(&mut *db.writer().await.unwrap())
+        .await
+        .unwrap();
+        PendingToken {
+            ticket_id: ticket.to_owned(),
+            token_id: token,
+            holder_id: Some(holder.to_owned()),
+            external_address: None,
+            attempts: 0,
+        }
+    }
+
+    async fn mint_row(db: &entrada_storage::Db, id: i64) -> Option<(String, i64)> {
+        sqlx::query("SELECT state, items FROM chain_transactions WHERE id = $1")
+            .bind(id)
+            .optional(&mut db.read())
+            .await
+            .unwrap()
+    }
+
+    /// Opens mint `id` with a claim of each token in one script, as `send_mint` does.
+    async fn open_mint(
+        db: &entrada_storage::Db,
+        id: i64,
+        tokens: &[PendingToken],
+    ) -> std::result::Result<Vec<u64>, WriteError> {
+        let mut script = db.script();
+        push_open_tx(&mut script, id, "mint_batch", "evt", "node-a", 1_000, 10);
+        let claims: Vec<usize> = tokens.iter().map(|t| push_claim_token(&mut script, t, id, "0xabc", 10)).collect();
+        push_close_claims(&mut script, id);
+        let changed = db.write(script).await?;
+        Ok(claims.iter().map(|at| changed[*at]).collect())
+    }
+
+    #[tokio::test]
+    async fn a_mint_opens_with_its_claims_in_one_script() {
+        let t = entrada_storage::testing::fresh().await;
+        let db = &t.db;
+        let a = pending(db, "t-a", 1, "u-1").await;
+        let b = pending(db, "t-b", 2, "u-2").await;
+        let mut moved = pending(db, "t-c", 3, "u-3").await;
+        // Given to someone else after the round read it: its claim must not hold.
+        moved.holder_id = Some("u-old".into());
+
+        let first = next_tx_id(&mut db.read()).await.unwrap();
+        assert_eq!(open_mint(db, first, &[a, b, moved.clone()]).await.unwrap(), vec![1, 1, 0]);
+        assert_eq!(mint_row(db, first).await, Some(("sending".into(), 2)), "the row counts what was claimed");
+        let (submitted,): (i64,) =
+            sqlx::query("SELECT COUNT(*) FROM chain_tokens WHERE tx_id = $1 AND state = 'submitted'")
+                .bind(first)
+                .one(&mut db.read())
+                .await
+                .unwrap();
+        assert_eq!(submitted, 2);
+
+        // Nothing left to claim: no transaction row stays behind, and its id is not drawn again.
+        let second = next_tx_id(&mut db.read()).await.unwrap();
+        assert!(second > first);
+        assert_eq!(open_mint(db, second, &[moved]).await.unwrap(), vec![0]);
+        assert_eq!(mint_row(db, second).await, None);
+        assert!(next_tx_id(&mut db.read()).await.unwrap() > second);
+    }
+
+    #[tokio::test]
+    async fn an_id_taken_meanwhile_writes_nothing() {
+        let t = entrada_storage::testing::fresh().await;
+        let db = &t.db;
+        let a = pending(db, "t-a", 1, "u-1").await;
+        let b = pending(db, "t-b", 2, "u-2").await;
+        let id = next_tx_id(&mut db.read()).await.unwrap();
+        assert_eq!(open_mint(db, id, &[a]).await.unwrap(), vec![1]);
+
+        // The same id again (another sender drew it first): the guard stops the whole script.
+        assert!(matches!(open_mint(db, id, std::slice::from_ref(&b)).await, Err(WriteError::Guard(0))));
+        assert_eq!(mint_row(db, id).await, Some(("sending".into(), 1)));
+        let (state, tx): (String, Option<i64>) =
+            sqlx::query("SELECT state, tx_id FROM chain_tokens WHERE ticket_id = 't-b'")
+                .one(&mut db.read())
+                .await
+                .unwrap();
+        assert_eq!((state.as_str(), tx), ("pending", None), "the claim was not kept");
+    }
 }
