@@ -81,7 +81,8 @@ impl Custody {
             return address_from_db(&a);
         }
         self.create(user).await?;
-        match store::address_of_fresh(&self.inner.db, &id).await? {
+        // The write answered after its commit, so a read sees the key.
+        match store::address_of(&self.inner.db, &id).await? {
             Some(a) => address_from_db(&a),
             None => Err(WalletError::Internal("custodial key missing right after its insert".into())),
         }
@@ -99,20 +100,21 @@ impl Custody {
         };
         drop(signer);
         let now = self.inner.clock.now_ms();
-        let mut tx = self.inner.db.begin().await?;
-        if store::insert_key(&mut tx, &id, &address, &sealed, now).await? {
-            audit::record(
-                &mut tx,
-                now,
-                &Actor::System,
-                "wallet.key_created",
-                "user",
-                &id,
-                json!({ "address": address, "master_key_id": sealed.master_key_id }),
-            )
-            .await?;
-        }
-        tx.commit().await?;
+        // One script, not a transaction: on SQLite it joins the writes of the
+        // moment in a grouped commit, so the chain worker creating the keys of
+        // a sale's new holders never holds the writer.
+        let mut script = self.inner.db.script();
+        store::push_insert_key(&mut script, &id, &address, &sealed, now, 1);
+        audit::push(
+            &mut script,
+            now,
+            &Actor::System,
+            "wallet.key_created",
+            "user",
+            &id,
+            json!({ "address": address, "master_key_id": sealed.master_key_id }),
+        );
+        self.inner.db.write(script).await.map_err(sqlx::Error::from)?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The wallet's SQL, written once for SQLite and PostgreSQL.
 
 use crate::keys::{Rewrapped, Sealed};
-use entrada_storage::{Db, Run, Tx};
+use entrada_storage::{Db, Run, Script, Tx};
 
 type R<T> = Result<T, sqlx::Error>;
 
@@ -29,16 +29,6 @@ pub async fn address_of(db: &Db, user: &str) -> R<Option<String>> {
     Ok(row.map(|r| r.0))
 }
 
-/// Reads through the writer: right after an insert, the SQLite readers may
-/// not see the row yet under WAL until their next transaction; the writer does.
-pub async fn address_of_fresh(db: &Db, user: &str) -> R<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT address FROM wallet_keys WHERE user_id = $1")
-        .bind(user)
-        .fetch_optional(&mut *db.writer().await?)
-        .await?;
-    Ok(row.map(|r| r.0))
-}
-
 pub async fn key_of(db: &Db, user: &str) -> R<Option<KeyRow>> {
     let row: Option<KeyTuple> =
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM wallet_keys WHERE user_id = $1")))
@@ -48,24 +38,25 @@ pub async fn key_of(db: &Db, user: &str) -> R<Option<KeyRow>> {
     Ok(row.map(key_row))
 }
 
-/// Inserts a user's first key. False when the user already has one (a
-/// concurrent first use won): the caller re-reads and uses that one.
-pub async fn insert_key(tx: &mut Tx, user: &str, address: &str, sealed: &Sealed, now: i64) -> R<bool> {
-    let done = sqlx::query(
-        "INSERT INTO wallet_keys (user_id, address, key_nonce, key_ciphertext, master_key_id, dek_nonce, \
-         dek_wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-    )
-    .bind(user)
-    .bind(address)
-    .bind(&sealed.key_nonce)
-    .bind(&sealed.key_ciphertext)
-    .bind(&sealed.master_key_id)
-    .bind(&sealed.dek_nonce)
-    .bind(&sealed.dek_wrapped)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
+/// Adds the insert of a user's first key to `script`, starting a part of
+/// `then` statements that are skipped when the user already has one (a
+/// concurrent first use won: the caller re-reads and uses that one).
+pub fn push_insert_key(script: &mut Script, user: &str, address: &str, sealed: &Sealed, now: i64, then: usize) {
+    script.push_when(
+        sqlx::query(
+            "INSERT INTO wallet_keys (user_id, address, key_nonce, key_ciphertext, master_key_id, dek_nonce, \
+             dek_wrapped, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(user.to_owned())
+        .bind(address.to_owned())
+        .bind(sealed.key_nonce.clone())
+        .bind(sealed.key_ciphertext.clone())
+        .bind(sealed.master_key_id.clone())
+        .bind(sealed.dek_nonce.clone())
+        .bind(sealed.dek_wrapped.clone())
+        .bind(now),
+        then,
+    );
 }
 
 /// Up to `limit` keys not wrapped by `active`, after `after` (user id order),
